@@ -1,0 +1,50 @@
+"""tweetshop public contract v1: the envelope, every event, topic names."""
+
+from . import topics
+from .envelope import Envelope, utc_now
+from .events import (
+    EVENT_TYPES,
+    TOPIC_EVENTS,
+    BuyableTweetPosted,
+    Destination,
+    MerchantRegistered,
+    OrderCancelled,
+    OrderPaid,
+    OrderPaymentFailed,
+    OrderPlaced,
+    OrderRefunded,
+    ProductListed,
+    ProductUpdated,
+    ShipmentCreated,
+    ShipmentLocationUpdated,
+    ShipmentStatusChanged,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+    decode_event,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "TOPIC_EVENTS",
+    "BuyableTweetPosted",
+    "Destination",
+    "Envelope",
+    "MerchantRegistered",
+    "OrderCancelled",
+    "OrderPaid",
+    "OrderPaymentFailed",
+    "OrderPlaced",
+    "OrderRefunded",
+    "ProductListed",
+    "ProductUpdated",
+    "ShipmentCreated",
+    "ShipmentLocationUpdated",
+    "ShipmentStatusChanged",
+    "StockRejected",
+    "StockReleased",
+    "StockReserved",
+    "decode_event",
+    "topics",
+    "utc_now",
+]

@@ -1,0 +1,290 @@
+"""Every v1 event as a pydantic model, grouped by topic.
+
+Each event is the envelope plus its own fields, flat in one JSON object.
+Extending an event means adding an optional field; removing or retyping one
+needs a v2 topic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from . import topics
+from .envelope import Currency, Envelope, MinorAmount, UtcDatetime
+
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Quantity = Annotated[int, Field(ge=1, le=10_000)]
+ProductStatus = Literal["active", "delisted"]
+
+
+class Destination(BaseModel):
+    """Where a parcel goes: only what tracking needs (no name or street: those stay in checkout)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    city: str = Field(max_length=200)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    lat: Latitude
+    lon: Longitude
+
+
+# --- catalog.merchants.v1 (an extension of contract v1) -------------------------------
+
+
+class MerchantRegistered(Envelope):
+    """A merchant joined: feed shows its handle and name on tweets."""
+
+    TOPIC = topics.CATALOG_MERCHANTS
+    KEY_FIELD = "merchant_id"
+
+    event_type: Literal["MerchantRegistered"] = "MerchantRegistered"
+    merchant_id: uuid.UUID
+    handle: str = Field(max_length=50)
+    name: str = Field(max_length=200)
+
+
+# --- catalog.products.v1 ---------------------------------------------------------------
+
+
+class _ProductEvent(Envelope):
+    TOPIC = topics.CATALOG_PRODUCTS
+    KEY_FIELD = "product_id"
+
+    product_id: uuid.UUID
+    merchant_id: uuid.UUID
+    title: str = Field(max_length=200)
+    description: str = Field(default="", max_length=5000)
+    image_url: str | None = Field(default=None, max_length=2000)
+    price_minor: MinorAmount
+    currency: Currency
+    stock_available: int = Field(ge=0, description="Units that can still be bought")
+    status: ProductStatus = "active"
+    version: int = Field(
+        ge=1, description="Product version; increases with every change, so readers can drop stale ones"
+    )
+
+
+class ProductListed(_ProductEvent):
+    """A merchant listed a new product."""
+
+    event_type: Literal["ProductListed"] = "ProductListed"
+
+
+class ProductUpdated(_ProductEvent):
+    """A product's price, title, stock or status changed (its full new state)."""
+
+    event_type: Literal["ProductUpdated"] = "ProductUpdated"
+
+
+# --- catalog.reservations.v1 -----------------------------------------------------------
+
+
+class _ReservationEvent(Envelope):
+    TOPIC = topics.CATALOG_RESERVATIONS
+    KEY_FIELD = "order_id"
+
+    order_id: uuid.UUID
+    product_id: uuid.UUID
+    quantity: Quantity
+
+
+class StockReserved(_ReservationEvent):
+    """Stock was set aside for an order."""
+
+    event_type: Literal["StockReserved"] = "StockReserved"
+
+
+class StockRejected(_ReservationEvent):
+    """Stock could not be reserved for an order (sold out, unknown or delisted product, currency mismatch)."""
+
+    event_type: Literal["StockRejected"] = "StockRejected"
+    reason: str = Field(max_length=500)
+
+
+class StockReleased(_ReservationEvent):
+    """Reserved (or sold and returned) stock went back on sale."""
+
+    event_type: Literal["StockReleased"] = "StockReleased"
+    reason: str = Field(max_length=500)
+
+
+# --- feed.buyable-tweets.v1 ------------------------------------------------------------
+
+
+class BuyableTweetPosted(Envelope):
+    """A merchant posted a tweet that carries a product."""
+
+    TOPIC = topics.FEED_BUYABLE_TWEETS
+    KEY_FIELD = "tweet_id"
+
+    event_type: Literal["BuyableTweetPosted"] = "BuyableTweetPosted"
+    tweet_id: uuid.UUID
+    merchant_id: uuid.UUID
+    product_id: uuid.UUID
+    text: str = Field(max_length=1000)
+    price_minor: MinorAmount
+    currency: Currency
+    posted_at: UtcDatetime
+
+
+# --- checkout.orders.v1 ----------------------------------------------------------------
+
+
+class _OrderEvent(Envelope):
+    TOPIC = topics.CHECKOUT_ORDERS
+    KEY_FIELD = "order_id"
+
+    order_id: uuid.UUID
+    product_id: uuid.UUID
+    quantity: Quantity
+
+
+class OrderPlaced(_OrderEvent):
+    """A buyer placed an order; catalog is asked to reserve its stock."""
+
+    event_type: Literal["OrderPlaced"] = "OrderPlaced"
+    tweet_id: uuid.UUID
+    buyer_id: str = Field(max_length=200, description="Opaque buyer id (no e-mail on topics)")
+    amount_minor: MinorAmount
+    currency: Currency
+    unit_price_minor: MinorAmount
+
+
+class OrderPaid(_OrderEvent):
+    """The order's payment succeeded; tracking creates its shipment."""
+
+    event_type: Literal["OrderPaid"] = "OrderPaid"
+    amount_minor: MinorAmount
+    currency: Currency
+    payment_intent_id: str
+    destination: Destination
+
+
+class OrderPaymentFailed(_OrderEvent):
+    """The payment failed; catalog releases the reserved stock."""
+
+    event_type: Literal["OrderPaymentFailed"] = "OrderPaymentFailed"
+    reason: str = Field(max_length=500)
+    stock_reserved: bool = Field(default=True, description="Whether stock had been reserved and must be released")
+
+
+class OrderCancelled(_OrderEvent):
+    """The order was cancelled before payment (by the buyer, a rejected reservation or a deadline)."""
+
+    event_type: Literal["OrderCancelled"] = "OrderCancelled"
+    reason: str = Field(max_length=500)
+    stock_reserved: bool = Field(default=True, description="Whether stock had been reserved and must be released")
+
+
+class OrderRefunded(_OrderEvent):
+    """Money went back to the buyer, fully or partly."""
+
+    event_type: Literal["OrderRefunded"] = "OrderRefunded"
+    amount_minor: MinorAmount = Field(description="Amount refunded by this refund")
+    refunded_total_minor: MinorAmount = Field(description="Amount refunded so far, this refund included")
+    currency: Currency
+    full: bool = Field(description="The whole amount paid has now been refunded")
+    restock: bool = Field(description="Goods return to stock (catalog releases the quantity)")
+
+
+# --- tracking.shipments.v1 -------------------------------------------------------------
+
+ShipmentStatus = Literal[
+    "label_created", "picked_up", "in_transit", "out_for_delivery", "delivered", "exception", "cancelled"
+]
+
+
+class ShipmentCreated(Envelope):
+    """A paid order got a shipment."""
+
+    TOPIC = topics.TRACKING_SHIPMENTS
+    KEY_FIELD = "shipment_id"
+
+    event_type: Literal["ShipmentCreated"] = "ShipmentCreated"
+    shipment_id: uuid.UUID
+    order_id: uuid.UUID
+    status: ShipmentStatus
+    destination: Destination
+
+
+class ShipmentStatusChanged(Envelope):
+    """A shipment moved to another status."""
+
+    TOPIC = topics.TRACKING_SHIPMENTS
+    KEY_FIELD = "shipment_id"
+
+    event_type: Literal["ShipmentStatusChanged"] = "ShipmentStatusChanged"
+    shipment_id: uuid.UUID
+    order_id: uuid.UUID
+    from_status: ShipmentStatus
+    to_status: ShipmentStatus
+
+
+# --- tracking.locations.v1 -------------------------------------------------------------
+
+
+class ShipmentLocationUpdated(Envelope):
+    """A courier reported where the parcel is."""
+
+    TOPIC = topics.TRACKING_LOCATIONS
+    KEY_FIELD = "shipment_id"
+
+    event_type: Literal["ShipmentLocationUpdated"] = "ShipmentLocationUpdated"
+    shipment_id: uuid.UUID
+    order_id: uuid.UUID
+    lat: Latitude
+    lon: Longitude
+    recorded_at: UtcDatetime
+    speed: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False, description="m/s")
+    heading: float | None = Field(default=None, ge=0, lt=360, allow_inf_nan=False, description="degrees")
+    accuracy: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False, description="metres")
+
+
+ProductEvent = Annotated[ProductListed | ProductUpdated, Field(discriminator="event_type")]
+ReservationEvent = Annotated[StockReserved | StockRejected | StockReleased, Field(discriminator="event_type")]
+BuyableTweetEvent = BuyableTweetPosted
+OrderEvent = Annotated[
+    OrderPlaced | OrderPaid | OrderPaymentFailed | OrderCancelled | OrderRefunded, Field(discriminator="event_type")
+]
+ShipmentEvent = Annotated[ShipmentCreated | ShipmentStatusChanged, Field(discriminator="event_type")]
+LocationEvent = ShipmentLocationUpdated
+
+EVENT_TYPES: tuple[type[Envelope], ...] = (
+    MerchantRegistered,
+    ProductListed,
+    ProductUpdated,
+    StockReserved,
+    StockRejected,
+    StockReleased,
+    BuyableTweetPosted,
+    OrderPlaced,
+    OrderPaid,
+    OrderPaymentFailed,
+    OrderCancelled,
+    OrderRefunded,
+    ShipmentCreated,
+    ShipmentStatusChanged,
+    ShipmentLocationUpdated,
+)
+
+TOPIC_EVENTS: dict[str, TypeAdapter[Envelope]] = {
+    topics.CATALOG_MERCHANTS: TypeAdapter(MerchantRegistered),
+    topics.CATALOG_PRODUCTS: TypeAdapter(ProductEvent),
+    topics.CATALOG_RESERVATIONS: TypeAdapter(ReservationEvent),
+    topics.FEED_BUYABLE_TWEETS: TypeAdapter(BuyableTweetEvent),
+    topics.CHECKOUT_ORDERS: TypeAdapter(OrderEvent),
+    topics.TRACKING_SHIPMENTS: TypeAdapter(ShipmentEvent),
+    topics.TRACKING_LOCATIONS: TypeAdapter(LocationEvent),
+}
+
+
+def decode_event(topic: str, value: bytes) -> Envelope:
+    """Decode and validate one message value from ``topic``; raises ValueError on anything else."""
+    adapter = TOPIC_EVENTS.get(topic)
+    if adapter is None:
+        raise ValueError(f"no v1 contract for topic {topic!r}")
+    return adapter.validate_json(value)

@@ -1,0 +1,28 @@
+"""Topic names of contract v1. Names are fixed: extend, never rename."""
+
+from __future__ import annotations
+
+CATALOG_MERCHANTS = "catalog.merchants.v1"
+CATALOG_PRODUCTS = "catalog.products.v1"
+CATALOG_RESERVATIONS = "catalog.reservations.v1"
+FEED_BUYABLE_TWEETS = "feed.buyable-tweets.v1"
+CHECKOUT_ORDERS = "checkout.orders.v1"
+TRACKING_SHIPMENTS = "tracking.shipments.v1"
+TRACKING_LOCATIONS = "tracking.locations.v1"
+
+ALL_TOPICS: tuple[str, ...] = (
+    CATALOG_MERCHANTS,
+    CATALOG_PRODUCTS,
+    CATALOG_RESERVATIONS,
+    FEED_BUYABLE_TWEETS,
+    CHECKOUT_ORDERS,
+    TRACKING_SHIPMENTS,
+    TRACKING_LOCATIONS,
+)
+
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic where a message that failed its bounded retries on ``topic`` is parked."""
+    return topic + DLQ_SUFFIX

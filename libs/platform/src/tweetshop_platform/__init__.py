@@ -1,0 +1,1 @@
+"""The backbone every tweetshop service shares."""

@@ -1,0 +1,36 @@
+"""Bearer secrets: generated once, stored hashed, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from fastapi import Request
+
+from .errors import Unauthorized
+
+
+def new_secret(prefix: str) -> tuple[str, str]:
+    """A fresh secret for a caller and the hash to store instead of it."""
+    secret = f"{prefix}_{secrets.token_urlsafe(32)}"
+    return secret, hash_secret(secret)
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 hex of a high-entropy secret (no salt needed: the secret itself is random)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    """Constant-time comparison of a presented secret with a stored hash."""
+    return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+def bearer_token(request: Request) -> str:
+    """The bearer token of the request, or 401 when there is none."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing credentials: send Authorization: Bearer <key>")
+    return token.strip()

@@ -1,0 +1,196 @@
+"""Reliable subscribers: decode, handle in one transaction with the inbox, retry a bounded number of
+times, park on ``<topic>.dlq``, and commit the offset only after all of that.
+
+FastStream's default ACK_FIRST commits before the handler runs (at-most-once) and
+NACK_ON_ERROR blocks the partition forever; so subscribers here use MANUAL acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from tweetshop_contracts import Envelope, decode_event
+
+from . import inbox, metrics
+from .kafka import TopicNames
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
+AfterCommit = Callable[[Any], Awaitable[None]]
+
+# Errors that say "the database or network is gone", not "this message is bad":
+# they are retried without limit (the partition waits) instead of dead-lettering good messages.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+class PermanentError(Exception):
+    """A message that can never be handled (it is parked on the DLQ without retries)."""
+
+
+def _header(headers: dict[str, Any], name: str) -> str:
+    value = headers.get(name, "")
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class ReliableSubscriber:
+    """Binds one handler to one topic in one consumer group with the delivery rules of DESIGN.md."""
+
+    def __init__(
+        self,
+        *,
+        broker: KafkaBroker,
+        pool: asyncpg.Pool,
+        topics: TopicNames,
+        topic: str,
+        group_id: str,
+        handler: Handler,
+        after_commit: AfterCommit | None = None,
+        max_retries: int = 5,
+        retry_backoff: float = 0.2,
+    ) -> None:
+        self.topic = topic
+        self.group_id = group_id
+        self.handler_name = getattr(handler, "__name__", "handler")
+        self._broker = broker
+        self._pool = pool
+        self._topics = topics
+        self._handler = handler
+        self._after_commit = after_commit
+        self._max_retries = max_retries
+        self._retry_backoff = retry_backoff
+        broker.subscriber(
+            topics.physical(topic),
+            group_id=group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+            title=f"{group_id}:{topic}",
+            description=f"{self.handler_name} in consumer group {group_id}",
+        )(self._consume)
+
+    async def _consume(self, msg: KafkaMessage) -> None:
+        labels = (self.topic, self.handler_name)
+        metrics.MESSAGES_RECEIVED.labels(*labels).inc()
+        started = time.perf_counter()
+        raw = msg.raw_message
+        value: bytes = raw.value or b""  # type: ignore[union-attr]
+        headers = dict(msg.headers)
+        try:
+            event = decode_event(self.topic, value)
+        except ValueError as exc:
+            await self._dead_letter(msg, value, headers, exc, attempts=1)
+            await msg.ack()
+            return
+        bound = structlog.contextvars.bound_contextvars(
+            correlation_id=event.correlation_id, event_id=str(event.event_id), event_type=event.event_type
+        )
+        with bound:
+            await self._handle_with_retries(msg, value, headers, event)
+        await msg.ack()
+        metrics.PROCESSING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+
+    async def _handle_with_retries(
+        self, msg: KafkaMessage, value: bytes, headers: dict[str, Any], event: Envelope
+    ) -> None:
+        labels = (self.topic, self.handler_name)
+        attempt = 0
+        transient_delay = self._retry_backoff
+        while True:
+            attempt += 1
+            try:
+                applied = await self.handle(event)
+            except TRANSIENT_ERRORS as exc:
+                metrics.MESSAGES_FAILED.labels(*labels, type(exc).__name__).inc()
+                log.warning("transient failure; retrying", error=repr(exc), retry_in=transient_delay)
+                await asyncio.sleep(transient_delay)
+                transient_delay = min(transient_delay * 2, 10)
+                attempt -= 1
+                continue
+            except Exception as exc:
+                metrics.MESSAGES_FAILED.labels(*labels, type(exc).__name__).inc()
+                if isinstance(exc, PermanentError) or attempt > self._max_retries:
+                    await self._dead_letter(msg, value, headers, exc, attempts=attempt)
+                    return
+                log.warning("handler failed; retrying", error=repr(exc), attempt=attempt)
+                await asyncio.sleep(self._retry_backoff * attempt)
+                continue
+            if applied:
+                metrics.MESSAGES_PROCESSED.labels(*labels).inc()
+                if self._after_commit is not None:
+                    try:
+                        await self._after_commit(event)
+                    except Exception as exc:  # a wake-up hint only: the committed state is the truth
+                        log.warning("after-commit hook failed", error=repr(exc))
+            else:
+                metrics.DUPLICATES_SKIPPED.labels(*labels).inc()
+            return
+
+    async def handle(self, event: Envelope) -> bool:
+        """Apply one event in one transaction with its inbox row; False if it was a duplicate."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await inbox.claim(conn, self.group_id, event):
+                return False
+            await self._handler(conn, event)
+            return True
+
+    async def _dead_letter(
+        self, msg: KafkaMessage, value: bytes, headers: dict[str, Any], exc: BaseException, *, attempts: int
+    ) -> None:
+        raw = msg.raw_message
+        dlq_headers = {k: _header(headers, k) for k in headers}
+        dlq_headers.update(
+            {
+                "dlq_error": str(exc)[:2000] or type(exc).__name__,
+                "dlq_error_type": type(exc).__name__,
+                "dlq_original_topic": self.topic,
+                "dlq_original_partition": str(raw.partition),  # type: ignore[union-attr]
+                "dlq_original_offset": str(raw.offset),  # type: ignore[union-attr]
+                "dlq_consumer_group": self.group_id,
+                "dlq_attempts": str(attempts),
+                "dlq_failed_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        key = raw.key  # type: ignore[union-attr]
+        # Publishing the DLQ copy must succeed before the offset is committed: retry until it does.
+        delay = self._retry_backoff
+        while True:
+            try:
+                await self._broker.publish(
+                    value,
+                    self._topics.dlq(self.topic),
+                    key=key,
+                    headers=dlq_headers,
+                    correlation_id=dlq_headers.get("correlation_id") or None,
+                )
+                break
+            except Exception as publish_error:
+                log.error("could not park message on DLQ; retrying", error=repr(publish_error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        metrics.MESSAGES_DEAD_LETTERED.labels(self.topic, self.handler_name).inc()
+        log.error(
+            "message parked on dead-letter topic",
+            topic=self.topic,
+            dlq=self._topics.dlq(self.topic),
+            error=str(exc),
+            error_type=type(exc).__name__,
+            attempts=attempts,
+        )

@@ -1,0 +1,158 @@
+"""The HTTP surface every service shares: JSON errors, body limit, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import metrics
+from .errors import DomainError
+
+log = structlog.get_logger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    """The one shape of every error answer."""
+    body: dict[str, Any] = {"error": code, "message": message}
+    if details:
+        body["details"] = details
+    return body
+
+
+class BodySizeLimit:
+    """Refuses bodies over the limit with 413 before anything parses them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            error_body("payload_too_large", f"request body over {self.max_bytes} bytes"), status_code=413
+        )
+        await response({"type": "http"}, _empty_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _route_of(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", "unmatched")
+
+
+def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_bytes: int) -> None:
+    """Add error handlers, request metrics and correlation ids, and /healthz, /readyz, /metrics."""
+
+    @app.exception_handler(DomainError)
+    async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, **exc.details), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"location": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(str(p) for p in e['location'])}: {e['message']}" for e in problems[:5])
+        return JSONResponse(
+            error_body("validation_error", f"invalid request: {summary}", problems=problems), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", error=repr(exc))
+        return JSONResponse(error_body("internal_error", "internal error; see the service log"), status_code=500)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        request.state.correlation_id = correlation_id[:200]
+        started = time.perf_counter()
+        status = 500
+        with structlog.contextvars.bound_contextvars(correlation_id=request.state.correlation_id):
+            try:
+                response = await call_next(request)
+                status = response.status_code
+            finally:
+                route = _route_of(request)
+                metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+                metrics.HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+        response.headers["x-correlation-id"] = request.state.correlation_id
+        return response
+
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the database and the broker answer")
+    async def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        ready = True
+        for name, check in readiness.items():
+            try:
+                await asyncio.wait_for(check(), timeout=3)
+                results[name] = "ok"
+                metrics.READY.labels(name).set(1)
+            except Exception as exc:
+                ready = False
+                results[name] = f"unavailable: {type(exc).__name__}: {exc}"[:300]
+                metrics.READY.labels(name).set(0)
+        return JSONResponse(
+            {"status": "ready" if ready else "unready", "checks": results}, status_code=200 if ready else 503
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

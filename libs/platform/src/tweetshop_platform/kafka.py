@@ -1,0 +1,79 @@
+"""Kafka: the broker every service uses, topic naming and topic creation with enough partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from tweetshop_contracts.topics import dlq_topic
+
+from .settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+class TopicNames:
+    """Maps contract topic names to the physical ones (a namespace prefix in tests, none in production)."""
+
+    def __init__(self, namespace: str = "") -> None:
+        self.namespace = namespace
+
+    def physical(self, logical: str) -> str:
+        """The name on the broker."""
+        return self.namespace + logical
+
+    def logical(self, physical: str) -> str:
+        """The contract name of a physical topic."""
+        if self.namespace and physical.startswith(self.namespace):
+            return physical[len(self.namespace) :]
+        return physical
+
+    def dlq(self, logical: str) -> str:
+        """The physical dead-letter topic of a contract topic."""
+        return self.physical(dlq_topic(logical))
+
+
+def create_broker(settings: ServiceSettings) -> KafkaBroker:
+    """A FastStream Kafka broker configured from settings (acks, idempotence, client id)."""
+    acks: int | str = "all" if settings.kafka_acks == "all" else int(settings.kafka_acks)
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=settings.service_name,
+        acks=acks,
+        enable_idempotence=settings.kafka_enable_idempotence,
+        request_timeout_ms=15_000,
+        logger=None,
+    )
+
+
+async def ensure_topics(bootstrap_servers: str, names: Iterable[str], partitions: int, timeout: float = 60) -> None:
+    """Create the topics (and leave existing ones as they are), retrying while the broker starts."""
+    wanted = sorted(set(names))
+    deadline = asyncio.get_running_loop().time() + timeout
+    delay = 0.2
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing
+            ]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):  # another replica created it first
+                    await admin.create_topics(missing)
+                log.info("topics created", topics=[t.name for t in missing], partitions=partitions)
+            return
+        except (KafkaError, OSError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("broker not reachable yet", error=repr(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3)
+        finally:
+            await admin.close()

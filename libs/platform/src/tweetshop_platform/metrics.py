@@ -1,0 +1,39 @@
+"""Prometheus metrics of the backbone, shared by every service (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter(
+    "tweetshop_messages_received_total", "Messages received by a consumer", ["topic", "handler"]
+)
+MESSAGES_PROCESSED = Counter(
+    "tweetshop_messages_processed_total", "Messages whose handling committed", ["topic", "handler"]
+)
+MESSAGES_FAILED = Counter(
+    "tweetshop_messages_failed_total", "Handler attempts that raised (each retry counts)", ["topic", "handler", "error"]
+)
+MESSAGES_DEAD_LETTERED = Counter(
+    "tweetshop_messages_dead_lettered_total", "Messages parked on <topic>.dlq", ["topic", "handler"]
+)
+DUPLICATES_SKIPPED = Counter(
+    "tweetshop_inbox_duplicates_skipped_total", "Messages skipped because their event_id was seen", ["topic", "handler"]
+)
+PROCESSING_SECONDS = Histogram(
+    "tweetshop_message_processing_seconds",
+    "Time from receiving a message to committing its effects",
+    ["topic", "handler"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+OUTBOX_PUBLISHED = Counter("tweetshop_outbox_published_total", "Outbox events published to Kafka", ["topic"])
+OUTBOX_PUBLISH_ERRORS = Counter("tweetshop_outbox_publish_errors_total", "Failed outbox publish attempts")
+OUTBOX_BACKLOG = Gauge("tweetshop_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_OLDEST_AGE = Gauge("tweetshop_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row")
+HTTP_REQUESTS = Counter("tweetshop_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_SECONDS = Histogram(
+    "tweetshop_http_request_seconds",
+    "HTTP request duration",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+READY = Gauge("tweetshop_ready", "1 when the database and the broker answer", ["dependency"])

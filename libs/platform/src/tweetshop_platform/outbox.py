@@ -1,0 +1,153 @@
+"""Transactional outbox: events are written in the state change's transaction; a relay publishes them.
+
+Delivery is at least once: a crash between publishing and marking republishes
+the rows, and consumers drop the duplicates by ``event_id`` (see inbox.py).
+One relay per service is active at a time (a session advisory lock), so rows
+are published in commit order and one aggregate's events keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import structlog
+from faststream.kafka import KafkaBroker
+from tweetshop_contracts import Envelope
+
+from . import metrics
+from .kafka import TopicNames
+
+log = structlog.get_logger(__name__)
+
+_RELAY_LOCK = 7_210_003
+
+
+def _channel(schema: str) -> str:
+    return f"outbox_{schema}"
+
+
+async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
+    """Add events to the outbox inside the caller's transaction."""
+    if not events:
+        return
+    await conn.executemany(
+        """INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        [(e.event_id, e.topic(), e.key(), e.event_type, e.correlation_id, e.to_bytes()) for e in events],
+    )
+    schema = await conn.fetchval("SELECT current_schema()")
+    await conn.execute("SELECT pg_notify($1, '')", _channel(schema))
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows in order and marks them; wakes on NOTIFY, polls as a fallback."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: KafkaBroker,
+        topics: TopicNames,
+        schema: str,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._topics = topics
+        self._schema = schema
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        """Run the relay in the background."""
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
+
+    async def stop(self) -> None:
+        """Stop after the batch in flight."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            try:
+                async with self._pool.acquire() as conn:
+                    await self._lead(conn)
+                delay = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.OUTBOX_PUBLISH_ERRORS.inc()
+                log.warning("outbox relay error; retrying", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        # Only the replica holding the lock relays; the others wait to take over.
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _RELAY_LOCK, self._schema):
+            await asyncio.sleep(2)
+        await conn.add_listener(_channel(self._schema), self._on_notify)
+        try:
+            while not self._stopping:
+                published = await self.publish_pending(conn)
+                if published < self._batch_size:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        finally:
+            await conn.remove_listener(_channel(self._schema), self._on_notify)
+            await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _RELAY_LOCK, self._schema)
+
+    async def publish_pending(self, conn: asyncpg.Connection) -> int:
+        """Publish one batch and mark it; returns how many rows were published."""
+        rows = await conn.fetch(
+            """SELECT id, topic, message_key, event_type, correlation_id, payload, created_at
+               FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1""",
+            self._batch_size,
+        )
+        await self._record_backlog(conn)
+        if not rows:
+            return 0
+        futures = []
+        for row in rows:
+            futures.append(
+                await self._broker.publish(
+                    bytes(row["payload"]),
+                    self._topics.physical(row["topic"]),
+                    key=row["message_key"].encode(),
+                    headers={"event_type": row["event_type"], "content-type": "application/json"},
+                    correlation_id=row["correlation_id"],
+                    no_confirm=True,
+                )
+            )
+        # Wait for every broker ack before marking: an unacked row stays unpublished and is sent again.
+        await asyncio.gather(*futures)
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        )
+        for row in rows:
+            metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc()
+        return len(rows)
+
+    async def _record_backlog(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(
+            """SELECT count(*) AS n, EXTRACT(EPOCH FROM now() - min(created_at)) AS age
+               FROM outbox WHERE published_at IS NULL"""
+        )
+        assert row is not None
+        metrics.OUTBOX_BACKLOG.set(row["n"])
+        metrics.OUTBOX_OLDEST_AGE.set(float(row["age"] or 0))

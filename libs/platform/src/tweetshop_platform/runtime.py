@@ -1,0 +1,192 @@
+"""The wiring every service shares: pool, migrations, topics, broker, subscribers, outbox relay, workers.
+
+A service's main.py builds one ``ServiceRuntime``, registers its handlers and
+background workers, and hands ``runtime.lifespan`` to its FastAPI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from tweetshop_contracts.topics import dlq_topic
+
+from . import db
+from .consumer import AfterCommit, Handler, ReliableSubscriber
+from .http import install_common
+from .kafka import TopicNames, create_broker, ensure_topics
+from .logs import configure_logging
+from .outbox import OutboxRelay
+from .settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+Worker = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _Subscription:
+    topic: str
+    group_id: str
+    handler: Handler
+    after_commit: AfterCommit | None
+
+
+class ServiceRuntime:
+    """Owns a service's resources from start-up to shutdown."""
+
+    def __init__(self, settings: ServiceSettings, *, package: str, produces: tuple[str, ...] = ()) -> None:
+        self.settings = settings
+        self.name = settings.service_name
+        self.package = package
+        self.topics = TopicNames(settings.topic_namespace)
+        self.broker = create_broker(settings)
+        self.produces = produces
+        self._pool: asyncpg.Pool | None = None
+        self._subscriptions: list[_Subscription] = []
+        self._workers: list[tuple[str, Worker]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._relay: OutboxRelay | None = None
+        self.subscribers: list[ReliableSubscriber] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The service's connection pool (only after start)."""
+        if self._pool is None:
+            raise RuntimeError("runtime not started")
+        return self._pool
+
+    def subscribe(
+        self, topic: str, handler: Handler, *, group: str | None = None, after_commit: AfterCommit | None = None
+    ) -> None:
+        """Handle ``topic`` in consumer group ``<service>.<group>`` (default: the handler's name)."""
+        group_id = f"{self.name}.{group or getattr(handler, '__name__', 'handler')}"
+        self._subscriptions.append(_Subscription(topic, group_id, handler, after_commit))
+
+    def add_worker(self, name: str, worker: Worker) -> None:
+        """Run ``worker`` in the background for the life of the service; restarted if it crashes."""
+        self._workers.append((name, worker))
+
+    async def start(self) -> None:
+        """Connect, migrate, create topics, start consuming, relaying and the workers."""
+        s = self.settings
+        self._pool = await db.wait_for_pool(
+            s.database_url.get_secret_value(), self.name, min_size=s.database_pool_min, max_size=s.database_pool_max
+        )
+        migrations = db.platform_migrations() + db.load_migrations(
+            self.name, resources.files(self.package) / "migrations"
+        )
+        await db.apply_migrations(self._pool, self.name, migrations)
+        if s.kafka_create_topics:
+            consumed = {sub.topic for sub in self._subscriptions}
+            wanted = set(self.produces) | consumed | {dlq_topic(t) for t in consumed}
+            await ensure_topics(
+                s.kafka_bootstrap_servers, [self.topics.physical(t) for t in wanted], s.kafka_topic_partitions
+            )
+        for sub in self._subscriptions:
+            self.subscribers.append(
+                ReliableSubscriber(
+                    broker=self.broker,
+                    pool=self._pool,
+                    topics=self.topics,
+                    topic=sub.topic,
+                    group_id=sub.group_id,
+                    handler=sub.handler,
+                    after_commit=sub.after_commit,
+                    max_retries=s.consumer_max_retries,
+                    retry_backoff=s.consumer_retry_backoff_s,
+                )
+            )
+        await self.broker.start()
+        self._relay = OutboxRelay(
+            self._pool,
+            self.broker,
+            self.topics,
+            self.name,
+            batch_size=s.outbox_batch_size,
+            poll_interval=s.outbox_poll_interval_s,
+        )
+        self._relay.start()
+        for name, worker in self._workers:
+            self._tasks.append(asyncio.create_task(self._supervise(name, worker), name=name))
+        log.info("service started", http_port=s.http_port, subscriptions=[x.group_id for x in self._subscriptions])
+
+    async def stop(self) -> None:
+        """Stop workers, relay, broker and pool, in that order."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._relay is not None:
+            await self._relay.stop()
+        await self.broker.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("service stopped")
+
+    async def _supervise(self, name: str, worker: Worker) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await worker()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("background worker crashed; restarting", worker=name, error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def check_database(self) -> None:
+        """Readiness: a query answers."""
+        await self.pool.fetchval("SELECT 1")
+
+    async def check_broker(self) -> None:
+        """Readiness: the broker answers."""
+        if not await self.broker.ping(timeout=2):
+            raise ConnectionError("broker does not answer")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """FastAPI lifespan: start on the way in, stop on the way out."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def create_service_app(runtime: ServiceRuntime, *, title: str, description: str, version: str = "1.0.0") -> FastAPI:
+    """A FastAPI app with the common surface, started and stopped with the runtime."""
+    s = runtime.settings
+    configure_logging(s.service_name, s.log_level, s.log_format)
+    app = FastAPI(title=title, description=description, version=version, lifespan=runtime.lifespan)
+    install_common(
+        app,
+        {"database": runtime.check_database, "broker": runtime.check_broker},
+        max_body_bytes=s.max_request_body_bytes,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings, **uvicorn_options: Any) -> None:
+    """Run the app with uvicorn (what ``python -m <service>`` does)."""
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        **uvicorn_options,
+    )

@@ -1,0 +1,52 @@
+"""One settings base for every service; nothing else reads os.environ.
+
+Every field is read from an environment variable named ``TWEETSHOP_<FIELD>``
+(for example ``TWEETSHOP_DATABASE_URL``). Each process gets its own
+environment, so the same names serve all four services.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares: broker, database, HTTP, consumers, logging."""
+
+    model_config = SettingsConfigDict(env_prefix="TWEETSHOP_", extra="ignore")
+
+    service_name: str = Field(description="Service name: also its Postgres schema and role")
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_enable_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer: on against Apache Kafka, off against Tansu (no InitProducerId)",
+    )
+    kafka_acks: Literal["all", "1", "0"] = "all"
+    kafka_topic_partitions: int = Field(default=6, ge=1, description="Partitions for topics this service creates")
+    kafka_create_topics: bool = True
+    topic_namespace: str = Field(
+        default="",
+        pattern=r"^[a-z0-9_.-]*$",
+        description="Prefix for every topic name; empty in production (tests use it to isolate runs)",
+    )
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@localhost:5432/tweetshop")
+    database_pool_min: int = 2
+    database_pool_max: int = 10
+
+    consumer_max_retries: int = Field(
+        default=5, ge=0, description="Retries of one message before it is parked on <topic>.dlq"
+    )
+    consumer_retry_backoff_s: float = Field(default=0.2, ge=0)
+    outbox_batch_size: int = 500
+    outbox_poll_interval_s: float = 0.5
+
+    max_request_body_bytes: int = 1_000_000
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"

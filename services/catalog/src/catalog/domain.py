@@ -1,0 +1,98 @@
+"""Catalog rules: stock that is never negative, reservations that move once. Pure, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from typing import Literal
+
+ReservationStatus = Literal["reserved", "rejected", "committed", "released", "returned"]
+
+
+@dataclass(frozen=True)
+class Product:
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    title: str
+    description: str
+    image_url: str | None
+    price_minor: int
+    currency: str
+    stock_available: int
+    stock_reserved: int
+    stock_sold: int
+    status: Literal["active", "delisted"]
+    version: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    order_id: uuid.UUID
+    product_id: uuid.UUID
+    quantity: int
+    status: ReservationStatus
+    reason: str | None = None
+
+
+class ReservationRefused(Exception):
+    """Stock cannot be reserved; the message says why (shown to the buyer)."""
+
+
+def reserve(product: Product | None, order_id: uuid.UUID, quantity: int, currency: str) -> tuple[Product, Reservation]:
+    """Set stock aside for an order, or raise ReservationRefused."""
+    if product is None:
+        raise ReservationRefused("unknown product")
+    if product.status != "active":
+        raise ReservationRefused("product is no longer on sale")
+    if currency != product.currency:
+        raise ReservationRefused(f"currency {currency} does not match the product's {product.currency}")
+    if quantity < 1:
+        raise ReservationRefused("quantity must be at least 1")
+    if quantity > product.stock_available:
+        raise ReservationRefused(f"only {product.stock_available} left in stock, {quantity} asked")
+    updated = replace(
+        product,
+        stock_available=product.stock_available - quantity,
+        stock_reserved=product.stock_reserved + quantity,
+        version=product.version + 1,
+    )
+    return updated, Reservation(order_id, product.id, quantity, "reserved")
+
+
+def commit(product: Product, reservation: Reservation) -> tuple[Product, Reservation]:
+    """Reserved stock becomes sold once the order is paid."""
+    if reservation.status != "reserved":
+        return product, reservation
+    updated = replace(
+        product,
+        stock_reserved=product.stock_reserved - reservation.quantity,
+        stock_sold=product.stock_sold + reservation.quantity,
+        version=product.version + 1,
+    )
+    return updated, replace(reservation, status="committed")
+
+
+def release(product: Product, reservation: Reservation, reason: str) -> tuple[Product, Reservation, bool]:
+    """Reserved stock goes back on sale; the flag says whether anything moved (released once, never twice)."""
+    if reservation.status != "reserved":
+        return product, reservation, False
+    updated = replace(
+        product,
+        stock_available=product.stock_available + reservation.quantity,
+        stock_reserved=product.stock_reserved - reservation.quantity,
+        version=product.version + 1,
+    )
+    return updated, replace(reservation, status="released", reason=reason), True
+
+
+def restock(product: Product, reservation: Reservation, reason: str) -> tuple[Product, Reservation, bool]:
+    """Sold goods that came back (a refund with return) go on sale again, once."""
+    if reservation.status != "committed":
+        return product, reservation, False
+    updated = replace(
+        product,
+        stock_available=product.stock_available + reservation.quantity,
+        stock_sold=product.stock_sold - reservation.quantity,
+        version=product.version + 1,
+    )
+    return updated, replace(reservation, status="returned", reason=reason), True

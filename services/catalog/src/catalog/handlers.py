@@ -1,0 +1,21 @@
+"""Entry points for messages: translate one event into one service call."""
+
+from __future__ import annotations
+
+import asyncpg
+from tweetshop_contracts import Envelope, OrderCancelled, OrderPaid, OrderPaymentFailed, OrderPlaced, OrderRefunded
+
+from . import service
+
+
+async def on_order_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """checkout.orders.v1 → stock reservations."""
+    match event:
+        case OrderPlaced():
+            await service.on_order_placed(conn, event)
+        case OrderPaid():
+            await service.on_order_paid(conn, event)
+        case OrderPaymentFailed() | OrderCancelled():
+            await service.on_order_ended_unpaid(conn, event)
+        case OrderRefunded():
+            await service.on_order_refunded(conn, event)

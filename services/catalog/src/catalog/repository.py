@@ -1,0 +1,125 @@
+"""The only SQL of catalog: `$n` parameters, explicit columns, rows turned into domain objects at once."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from .domain import Product, Reservation
+
+_PRODUCT_COLUMNS = (
+    "id, merchant_id, title, description, image_url, price_minor, currency, "
+    "stock_available, stock_reserved, stock_sold, status, version"
+)
+
+
+def _product(row: asyncpg.Record) -> Product:
+    return Product(**dict(row.items()))
+
+
+async def insert_merchant(
+    conn: asyncpg.Connection, merchant_id: uuid.UUID, handle: str, name: str, key_hash: str
+) -> bool:
+    """False when the handle is taken."""
+    inserted = await conn.fetchval(
+        """INSERT INTO merchants (id, handle, name, api_key_hash) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (handle) DO NOTHING RETURNING true""",
+        merchant_id,
+        handle,
+        name,
+        key_hash,
+    )
+    return bool(inserted)
+
+
+async def get_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT id, handle, name, api_key_hash, created_at FROM merchants WHERE id = $1", merchant_id
+    )
+    return dict(row.items()) if row else None
+
+
+async def get_merchant_by_handle(conn: asyncpg.Connection, handle: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT id, handle, name, created_at FROM merchants WHERE handle = $1", handle)
+    return dict(row.items()) if row else None
+
+
+async def set_merchant_key(conn: asyncpg.Connection, merchant_id: uuid.UUID, key_hash: str) -> None:
+    await conn.execute("UPDATE merchants SET api_key_hash = $2 WHERE id = $1", merchant_id, key_hash)
+
+
+async def insert_product(conn: asyncpg.Connection, p: Product) -> None:
+    await conn.execute(
+        f"""INSERT INTO products ({_PRODUCT_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+        p.id,
+        p.merchant_id,
+        p.title,
+        p.description,
+        p.image_url,
+        p.price_minor,
+        p.currency,
+        p.stock_available,
+        p.stock_reserved,
+        p.stock_sold,
+        p.status,
+        p.version,
+    )
+
+
+async def get_product(conn: asyncpg.Connection, product_id: uuid.UUID, *, for_update: bool = False) -> Product | None:
+    """One product; ``for_update`` locks its row until the transaction ends (concurrent orders queue here)."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = $1{lock}", product_id)
+    return _product(row) if row else None
+
+
+async def list_products(conn: asyncpg.Connection, merchant_id: uuid.UUID, limit: int) -> list[Product]:
+    rows = await conn.fetch(
+        f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = $1 ORDER BY created_at DESC LIMIT $2",
+        merchant_id,
+        limit,
+    )
+    return [_product(r) for r in rows]
+
+
+async def update_product(conn: asyncpg.Connection, p: Product) -> None:
+    await conn.execute(
+        """UPDATE products SET title = $2, description = $3, image_url = $4, price_minor = $5,
+               stock_available = $6, stock_reserved = $7, stock_sold = $8, status = $9, version = $10,
+               updated_at = now()
+           WHERE id = $1""",
+        p.id,
+        p.title,
+        p.description,
+        p.image_url,
+        p.price_minor,
+        p.stock_available,
+        p.stock_reserved,
+        p.stock_sold,
+        p.status,
+        p.version,
+    )
+
+
+async def get_reservation(conn: asyncpg.Connection, order_id: uuid.UUID) -> Reservation | None:
+    row = await conn.fetchrow(
+        "SELECT order_id, product_id, quantity, status, reason FROM reservations WHERE order_id = $1 FOR UPDATE",
+        order_id,
+    )
+    return Reservation(**dict(row.items())) if row else None
+
+
+async def save_reservation(conn: asyncpg.Connection, r: Reservation) -> None:
+    await conn.execute(
+        """INSERT INTO reservations (order_id, product_id, quantity, status, reason) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason,
+               updated_at = now()""",
+        r.order_id,
+        r.product_id,
+        r.quantity,
+        r.status,
+        r.reason,
+    )

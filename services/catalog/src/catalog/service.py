@@ -1,0 +1,201 @@
+"""Catalog use cases: thin, transactional, each state change and its events committed together."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+import asyncpg
+from tweetshop_contracts import (
+    Envelope,
+    MerchantRegistered,
+    OrderCancelled,
+    OrderPaid,
+    OrderPaymentFailed,
+    OrderPlaced,
+    OrderRefunded,
+    ProductListed,
+    ProductUpdated,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from tweetshop_platform import outbox
+from tweetshop_platform.auth import new_secret, secret_matches
+from tweetshop_platform.errors import Conflict, Forbidden, NotFound
+
+from . import domain, repository
+from .domain import Product
+
+PRODUCER = "catalog"
+
+
+def product_event(p: Product, correlation_id: str, *, listed: bool = False) -> ProductListed | ProductUpdated:
+    """The full new state of a product as an event."""
+    cls = ProductListed if listed else ProductUpdated
+    return cls(
+        producer=PRODUCER,
+        correlation_id=correlation_id,
+        product_id=p.id,
+        merchant_id=p.merchant_id,
+        title=p.title,
+        description=p.description,
+        image_url=p.image_url,
+        price_minor=p.price_minor,
+        currency=p.currency,
+        stock_available=p.stock_available,
+        status=p.status,
+        version=p.version,
+    )
+
+
+async def register_merchant(pool: asyncpg.Pool, handle: str, name: str, correlation_id: str) -> tuple[uuid.UUID, str]:
+    """A new merchant and its API key (shown once, stored hashed)."""
+    merchant_id = uuid.uuid4()
+    api_key, key_hash = new_secret("tsk")
+    async with pool.acquire() as conn, conn.transaction():
+        if not await repository.insert_merchant(conn, merchant_id, handle, name, key_hash):
+            raise Conflict(f"the handle @{handle} is taken", code="handle_taken")
+        await outbox.enqueue(
+            conn,
+            MerchantRegistered(
+                producer=PRODUCER, correlation_id=correlation_id, merchant_id=merchant_id, handle=handle, name=name
+            ),
+        )
+    return merchant_id, api_key
+
+
+async def authorize_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key: str) -> None:
+    """403 unless ``api_key`` is this merchant's key (404 when the merchant does not exist)."""
+    merchant = await repository.get_merchant(conn, merchant_id)
+    if merchant is None:
+        raise NotFound("unknown merchant", code="unknown_merchant")
+    if not secret_matches(api_key, merchant["api_key_hash"]):
+        raise Forbidden("this key does not belong to the merchant")
+
+
+async def rotate_key(pool: asyncpg.Pool, merchant_id: uuid.UUID, api_key: str) -> str:
+    """Replace the merchant's key; the old one stops working at once."""
+    new_key, key_hash = new_secret("tsk")
+    async with pool.acquire() as conn, conn.transaction():
+        await authorize_merchant(conn, merchant_id, api_key)
+        await repository.set_merchant_key(conn, merchant_id, key_hash)
+    return new_key
+
+
+async def list_product(pool: asyncpg.Pool, api_key: str, product: Product, correlation_id: str) -> Product:
+    """A merchant lists a new product."""
+    async with pool.acquire() as conn, conn.transaction():
+        await authorize_merchant(conn, product.merchant_id, api_key)
+        await repository.insert_product(conn, product)
+        await outbox.enqueue(conn, product_event(product, correlation_id, listed=True))
+    return product
+
+
+async def change_product(
+    pool: asyncpg.Pool, api_key: str, product_id: uuid.UUID, changes: dict[str, object], correlation_id: str
+) -> Product:
+    """Change title, description, image, price, stock (units on sale) or status."""
+    async with pool.acquire() as conn, conn.transaction():
+        current = await repository.get_product(conn, product_id, for_update=True)
+        if current is None:
+            raise NotFound("unknown product", code="unknown_product")
+        await authorize_merchant(conn, current.merchant_id, api_key)
+        fields = dict(changes)
+        if "stock" in fields:
+            fields["stock_available"] = fields.pop("stock")
+        updated = replace(current, **fields, version=current.version + 1)  # type: ignore[arg-type]
+        if updated == replace(current, version=current.version + 1):
+            return current
+        await repository.update_product(conn, updated)
+        await outbox.enqueue(conn, product_event(updated, correlation_id))
+    return updated
+
+
+async def get_product(pool: asyncpg.Pool, product_id: uuid.UUID) -> Product:
+    async with pool.acquire() as conn:
+        product = await repository.get_product(conn, product_id)
+    if product is None:
+        raise NotFound("unknown product", code="unknown_product")
+    return product
+
+
+# --- reactions to checkout.orders.v1 ---------------------------------------------------
+
+
+async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced) -> None:
+    """Reserve the order's stock, or reject it; both answers go on catalog.reservations.v1."""
+    if await repository.get_reservation(conn, event.order_id) is not None:
+        return  # already answered for this order
+    product = await repository.get_product(conn, event.product_id, for_update=True)
+    common = {
+        "producer": PRODUCER,
+        "correlation_id": event.correlation_id,
+        "order_id": event.order_id,
+        "product_id": event.product_id,
+        "quantity": event.quantity,
+    }
+    try:
+        updated, reservation = domain.reserve(product, event.order_id, event.quantity, event.currency)
+    except domain.ReservationRefused as refused:
+        await repository.save_reservation(
+            conn, domain.Reservation(event.order_id, event.product_id, event.quantity, "rejected", str(refused))
+        )
+        await outbox.enqueue(conn, StockRejected(**common, reason=str(refused)))
+        return
+    await repository.update_product(conn, updated)
+    await repository.save_reservation(conn, reservation)
+    await outbox.enqueue(conn, StockReserved(**common), product_event(updated, event.correlation_id))
+
+
+async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
+    """Reserved stock becomes sold."""
+    reservation = await repository.get_reservation(conn, event.order_id)
+    if reservation is None:
+        return
+    product = await repository.get_product(conn, reservation.product_id, for_update=True)
+    if product is None:
+        return
+    updated, reservation = domain.commit(product, reservation)
+    await repository.update_product(conn, updated)
+    await repository.save_reservation(conn, reservation)
+
+
+async def on_order_ended_unpaid(conn: asyncpg.Connection, event: OrderPaymentFailed | OrderCancelled) -> None:
+    """Release what was reserved for an order that will not be paid (once, never twice)."""
+    await _give_back(conn, event.order_id, event.correlation_id, event.reason, returned=False)
+
+
+async def on_order_refunded(conn: asyncpg.Connection, event: OrderRefunded) -> None:
+    """Goods that come back with a refund go on sale again."""
+    if event.restock:
+        await _give_back(conn, event.order_id, event.correlation_id, "refunded with return", returned=True)
+
+
+async def _give_back(
+    conn: asyncpg.Connection, order_id: uuid.UUID, correlation_id: str, reason: str, *, returned: bool
+) -> None:
+    reservation = await repository.get_reservation(conn, order_id)
+    if reservation is None:
+        return
+    product = await repository.get_product(conn, reservation.product_id, for_update=True)
+    if product is None:
+        return
+    move = domain.restock if returned else domain.release
+    updated, reservation, moved = move(product, reservation, reason)
+    if not moved:
+        return
+    await repository.update_product(conn, updated)
+    await repository.save_reservation(conn, reservation)
+    events: list[Envelope] = [
+        StockReleased(
+            producer=PRODUCER,
+            correlation_id=correlation_id,
+            order_id=order_id,
+            product_id=reservation.product_id,
+            quantity=reservation.quantity,
+            reason=reason[:500],
+        ),
+        product_event(updated, correlation_id),
+    ]
+    await outbox.enqueue(conn, *events)
