@@ -1,0 +1,258 @@
+"""One purchase through the four services as separate processes, on the real broker, database and Stripe server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+from tweetshop_contracts import topics
+from tweetshop_devstack.kafka_probe import Record, events_of, read_topic
+from tweetshop_devstack.services import DEV_STRIPE_API_KEY
+
+OPERATOR_KEY = "tweetshop-dev-operator-key"
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 45.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy (eventual consistency across services)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def stack(service_process: Any) -> dict[str, str]:
+    """The four services, each its own OS process, in one test database and one topic namespace."""
+    return {name: service_process.start(name).base_url for name in ("catalog", "feed", "checkout", "tracking")}
+
+
+def a_listed_product(stack: dict[str, str], stock: int, price_minor: int = 2500) -> tuple[dict[str, Any], str]:
+    merchant = httpx.post(
+        f"{stack['catalog']}/merchants", json={"handle": f"fancy{uuid.uuid4().hex[:6]}", "name": "Fancy"}
+    )
+    assert merchant.status_code == 201, merchant.text
+    m = merchant.json()
+    product = httpx.post(
+        f"{stack['catalog']}/products",
+        json={
+            "merchant_id": m["id"],
+            "title": "Fancy mug",
+            "price_minor": price_minor,
+            "currency": "EUR",
+            "stock": stock,
+        },
+        headers=bearer(m["api_key"]),
+    )
+    assert product.status_code == 201, product.text
+    return product.json(), m["api_key"]
+
+
+def a_buyable_tweet(stack: dict[str, str], product: dict[str, Any], api_key: str) -> dict[str, Any]:
+    def post() -> dict[str, Any] | None:
+        r = httpx.post(
+            f"{stack['feed']}/tweets",
+            json={"merchant_id": product["merchant_id"], "text": "New mug, limited run", "product_id": product["id"]},
+            headers=bearer(api_key),
+        )
+        if r.status_code == 409:  # feed has not read the product from catalog.products.v1 yet
+            return None
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    tweet: dict[str, Any] = eventually(post, what="feed to know the product")
+    assert tweet["buyable"] is True
+    return tweet
+
+
+def order_body(tweet: dict[str, Any], product: dict[str, Any], quantity: int, payment_method: str) -> dict[str, Any]:
+    return {
+        "tweet_id": tweet["id"],
+        "product_id": product["id"],
+        "quantity": quantity,
+        "buyer": {"id": "buyer-42", "email": "ada@example.com"},
+        "shipping": {
+            "name": "Ada Lovelace",
+            "line1": "1 Rue de Rivoli",
+            "city": "Paris",
+            "country": "FR",
+            "lat": 48.8606,
+            "lon": 2.3376,
+        },
+        "payment_method": payment_method,
+    }
+
+
+def place_order(stack: dict[str, str], body: dict[str, Any], key: str) -> httpx.Response:
+    """POST /orders, waiting while checkout has not read the product yet (404 unknown_product)."""
+
+    def post() -> httpx.Response | None:
+        r = httpx.post(f"{stack['checkout']}/orders", json=body, headers={"Idempotency-Key": key})
+        if r.status_code == 404 and r.json().get("error") == "unknown_product":
+            return None
+        return r
+
+    response: httpx.Response = eventually(post, what="checkout to know the product")
+    return response
+
+
+def order_status(stack: dict[str, str], order: dict[str, Any]) -> dict[str, Any]:
+    r = httpx.get(f"{stack['checkout']}/orders/{order['id']}", headers=bearer(order["access_token"]))
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def wait_for_status(stack: dict[str, str], order: dict[str, Any], wanted: str) -> dict[str, Any]:
+    terminal = {"paid", "failed", "cancelled", "refunded"}
+
+    def check() -> dict[str, Any] | None:
+        current = order_status(stack, order)
+        if current["status"] == wanted:
+            return current
+        assert current["status"] not in terminal - {wanted}, f"order ended {current}"
+        return None
+
+    result: dict[str, Any] = eventually(check, what=f"order {order['id']} to become {wanted}")
+    return result
+
+
+def payment_intents_of(stripe_base_url: str, order_id: str) -> list[Any]:
+    client = stripe.StripeClient(DEV_STRIPE_API_KEY, base_addresses={"api": stripe_base_url})
+    intents = client.v1.payment_intents.list(params={"limit": 100})
+    return [pi for pi in intents.auto_paging_iter() if (pi.metadata or {}).get("order_id") == order_id]
+
+
+def test_a_buyer_pays_for_a_tweeted_product_and_follows_the_parcel(
+    stack: dict[str, str], service_process: Any, kafka_bootstrap: str, stripe_base_url: str
+) -> None:
+    ns = service_process.topic_namespace
+    product, api_key = a_listed_product(stack, stock=5)
+    tweet = a_buyable_tweet(stack, product, api_key)
+
+    key = str(uuid.uuid4())
+    body = order_body(tweet, product, 2, "pm_card_visa")
+    placed = place_order(stack, body, key)
+    assert placed.status_code == 202, placed.text
+    order = placed.json()
+    assert order["status"] == "pending" and order["access_token"]
+
+    again = httpx.post(f"{stack['checkout']}/orders", json=body, headers={"Idempotency-Key": key})
+    assert again.status_code in (200, 202) and again.json()["id"] == order["id"], "same key, same order"
+
+    paid = wait_for_status(stack, order, "paid")
+    assert paid["amount_minor"] == 2 * 2500 and paid["currency"] == "EUR"
+    assert paid["payment_intent_id"].startswith("pi_")
+    intents = payment_intents_of(stripe_base_url, order["id"])
+    assert [pi.status for pi in intents] == ["succeeded"], "exactly one charge"
+
+    stock = eventually(
+        lambda: (s := httpx.get(f"{stack['catalog']}/products/{product['id']}").json())["stock_reserved"] == 0 and s,
+        what="the reservation to become a sale",
+    )
+    assert stock["stock_available"] == 3
+
+    shipments = eventually(
+        lambda: httpx.get(
+            f"{stack['tracking']}/shipments", params={"order_id": order["id"]}, headers=bearer(order["access_token"])
+        ).json(),
+        what="a shipment for the paid order",
+    )
+    assert len(shipments) == 1
+    shipment = shipments[0]
+    assert shipment["status"] == "label_created"
+    assert eventually(lambda: order_status(stack, order).get("tracking_url"), what="tracking_url on the order")
+
+    token = httpx.post(f"{stack['tracking']}/shipments/{shipment['id']}/courier-token", headers=bearer(OPERATOR_KEY))
+    assert token.status_code in (200, 201), token.text
+    courier = token.json()["token"]
+    point = {"lat": 48.85, "lon": 2.35, "recorded_at": datetime.now(UTC).isoformat(), "speed": 7.5}
+    posted = httpx.post(
+        f"{stack['tracking']}/shipments/{shipment['id']}/locations", json=[point], headers=bearer(courier)
+    )
+    assert posted.status_code in (200, 201, 202), posted.text
+
+    def seen_location() -> dict[str, Any] | None:
+        rows = httpx.get(
+            f"{stack['tracking']}/shipments", params={"order_id": order["id"]}, headers=bearer(order["access_token"])
+        ).json()
+        return rows[0] if rows and rows[0].get("last_location") else None
+
+    located = eventually(seen_location, what="the courier's location on the shipment")
+    assert located["last_location"]["lat"] == pytest.approx(48.85)
+
+    # Every step is on the contract's topics, in the envelope, readable by any Kafka client.
+    def on_topic(topic: str, *types: str) -> list[Record]:
+        records: list[Record] = asyncio.run(
+            read_topic(
+                kafka_bootstrap,
+                ns + topic,
+                until=lambda rs: set(types) <= {r.headers.get("event_type") for r in rs},
+                timeout=30,
+            )
+        )
+        found = {r.headers.get("event_type") for r in records}
+        assert set(types) <= found, f"{topic}: expected {types}, found {found}"
+        for r, event in zip(records, events_of(records, topic), strict=True):
+            assert r.headers["event_type"] == event.event_type
+            assert r.headers["correlation_id"] == event.correlation_id
+            assert r.key == event.key().encode()
+        return records
+
+    on_topic(topics.CATALOG_PRODUCTS, "ProductListed", "ProductUpdated")
+    on_topic(topics.FEED_BUYABLE_TWEETS, "BuyableTweetPosted")
+    orders = on_topic(topics.CHECKOUT_ORDERS, "OrderPlaced", "OrderPaid")
+    on_topic(topics.CATALOG_RESERVATIONS, "StockReserved")
+    on_topic(topics.TRACKING_SHIPMENTS, "ShipmentCreated")
+    locations = on_topic(topics.TRACKING_LOCATIONS, "ShipmentLocationUpdated")
+    order_events = [e for e in events_of(orders, topics.CHECKOUT_ORDERS) if str(e.order_id) == order["id"]]  # type: ignore[attr-defined]
+    assert [e.event_type for e in order_events] == ["OrderPlaced", "OrderPaid"], "one order, no duplicates"
+    correlation = order_events[0].correlation_id
+    assert all(e.correlation_id == correlation for e in order_events)
+    assert events_of(locations, topics.TRACKING_LOCATIONS)[0].correlation_id == correlation
+
+
+def test_a_declined_card_fails_the_order_with_a_reason_and_releases_the_stock(
+    stack: dict[str, str], stripe_base_url: str
+) -> None:
+    product, api_key = a_listed_product(stack, stock=3)
+    tweet = a_buyable_tweet(stack, product, api_key)
+    placed = place_order(stack, order_body(tweet, product, 2, "pm_card_visa_chargeDeclined"), str(uuid.uuid4()))
+    assert placed.status_code == 202, placed.text
+    failed = wait_for_status(stack, placed.json(), "failed")
+    assert failed["failure_reason"]
+    assert eventually(
+        lambda: (
+            httpx.get(f"{stack['catalog']}/products/{product['id']}").json()
+            == {**product, "stock_available": 3, "stock_reserved": 0, "version": 3}
+        ),
+        what="the reserved stock to be released",
+    )
+    assert all(pi.status != "succeeded" for pi in payment_intents_of(stripe_base_url, placed.json()["id"]))
+
+
+def test_ordering_more_than_the_stock_is_refused_and_nothing_is_charged(
+    stack: dict[str, str], stripe_base_url: str
+) -> None:
+    product, api_key = a_listed_product(stack, stock=1)
+    tweet = a_buyable_tweet(stack, product, api_key)
+    refused = place_order(stack, order_body(tweet, product, 2, "pm_card_visa"), str(uuid.uuid4()))
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == "insufficient_stock"
+    assert httpx.get(f"{stack['catalog']}/products/{product['id']}").json()["stock_available"] == 1
+
+    bad = httpx.post(f"{stack['checkout']}/orders", json={"quantity": -1}, headers={"Idempotency-Key": "k"})
+    assert bad.status_code == 422 and bad.json()["error"] == "validation_error"
