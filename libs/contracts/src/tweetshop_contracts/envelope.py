@@ -57,7 +57,7 @@ class Envelope(BaseModel):
 
     def headers(self) -> dict[str, str]:
         """Kafka headers every message carries."""
-        return {"event_type": self.event_type, "correlation_id": self.correlation_id, "schema_version": "1"}
+        return {"event_type": self.event_type, "correlation_id": self.correlation_id}
 
     def to_bytes(self) -> bytes:
         """The message value: one JSON object."""

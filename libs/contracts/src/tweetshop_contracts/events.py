@@ -7,6 +7,7 @@ needs a v2 topic.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Literal
 
@@ -282,9 +283,30 @@ TOPIC_EVENTS: dict[str, TypeAdapter[Envelope]] = {
 }
 
 
+ENVELOPE_FIELDS = ("event_id", "event_type", "schema_version", "occurred_at", "producer", "correlation_id")
+
+
+def event_types_of(topic: str) -> frozenset[str]:
+    """The event types the v1 contract defines for ``topic``."""
+    return frozenset(cls.model_fields["event_type"].default for cls in EVENT_TYPES if cls.TOPIC == topic)
+
+
 def decode_event(topic: str, value: bytes) -> Envelope:
-    """Decode and validate one message value from ``topic``; raises ValueError on anything else."""
+    """Decode and validate one message value from ``topic``; raises ValueError on anything else.
+
+    Unlike building an event in code, decoding never invents an ``event_id`` or a
+    timestamp: a message without its envelope is refused (dedupe depends on it).
+    """
     adapter = TOPIC_EVENTS.get(topic)
     if adapter is None:
         raise ValueError(f"no v1 contract for topic {topic!r}")
-    return adapter.validate_json(value)
+    try:
+        raw = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"message is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError("message is not a JSON object")
+    missing = [name for name in ENVELOPE_FIELDS if name not in raw]
+    if missing:
+        raise ValueError(f"envelope field(s) missing: {', '.join(missing)}")
+    return adapter.validate_python(raw)

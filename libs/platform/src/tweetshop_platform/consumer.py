@@ -8,6 +8,7 @@ NACK_ON_ERROR blocks the partition forever; so subscribers here use MANUAL acks.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from tweetshop_contracts import Envelope, decode_event
+from tweetshop_contracts.events import event_types_of
 
 from . import inbox, metrics
 from .kafka import TopicNames
@@ -44,6 +46,20 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 class PermanentError(Exception):
     """A message that can never be handled (it is parked on the DLQ without retries)."""
+
+
+def _unknown_event_type(topic: str, value: bytes) -> str | None:
+    """The event type of a well-formed message whose type the topic's v1 contract does not define."""
+    try:
+        raw = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    event_type = raw.get("event_type")
+    if isinstance(event_type, str) and event_type and event_type not in event_types_of(topic):
+        return event_type
+    return None
 
 
 def _header(headers: dict[str, Any], name: str) -> str:
@@ -96,7 +112,14 @@ class ReliableSubscriber:
         try:
             event = decode_event(self.topic, value)
         except ValueError as exc:
-            await self._dead_letter(msg, value, headers, exc, attempts=1)
+            unknown = _unknown_event_type(self.topic, value)
+            if unknown is not None:
+                # A newer producer's event type this consumer does not know: adding types is a compatible
+                # change, so it is skipped (and counted), not parked.
+                metrics.UNKNOWN_EVENT_TYPES_SKIPPED.labels(self.topic, unknown[:100]).inc()
+                log.warning("unknown event type skipped", topic=self.topic, event_type=unknown)
+            else:
+                await self._dead_letter(msg, value, headers, exc, attempts=1)
             await msg.ack()
             return
         bound = structlog.contextvars.bound_contextvars(

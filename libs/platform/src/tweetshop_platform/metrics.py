@@ -16,6 +16,11 @@ MESSAGES_FAILED = Counter(
 MESSAGES_DEAD_LETTERED = Counter(
     "tweetshop_messages_dead_lettered_total", "Messages parked on <topic>.dlq", ["topic", "handler"]
 )
+UNKNOWN_EVENT_TYPES_SKIPPED = Counter(
+    "tweetshop_unknown_event_types_skipped_total",
+    "Well-formed messages of an event type this consumer does not know (a newer producer)",
+    ["topic", "event_type"],
+)
 DUPLICATES_SKIPPED = Counter(
     "tweetshop_inbox_duplicates_skipped_total", "Messages skipped because their event_id was seen", ["topic", "handler"]
 )
