@@ -105,7 +105,7 @@ class ServiceRuntime:
                     retry_backoff=s.consumer_retry_backoff_s,
                 )
             )
-        await self.broker.start()
+        await self._start_broker()
         self._relay = OutboxRelay(
             self._pool,
             self.broker,
@@ -118,6 +118,15 @@ class ServiceRuntime:
         for name, worker in self._workers:
             self._tasks.append(asyncio.create_task(self._supervise(name, worker), name=name))
         log.info("service started", http_port=s.http_port, subscriptions=[x.group_id for x in self._subscriptions])
+
+    async def _start_broker(self) -> None:
+        # KafkaBroker.start() starts subscribers one after another, and a new consumer group's JoinGroup
+        # can take seconds (Tansu answers after ~5 s): start them all at once instead.
+        await self.broker.connect()
+        await asyncio.gather(*(sub.start() for sub in self.broker.subscribers))
+        for publisher in self.broker.publishers:
+            await publisher.start()
+        self.broker.running = True
 
     async def stop(self) -> None:
         """Stop workers, relay, broker and pool, in that order."""

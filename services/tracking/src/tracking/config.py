@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
 from tweetshop_platform.settings import ServiceSettings
+
+DEV_OPERATOR_KEY = "dev-operator-key"
 
 
 class TrackingSettings(ServiceSettings):
     service_name: str = "tracking"
     http_port: int = 8004
     public_url: str = "http://localhost:8004"
+
+    operator_key: SecretStr = Field(
+        default=SecretStr(DEV_OPERATOR_KEY),
+        description="Bearer key of operators (issues courier tokens); set a strong one outside development",
+    )
+
+    # Status rules: arriving near the destination moves a shipment along.
+    delivery_radius_m: float = Field(default=50, gt=0, description="A point this close to the destination: delivered")
+    out_for_delivery_radius_m: float = Field(
+        default=1000, gt=0, description="A point this close to the destination: out for delivery"
+    )
+    geofence_max_accuracy_m: float = Field(
+        default=100, gt=0, description="A point reported less accurate than this never marks a parcel delivered"
+    )
+
+    # ETA: remaining great-circle distance over the recent average speed.
+    eta_fallback_speed_mps: float = Field(default=8.0, gt=0, description="Speed assumed while no recent speed is known")
+    eta_speed_window_s: float = Field(default=600, gt=0, description="Points this recent make the average speed")
+
+    # Location ingest.
+    location_batch_max: int = Field(default=500, ge=1, description="Most points in one POST (more: 413)")
+    location_max_future_s: float = Field(default=300, ge=0, description="Clock skew allowed for recorded_at")
+    location_max_age_s: float = Field(default=7 * 24 * 3600, gt=0, description="Oldest recorded_at accepted")
+
+    # Live stream (server-sent events).
+    sse_heartbeat_s: float = Field(default=15, gt=0, description="A comment line this often keeps proxies open")
+    sse_retry_ms: int = Field(default=3000, ge=0, description="Reconnect delay suggested to EventSource clients")
+    sse_queue_size: int = Field(default=64, ge=1, description="Updates buffered per watcher; older ones are dropped")
+    live_group_prefix: str = Field(
+        default="tracking.live", description="Each process reads live updates in its own group <prefix>.<uuid>"
+    )
+
+    status_metrics_interval_s: float = Field(default=15, gt=0, description="How often shipments are counted by status")

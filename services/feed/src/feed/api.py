@@ -1,0 +1,98 @@
+"""HTTP request and response bodies of feed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tweetshop_platform.errors import Unprocessable
+
+from . import domain
+from .domain import Merchant, Product, TweetView
+
+
+class TweetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_id: uuid.UUID = Field(description="The merchant posting (its API key goes in `Authorization: Bearer`)")
+    text: str = Field(min_length=1, max_length=domain.TWEET_MAX_CHARS, description="1 to 280 characters")
+    product_id: uuid.UUID | None = Field(
+        default=None, description="A product of this merchant: makes the tweet buyable"
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _text_rules(cls, value: str) -> str:
+        try:
+            return domain.check_text(value)
+        except Unprocessable as exc:
+            raise ValueError(exc.message) from exc
+
+
+class MerchantOut(BaseModel):
+    id: uuid.UUID
+    handle: str = Field(description="As in @fancy")
+    name: str
+
+    @classmethod
+    def of(cls, m: Merchant) -> MerchantOut:
+        return cls(id=m.id, handle=m.handle, name=m.name)
+
+
+class ProductCard(BaseModel):
+    """The live state of a tweet's product, read when the tweet is shown."""
+
+    id: uuid.UUID
+    title: str
+    description: str
+    image_url: str | None
+    price_minor: int = Field(description="Current price in minor units (cents)")
+    currency: str = Field(description="ISO 4217")
+    stock_available: int = Field(description="Units that can be bought now")
+    in_stock: bool = Field(description="False when sold out")
+    status: Literal["active", "delisted"]
+    buyable: bool = Field(description="On sale and in stock: the Buy button works")
+
+    @classmethod
+    def of(cls, p: Product) -> ProductCard:
+        return cls(
+            id=p.id,
+            title=p.title,
+            description=p.description,
+            image_url=p.image_url,
+            price_minor=p.price_minor,
+            currency=p.currency,
+            stock_available=p.stock_available,
+            in_stock=p.in_stock,
+            status=p.status,
+            buyable=p.buyable,
+        )
+
+
+class TweetOut(BaseModel):
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    merchant: MerchantOut | None = Field(description="Handle and name, when feed knows the merchant")
+    text: str
+    buyable: bool = Field(description="Carries a product that can be bought right now")
+    product: ProductCard | None = Field(description="Live product card of a tweet that carries a product")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, v: TweetView) -> TweetOut:
+        return cls(
+            id=v.tweet.id,
+            merchant_id=v.tweet.merchant_id,
+            merchant=MerchantOut.of(v.merchant) if v.merchant else None,
+            text=v.tweet.text,
+            buyable=v.buyable,
+            product=ProductCard.of(v.product) if v.product else None,
+            created_at=v.tweet.created_at,
+        )
+
+
+class TimelineOut(BaseModel):
+    tweets: list[TweetOut] = Field(description="Newest first")
+    next_cursor: str | None = Field(description="Pass as `?cursor=` for the next page; null on the last page")

@@ -1,0 +1,155 @@
+"""Feed rules: tweet text, which product a tweet may carry, read-model versions, timeline cursors. Pure, no I/O."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from tweetshop_platform.errors import Conflict, Forbidden, Unprocessable
+
+TWEET_MAX_CHARS = 280
+ProductStatus = Literal["active", "delisted"]
+
+
+@dataclass(frozen=True)
+class Merchant:
+    """What feed knows of a merchant (from catalog.merchants.v1)."""
+
+    id: uuid.UUID
+    handle: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Product:
+    """Feed's copy of a product's latest known state (from catalog.products.v1)."""
+
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    title: str
+    description: str
+    image_url: str | None
+    price_minor: int
+    currency: str
+    stock_available: int
+    status: ProductStatus
+    version: int
+
+    @property
+    def in_stock(self) -> bool:
+        """At least one unit can be bought right now."""
+        return self.stock_available > 0
+
+    @property
+    def buyable(self) -> bool:
+        """A buyer can tap Buy: the product is on sale and in stock."""
+        return self.status == "active" and self.in_stock
+
+
+@dataclass(frozen=True)
+class Tweet:
+    """A tweet as stored; ``product_id`` is set on buyable tweets only."""
+
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    text: str
+    product_id: uuid.UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TweetView:
+    """A tweet joined at read time with what feed knows now of its merchant and product."""
+
+    tweet: Tweet
+    merchant: Merchant | None
+    product: Product | None
+
+    @property
+    def buyable(self) -> bool:
+        """The tweet carries a product that can be bought right now."""
+        return self.product is not None and self.product.buyable
+
+
+# --- rules -----------------------------------------------------------------------------
+
+
+def check_text(text: str) -> str:
+    """The tweet text as it will be stored, or 422: 1 to 280 characters, not blank, valid Unicode without NUL."""
+    if not text.strip():
+        raise Unprocessable("a tweet needs some text", code="invalid_text")
+    if len(text) > TWEET_MAX_CHARS:
+        raise Unprocessable(
+            f"a tweet has at most {TWEET_MAX_CHARS} characters, this one has {len(text)}", code="invalid_text"
+        )
+    if "\x00" in text:
+        # Postgres text cannot hold NUL; refusing here keeps it a clear 422 instead of a database error.
+        raise Unprocessable("tweet text cannot contain NUL characters", code="invalid_text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: Postgres could not store it either
+        raise Unprocessable("tweet text must be valid Unicode", code="invalid_text") from exc
+    return text
+
+
+def check_product_for_tweet(product: Product | None, product_id: uuid.UUID, merchant_id: uuid.UUID) -> Product:
+    """The product a merchant may attach to a tweet: known to feed, the merchant's own, and on sale."""
+    if product is None:
+        # Catalog answers POST /products before its ProductListed event reaches feed: a short retry succeeds.
+        raise Conflict(
+            f"product {product_id} is not known to feed yet: the catalog event may still be on its way; "
+            "retry in a moment",
+            code="product_not_known_yet",
+            product_id=str(product_id),
+        )
+    if product.merchant_id != merchant_id:
+        raise Forbidden("a merchant can only tweet its own products", code="product_of_another_merchant")
+    if product.status != "active":
+        raise Conflict("this product is no longer on sale", code="product_not_on_sale", product_status=product.status)
+    return product
+
+
+def supersedes(incoming_version: int, current_version: int | None) -> bool:
+    """A product event replaces the read model only when it is newer: replays and late arrivals never win."""
+    return current_version is None or incoming_version > current_version
+
+
+# --- timeline cursors ------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR_PREFIX = "t1"
+
+
+@dataclass(frozen=True, order=True)
+class Cursor:
+    """Position in the timeline: the last tweet seen; the next page starts strictly after it."""
+
+    created_at: datetime
+    tweet_id: uuid.UUID
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """An opaque, URL-safe string for a position (exact to the microsecond, as Postgres stores it)."""
+    micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
+    raw = f"{_CURSOR_PREFIX}:{micros}:{cursor.tweet_id.hex}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> Cursor:
+    """The position an ``encode_cursor`` string stands for, or 422 when it is not one."""
+    invalid = Unprocessable("invalid cursor: pass back the next_cursor of a previous page", code="invalid_cursor")
+    if not value or len(value) > 200:
+        raise invalid
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+        prefix, micros, tweet_hex = raw.split(":")
+        if prefix != _CURSOR_PREFIX:
+            raise ValueError(prefix)
+        created_at = _EPOCH + timedelta(microseconds=int(micros))
+        return Cursor(created_at, uuid.UUID(hex=tweet_hex))
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        raise invalid from exc

@@ -1,0 +1,22 @@
+"""Entry points for messages: translate one event into one service call."""
+
+from __future__ import annotations
+
+import asyncpg
+from tweetshop_contracts import Envelope, MerchantRegistered, ProductListed, ProductUpdated
+
+from . import service
+
+
+async def on_merchant_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """catalog.merchants.v1 → the merchant read model."""
+    match event:
+        case MerchantRegistered():
+            await service.record_merchant(conn, event)
+
+
+async def on_product_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """catalog.products.v1 → the product read model (newer versions only)."""
+    match event:
+        case ProductListed() | ProductUpdated():
+            await service.apply_product_state(conn, event)

@@ -1,0 +1,142 @@
+"""Feed use cases: thin, transactional, each state change and its events committed together."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import structlog
+from tweetshop_contracts import BuyableTweetPosted, MerchantRegistered, ProductListed, ProductUpdated, utc_now
+from tweetshop_platform import outbox
+from tweetshop_platform.errors import NotFound, Unauthorized
+
+from . import domain, metrics, repository
+from .domain import Merchant, Product, Tweet, TweetView
+
+PRODUCER = "feed"
+
+log = structlog.get_logger(__name__)
+
+
+async def authorize_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key: str) -> Merchant:
+    """The merchant a tweet is posted as, if the caller may post as it.
+
+    Catalog issues the merchants' API keys and feed has no copy of them yet, so for now this only
+    requires that a bearer token was presented (401 otherwise) and that the merchant is known to
+    feed's read model (404 ``unknown_merchant`` otherwise). It is the one place where the security
+    work adds the real check that ``api_key`` belongs to ``merchant_id`` (403 when it does not).
+    """
+    if not api_key:
+        raise Unauthorized("missing credentials: send Authorization: Bearer <key>")
+    merchant = await repository.get_merchant(conn, merchant_id)
+    if merchant is None:
+        raise NotFound(
+            f"merchant {merchant_id} is not known to feed (if it was just registered, retry in a moment)",
+            code="unknown_merchant",
+        )
+    return merchant
+
+
+async def post_tweet(
+    pool: asyncpg.Pool,
+    api_key: str,
+    merchant_id: uuid.UUID,
+    text: str,
+    product_id: uuid.UUID | None,
+    correlation_id: str,
+) -> TweetView:
+    """A merchant posts a tweet; with a product it is buyable and announced on feed.buyable-tweets.v1."""
+    text = domain.check_text(text)
+    async with pool.acquire() as conn, conn.transaction():
+        merchant = await authorize_merchant(conn, merchant_id, api_key)
+        product: Product | None = None
+        if product_id is not None:
+            product = domain.check_product_for_tweet(
+                await repository.get_product(conn, product_id), product_id, merchant_id
+            )
+        tweet = Tweet(id=uuid.uuid4(), merchant_id=merchant_id, text=text, product_id=product_id, created_at=utc_now())
+        await repository.insert_tweet(
+            conn, tweet, product.price_minor if product else None, product.currency if product else None
+        )
+        if product is not None:
+            await outbox.enqueue(
+                conn,
+                BuyableTweetPosted(
+                    producer=PRODUCER,
+                    correlation_id=correlation_id,
+                    tweet_id=tweet.id,
+                    merchant_id=merchant_id,
+                    product_id=product.id,
+                    text=text,
+                    price_minor=product.price_minor,
+                    currency=product.currency,
+                    posted_at=tweet.created_at,
+                ),
+            )
+    metrics.TWEETS_POSTED.labels("buyable" if product else "plain").inc()
+    log.info("tweet posted", tweet_id=str(tweet.id), merchant_id=str(merchant_id), buyable=product is not None)
+    return TweetView(tweet, merchant, product)
+
+
+async def get_tweet(pool: asyncpg.Pool, tweet_id: uuid.UUID) -> TweetView:
+    """One tweet with its live product card."""
+    async with pool.acquire() as conn:
+        view = await repository.get_tweet_view(conn, tweet_id)
+    if view is None:
+        raise NotFound("unknown tweet", code="unknown_tweet")
+    return view
+
+
+async def timeline_page(
+    pool: asyncpg.Pool, *, limit: int, cursor: str | None = None, merchant_id: uuid.UUID | None = None
+) -> tuple[list[TweetView], str | None]:
+    """One page of the timeline, newest first, and the cursor of the next page (None on the last one)."""
+    after = domain.decode_cursor(cursor) if cursor is not None else None
+    async with pool.acquire() as conn:
+        # One row more than asked tells whether another page exists without a count query.
+        views = await repository.timeline(
+            conn, limit=limit + 1, after=after, merchant_ids=[merchant_id] if merchant_id else None
+        )
+    page = views[:limit]
+    next_cursor = None
+    if len(views) > limit:
+        last = page[-1].tweet
+        next_cursor = domain.encode_cursor(domain.Cursor(last.created_at, last.id))
+    return page, next_cursor
+
+
+# --- read models from catalog's topics -------------------------------------------------
+
+
+async def record_merchant(conn: asyncpg.Connection, event: MerchantRegistered) -> None:
+    """Remember a merchant's handle and name for posting and for the timeline."""
+    await repository.upsert_merchant(conn, Merchant(event.merchant_id, event.handle, event.name))
+
+
+async def apply_product_state(conn: asyncpg.Connection, event: ProductListed | ProductUpdated) -> bool:
+    """Take a product's new state unless a newer version is already stored; True when it was taken."""
+    incoming = Product(
+        id=event.product_id,
+        merchant_id=event.merchant_id,
+        title=event.title,
+        description=event.description,
+        image_url=event.image_url,
+        price_minor=event.price_minor,
+        currency=event.currency,
+        stock_available=event.stock_available,
+        status=event.status,
+        version=event.version,
+    )
+    current = await repository.get_product(conn, incoming.id, for_update=True)
+    applied = domain.supersedes(incoming.version, current.version if current else None) and (
+        await repository.upsert_product_if_newer(conn, incoming)
+    )
+    metrics.PRODUCT_EVENTS.labels("applied" if applied else "stale").inc()
+    if not applied:
+        log.info(
+            "stale product event skipped",
+            product_id=str(incoming.id),
+            version=incoming.version,
+            stored_version=current.version if current else None,
+        )
+    return applied

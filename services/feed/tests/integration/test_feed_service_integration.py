@@ -1,0 +1,430 @@
+"""feed against the real broker and a real Postgres: the test plays catalog on its topics and reads feed's own.
+
+feed runs in this process (its FastAPI lifespan starts the runtime: migrations, consumers, outbox relay)
+with its own database and topic namespace. Infrastructure comes from the devstack pytest plugin
+(``kafka_bootstrap``, ``postgres_admin_dsn``, ``service_process``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from feed.config import FeedSettings
+from feed.main import create_app
+from pydantic import SecretStr
+from tweetshop_contracts import (
+    BuyableTweetPosted,
+    Envelope,
+    MerchantRegistered,
+    ProductListed,
+    ProductUpdated,
+    decode_event,
+    topics,
+)
+from tweetshop_devstack.pytest_plugin import RunningService, ServiceProcesses, dsn_with_database
+from tweetshop_devstack.services import service_dsn
+from tweetshop_platform.db import provision_service
+
+T = TypeVar("T")
+PASSWORD = "feed-test-password"
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 20, what: str = "") -> T:
+    """The first truthy result of ``check``, polled until ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class RunningFeed:
+    """The feed app, an HTTP client to it, and a catalog stand-in that publishes to its topics."""
+
+    client: httpx.AsyncClient
+    namespace: str
+    kafka_bootstrap: str
+    producer: AIOKafkaProducer
+    db: asyncpg.Connection
+
+    async def publish(self, *events: Envelope) -> None:
+        """Publish as catalog would: JSON value, aggregate key, event_type and correlation_id headers."""
+        for event in events:
+            await self.producer.send_and_wait(
+                self.namespace + event.topic(),
+                event.to_bytes(),
+                key=event.key().encode(),
+                headers=[(k, v.encode()) for k, v in event.headers().items()],
+            )
+
+    async def handled(self, event: Envelope) -> bool:
+        """Whether feed has consumed ``event`` (its inbox has the event id)."""
+        return bool(await self.db.fetchval("SELECT true FROM feed.inbox WHERE event_id = $1", event.event_id))
+
+    async def next_on_topic(self, topic: str, match: Callable[[Envelope], bool], timeout: float = 20) -> Envelope:
+        """The first event on ``topic`` (from its beginning) that ``match`` accepts."""
+        consumer = AIOKafkaConsumer(
+            self.namespace + topic,
+            bootstrap_servers=self.kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while asyncio.get_running_loop().time() < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        event = decode_event(topic, record.value)
+                        if match(event):
+                            return event
+            raise AssertionError(f"no matching event on {topic} within {timeout}s")
+        finally:
+            await consumer.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def feed(kafka_bootstrap: str, kafka_is_apache: bool, postgres_admin_dsn: str) -> AsyncIterator[RunningFeed]:
+    """One feed per test module, with its own database and topic namespace."""
+    suffix = uuid.uuid4().hex[:10]
+    database = f"feed_it_{suffix}"
+    admin = await asyncpg.connect(postgres_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    database_admin_dsn = dsn_with_database(postgres_admin_dsn, database)
+    await provision_service(database_admin_dsn, "feed", PASSWORD)
+    settings = FeedSettings(
+        database_url=SecretStr(service_dsn(database_admin_dsn, "feed", PASSWORD)),
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_enable_idempotence=kafka_is_apache,
+        topic_namespace=f"feedit{suffix}.",
+        kafka_topic_partitions=3,
+        log_format="console",
+        log_level="WARNING",
+    )
+    app = create_app(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    db = await asyncpg.connect(database_admin_dsn)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://feed") as client:
+                yield RunningFeed(client, settings.topic_namespace, kafka_bootstrap, producer, db)
+    finally:
+        await producer.stop()
+        await db.close()
+        admin = await asyncpg.connect(postgres_admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def any_json(response: httpx.Response) -> Any:
+    """The JSON body, with the response in the message when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise AssertionError(f"{response.status_code}: {response.text[:500]}") from exc
+
+
+# --- catalog stand-in -----------------------------------------------------------------------
+
+AUTH = {"Authorization": "Bearer tsk_any-key-feed-cannot-check-yet"}
+
+
+def product_state(
+    merchant_id: uuid.UUID,
+    product_id: uuid.UUID,
+    *,
+    version: int,
+    price_minor: int = 1200,
+    stock: int = 3,
+    status: str = "active",
+    listed: bool = False,
+) -> ProductListed | ProductUpdated:
+    """A product's full state as catalog publishes it."""
+    cls = ProductListed if listed else ProductUpdated
+    return cls.model_validate(
+        {
+            "producer": "catalog",
+            "correlation_id": "feed-it",
+            "product_id": product_id,
+            "merchant_id": merchant_id,
+            "title": "Fancy mug",
+            "price_minor": price_minor,
+            "currency": "EUR",
+            "stock_available": stock,
+            "status": status,
+            "version": version,
+        }
+    )
+
+
+async def known_merchant(feed: RunningFeed, handle: str = "fancy") -> uuid.UUID:
+    """A merchant registered at catalog whose event feed has consumed."""
+    event = MerchantRegistered(
+        producer="catalog", correlation_id="feed-it", merchant_id=uuid.uuid4(), handle=handle, name="Fancy Inc."
+    )
+    await feed.publish(event)
+    await eventually(lambda: feed.handled(event), what="MerchantRegistered to be consumed")
+    return event.merchant_id
+
+
+async def known_product(feed: RunningFeed, merchant_id: uuid.UUID, **state: Any) -> uuid.UUID:
+    """A product listed at catalog whose event feed has consumed."""
+    event = product_state(merchant_id, uuid.uuid4(), version=1, listed=True, **state)
+    await feed.publish(event)
+    await eventually(lambda: feed.handled(event), what="ProductListed to be consumed")
+    return event.product_id
+
+
+async def update_product(feed: RunningFeed, event: ProductListed | ProductUpdated) -> None:
+    """Publish a product update and wait until feed has handled it (applied or skipped)."""
+    await feed.publish(event)
+    await eventually(lambda: feed.handled(event), what=f"{event.event_type} v{event.version} to be consumed")
+
+
+async def post(feed: RunningFeed, body: dict[str, Any], headers: dict[str, str] = AUTH) -> httpx.Response:
+    return await feed.client.post("/tweets", json=body, headers=headers)
+
+
+async def timeline_of(feed: RunningFeed, merchant_id: uuid.UUID, **params: Any) -> Any:
+    response = await feed.client.get("/timeline", params={"merchant_id": str(merchant_id), **params})
+    assert response.status_code == 200, response.text
+    return any_json(response)
+
+
+async def card_of(feed: RunningFeed, merchant_id: uuid.UUID, tweet_id: str) -> Any:
+    """The tweet as the timeline shows it now."""
+    tweets = (await timeline_of(feed, merchant_id))["tweets"]
+    return next(t for t in tweets if t["id"] == tweet_id)
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+async def test_a_buyable_tweet_is_announced_on_its_topic_with_the_price_at_posting_time(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+    product_id = await known_product(feed, merchant_id, price_minor=1200, stock=3)
+
+    response = await post(feed, {"merchant_id": str(merchant_id), "text": "New mug!", "product_id": str(product_id)})
+
+    assert response.status_code == 201, response.text
+    tweet = any_json(response)
+    assert tweet["buyable"] is True
+    assert tweet["product"]["id"] == str(product_id)
+    assert (tweet["product"]["price_minor"], tweet["product"]["currency"]) == (1200, "EUR")
+    announced = await feed.next_on_topic(
+        topics.FEED_BUYABLE_TWEETS, lambda e: isinstance(e, BuyableTweetPosted) and str(e.tweet_id) == tweet["id"]
+    )
+    assert isinstance(announced, BuyableTweetPosted)
+    assert (announced.product_id, announced.merchant_id) == (product_id, merchant_id)
+    assert (announced.price_minor, announced.currency, announced.text) == (1200, "EUR", "New mug!")
+    assert announced.producer == "feed"
+
+
+async def test_the_timeline_card_shows_a_price_change_and_a_sell_out_at_once(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed, handle="fancy_live")
+    product_id = await known_product(feed, merchant_id, price_minor=1200, stock=3)
+    tweet = any_json(
+        await post(feed, {"merchant_id": str(merchant_id), "text": "Mugs!", "product_id": str(product_id)})
+    )
+
+    shown = await card_of(feed, merchant_id, tweet["id"])
+    assert shown["merchant"] == {"id": str(merchant_id), "handle": "fancy_live", "name": "Fancy Inc."}
+    assert shown["buyable"] is True
+    assert (shown["product"]["price_minor"], shown["product"]["in_stock"]) == (1200, True)
+
+    await update_product(feed, product_state(merchant_id, product_id, version=2, price_minor=900, stock=0))
+
+    shown = await card_of(feed, merchant_id, tweet["id"])
+    assert shown["product"]["price_minor"] == 900
+    assert (shown["product"]["in_stock"], shown["product"]["stock_available"]) == (False, 0)
+    assert shown["buyable"] is False and shown["product"]["buyable"] is False
+    single = any_json(await feed.client.get(f"/tweets/{tweet['id']}"))
+    assert single == shown
+
+
+async def test_a_stale_product_update_does_not_win_over_a_newer_one(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+    product_id = await known_product(feed, merchant_id, price_minor=1200, stock=3)
+    tweet = any_json(
+        await post(feed, {"merchant_id": str(merchant_id), "text": "Mugs!", "product_id": str(product_id)})
+    )
+    await update_product(feed, product_state(merchant_id, product_id, version=3, price_minor=900, stock=0))
+
+    # A late copy of version 2, and a replay of version 1: both handled, neither shown.
+    await update_product(feed, product_state(merchant_id, product_id, version=2, price_minor=1500, stock=7))
+    await update_product(
+        feed, product_state(merchant_id, product_id, version=1, price_minor=1200, stock=3, listed=True)
+    )
+
+    shown = await card_of(feed, merchant_id, tweet["id"])
+    assert (shown["product"]["price_minor"], shown["product"]["stock_available"]) == (900, 0)
+    assert shown["buyable"] is False
+
+
+async def test_a_delisted_product_keeps_its_card_but_is_no_longer_buyable_nor_tweetable(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+    product_id = await known_product(feed, merchant_id, stock=5)
+    body = {"merchant_id": str(merchant_id), "text": "Last chance", "product_id": str(product_id)}
+    tweet = any_json(await post(feed, body))
+
+    await update_product(feed, product_state(merchant_id, product_id, version=2, stock=5, status="delisted"))
+
+    shown = await card_of(feed, merchant_id, tweet["id"])
+    assert shown["product"]["status"] == "delisted" and shown["product"]["in_stock"] is True
+    assert shown["buyable"] is False
+    refused = await post(feed, body)
+    assert (refused.status_code, any_json(refused)["error"]) == (409, "product_not_on_sale")
+
+
+async def test_an_unknown_product_is_refused_with_409_until_its_event_arrives(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+    listed = product_state(merchant_id, uuid.uuid4(), version=1, listed=True)
+    body = {"merchant_id": str(merchant_id), "text": "Soon", "product_id": str(listed.product_id)}
+
+    refused = await post(feed, body)
+
+    assert refused.status_code == 409
+    assert any_json(refused)["error"] == "product_not_known_yet"
+    assert "on its way" in any_json(refused)["message"]
+    assert (await timeline_of(feed, merchant_id))["tweets"] == []
+    await update_product(feed, listed)
+    assert (await post(feed, body)).status_code == 201
+
+
+async def test_a_plain_tweet_is_not_buyable_and_has_no_card(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+
+    response = await post(feed, {"merchant_id": str(merchant_id), "text": "Hello, followers"})
+
+    assert response.status_code == 201
+    tweet = any_json(response)
+    assert (tweet["buyable"], tweet["product"]) == (False, None)
+    assert (await card_of(feed, merchant_id, tweet["id"]))["text"] == "Hello, followers"
+
+
+async def test_bad_input_is_refused_with_422_and_writes_nothing(feed: RunningFeed) -> None:
+    merchant_id = str(await known_merchant(feed))
+    for body in (
+        {"merchant_id": merchant_id, "text": ""},
+        {"merchant_id": merchant_id, "text": "   "},
+        {"merchant_id": merchant_id, "text": "x" * 281},
+        {"merchant_id": merchant_id, "text": "nul\u0000byte"},
+        {"merchant_id": merchant_id, "text": "hi", "price_minor": 5},
+        {"merchant_id": merchant_id, "text": "hi", "product_id": "not-a-uuid"},
+        {"merchant_id": "fancy", "text": "hi"},
+        {"text": "hi"},
+    ):
+        response = await post(feed, body)
+        assert response.status_code == 422, (body, response.text)
+        assert any_json(response)["error"] == "validation_error"
+    broken = await feed.client.post(
+        "/tweets", content=b"{not json", headers={**AUTH, "content-type": "application/json"}
+    )
+    assert broken.status_code == 422
+    for params in ({"cursor": "garbage"}, {"limit": "0"}, {"limit": "101"}, {"merchant_id": "x"}):
+        response = await feed.client.get("/timeline", params=params)
+        assert response.status_code == 422, (params, response.text)
+    assert (await feed.client.get("/tweets/not-a-uuid")).status_code == 422
+    assert (await timeline_of(feed, uuid.UUID(merchant_id)))["tweets"] == []
+
+
+async def test_posting_needs_a_bearer_token_and_a_known_merchant(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+
+    anonymous = await post(feed, {"merchant_id": str(merchant_id), "text": "hi"}, headers={})
+    stranger = await post(feed, {"merchant_id": str(uuid.uuid4()), "text": "hi"})
+
+    assert (anonymous.status_code, any_json(anonymous)["error"]) == (401, "unauthorized")
+    assert (stranger.status_code, any_json(stranger)["error"]) == (404, "unknown_merchant")
+    assert (await timeline_of(feed, merchant_id))["tweets"] == []
+
+
+async def test_a_merchant_cannot_tweet_another_merchants_product(feed: RunningFeed) -> None:
+    owner = await known_merchant(feed)
+    other = await known_merchant(feed, handle="other")
+    product_id = await known_product(feed, owner)
+
+    response = await post(feed, {"merchant_id": str(other), "text": "mine now", "product_id": str(product_id)})
+
+    assert (response.status_code, any_json(response)["error"]) == (403, "product_of_another_merchant")
+
+
+async def test_an_unknown_tweet_is_404(feed: RunningFeed) -> None:
+    response = await feed.client.get(f"/tweets/{uuid.uuid4()}")
+    assert (response.status_code, any_json(response)["error"]) == (404, "unknown_tweet")
+
+
+async def test_the_timeline_pages_newest_first_with_a_cursor(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+    posted = []
+    for n in range(5):
+        response = await post(feed, {"merchant_id": str(merchant_id), "text": f"tweet {n}"})
+        posted.append(any_json(response)["id"])
+
+    seen: list[str] = []
+    pages = 0
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        page = await timeline_of(feed, merchant_id, **params)
+        pages += 1
+        seen += [t["id"] for t in page["tweets"]]
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+
+    assert seen == list(reversed(posted))
+    assert pages == 3
+
+
+async def test_tweets_posted_are_counted_in_the_metrics(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+    before = await posted_count(feed, "plain")
+
+    await post(feed, {"merchant_id": str(merchant_id), "text": "counted"})
+
+    assert await posted_count(feed, "plain") == before + 1
+
+
+async def posted_count(feed: RunningFeed, kind: str) -> float:
+    """The value of the tweets-posted counter as /metrics shows it (0 before the first tweet)."""
+    sample = f'tweetshop_feed_tweets_posted_total{{kind="{kind}"}} '
+    for line in (await feed.client.get("/metrics")).text.splitlines():
+        if line.startswith(sample):
+            return float(line[len(sample) :])
+    return 0.0
+
+
+def test_feed_runs_as_its_own_process_and_serves_the_common_surface(service_process: ServiceProcesses) -> None:
+    running: RunningService = service_process.start("feed")
+
+    with httpx.Client(base_url=running.base_url, timeout=5) as client:
+        ready = client.get("/readyz")
+        paths = client.get("/openapi.json").json()["paths"]
+        empty = client.get("/timeline")
+        anonymous = client.post("/tweets", json={"merchant_id": str(uuid.uuid4()), "text": "hi"})
+
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+    assert {"/tweets", "/tweets/{tweet_id}", "/timeline", "/healthz", "/metrics"} <= set(paths)
+    assert empty.json() == {"tweets": [], "next_cursor": None}
+    assert anonymous.status_code == 401

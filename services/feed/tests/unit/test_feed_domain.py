@@ -1,0 +1,189 @@
+"""Feed's pure rules: read-model versions, timeline cursors, tweet text, which product a tweet may carry."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from feed import domain
+from feed.api import TweetIn, TweetOut
+from feed.domain import Cursor, Merchant, Product, Tweet, TweetView
+from pydantic import ValidationError
+from tweetshop_platform.errors import DomainError
+
+MERCHANT = uuid.uuid4()
+
+
+def a_product(**changes: object) -> Product:
+    product = Product(
+        id=uuid.uuid4(),
+        merchant_id=MERCHANT,
+        title="Fancy mug",
+        description="",
+        image_url=None,
+        price_minor=1200,
+        currency="EUR",
+        stock_available=3,
+        status="active",
+        version=1,
+    )
+    return replace(product, **changes)  # type: ignore[arg-type]
+
+
+def refusal(call: object) -> DomainError:
+    """The domain error a call raises."""
+    assert callable(call)
+    with pytest.raises(DomainError) as caught:
+        call()
+    return caught.value
+
+
+# --- the read-model version rule ----------------------------------------------------------
+
+
+def test_a_product_event_for_an_unknown_product_is_applied() -> None:
+    assert domain.supersedes(1, None)
+
+
+def test_a_newer_version_replaces_the_stored_one() -> None:
+    assert domain.supersedes(3, 2)
+
+
+def test_a_replayed_event_of_the_stored_version_does_not_apply_again() -> None:
+    assert not domain.supersedes(2, 2)
+
+
+def test_an_older_version_arriving_late_never_wins_over_a_newer_one() -> None:
+    assert not domain.supersedes(1, 5)
+
+
+# --- cursors ------------------------------------------------------------------------------
+
+
+def test_a_cursor_round_trips_to_the_exact_microsecond() -> None:
+    cursor = Cursor(datetime(2025, 11, 25, 12, 30, 1, 123456, tzinfo=UTC), uuid.uuid4())
+    assert domain.decode_cursor(domain.encode_cursor(cursor)) == cursor
+
+
+def test_a_cursor_from_another_timezone_means_the_same_instant() -> None:
+    instant = datetime(2025, 11, 25, 13, 30, tzinfo=UTC)
+    local = instant.astimezone(timezone(timedelta(hours=2)))
+    tweet_id = uuid.uuid4()
+    assert domain.decode_cursor(domain.encode_cursor(Cursor(local, tweet_id))).created_at == instant
+
+
+def test_a_cursor_is_opaque_and_url_safe() -> None:
+    tweet_id = uuid.uuid4()
+    encoded = domain.encode_cursor(Cursor(datetime(2025, 1, 1, tzinfo=UTC), tweet_id))
+    assert str(tweet_id) not in encoded and tweet_id.hex not in encoded
+    assert all(c.isalnum() or c in "-_" for c in encoded)
+
+
+def b64(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "not-a-cursor",
+        "!!!!",
+        b64("t1:123:nothex"),
+        b64("x1:123:" + "0" * 32),
+        b64("t1:99999999999999999999:" + "0" * 32),
+        "a" * 201,
+    ],
+)
+def test_a_malformed_cursor_is_refused_with_422(bad: str) -> None:
+    error = refusal(lambda: domain.decode_cursor(bad))
+    assert (error.status, error.code) == (422, "invalid_cursor")
+
+
+# --- tweet text ---------------------------------------------------------------------------
+
+
+def test_text_of_280_characters_is_accepted_and_kept_as_written() -> None:
+    text = "🛍" * 280
+    assert domain.check_text(text) == text
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t", "x" * 281, "bad\x00byte", "lone \ud800 surrogate"])
+def test_blank_too_long_or_nul_text_is_refused_with_422(text: str) -> None:
+    error = refusal(lambda: domain.check_text(text))
+    assert (error.status, error.code) == (422, "invalid_text")
+
+
+def test_the_request_body_refuses_bad_text_unknown_fields_and_bad_ids() -> None:
+    merchant = str(uuid.uuid4())
+    for body in (
+        {"merchant_id": merchant, "text": "  "},
+        {"merchant_id": merchant, "text": "x" * 281},
+        {"merchant_id": merchant, "text": "hi", "price": 1},
+        {"merchant_id": "fancy", "text": "hi"},
+        {"merchant_id": merchant, "text": "hi", "product_id": "mug"},
+    ):
+        with pytest.raises(ValidationError):
+            TweetIn.model_validate(body)
+    assert TweetIn.model_validate({"merchant_id": merchant, "text": "hi"}).product_id is None
+
+
+# --- which product a tweet may carry ------------------------------------------------------
+
+
+def test_an_unknown_product_asks_the_caller_to_retry_because_the_event_may_be_on_its_way() -> None:
+    product_id = uuid.uuid4()
+    error = refusal(lambda: domain.check_product_for_tweet(None, product_id, MERCHANT))
+    assert (error.status, error.code) == (409, "product_not_known_yet")
+    assert "on its way" in error.message
+
+
+def test_a_merchant_cannot_tweet_another_merchants_product() -> None:
+    product = a_product(merchant_id=uuid.uuid4())
+    error = refusal(lambda: domain.check_product_for_tweet(product, product.id, MERCHANT))
+    assert (error.status, error.code) == (403, "product_of_another_merchant")
+
+
+def test_a_delisted_product_cannot_be_tweeted() -> None:
+    product = a_product(status="delisted")
+    error = refusal(lambda: domain.check_product_for_tweet(product, product.id, MERCHANT))
+    assert (error.status, error.code) == (409, "product_not_on_sale")
+
+
+def test_a_sold_out_product_can_still_be_tweeted() -> None:
+    product = a_product(stock_available=0)
+    assert domain.check_product_for_tweet(product, product.id, MERCHANT) == product
+
+
+# --- the live card ------------------------------------------------------------------------
+
+
+def view_of(product: Product | None) -> TweetView:
+    tweet = Tweet(uuid.uuid4(), MERCHANT, "new mug!", product.id if product else None, datetime.now(UTC))
+    return TweetView(tweet, Merchant(MERCHANT, "fancy", "Fancy"), product)
+
+
+def test_a_tweet_with_an_active_product_in_stock_is_buyable() -> None:
+    out = TweetOut.of(view_of(a_product()))
+    assert out.buyable and out.product is not None and out.product.in_stock and out.product.buyable
+    assert out.merchant is not None and out.merchant.handle == "fancy"
+
+
+def test_a_sold_out_product_keeps_its_card_but_cannot_be_bought() -> None:
+    out = TweetOut.of(view_of(a_product(stock_available=0, price_minor=900)))
+    assert out.product is not None and (out.product.price_minor, out.product.currency) == (900, "EUR")
+    assert not out.buyable and not out.product.in_stock and not out.product.buyable
+
+
+def test_a_delisted_product_keeps_its_card_but_cannot_be_bought() -> None:
+    out = TweetOut.of(view_of(a_product(status="delisted")))
+    assert out.product is not None and out.product.in_stock
+    assert not out.buyable and not out.product.buyable
+
+
+def test_a_plain_tweet_has_no_card_and_is_not_buyable() -> None:
+    out = TweetOut.of(view_of(None))
+    assert out.product is None and not out.buyable

@@ -1,0 +1,1 @@
+"""tweetshop tracking service."""

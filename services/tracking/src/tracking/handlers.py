@@ -1,0 +1,17 @@
+"""Entry points for messages: translate one event into one service call."""
+
+from __future__ import annotations
+
+import asyncpg
+from tweetshop_contracts import Envelope, OrderCancelled, OrderPaid, OrderRefunded
+
+from . import service
+
+
+async def on_order_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """checkout.orders.v1 → shipments (other order events are not tracking's business)."""
+    match event:
+        case OrderPaid():
+            await service.on_order_paid(conn, event)
+        case OrderRefunded() | OrderCancelled():
+            await service.on_order_withdrawn(conn, event)

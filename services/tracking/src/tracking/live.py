@@ -1,0 +1,211 @@
+"""Live updates: one Kafka subscription per process feeds an in-memory hub; each watcher gets a bounded queue.
+
+Every tracking replica reads tracking.locations.v1 and tracking.shipments.v1 in
+its own consumer group (DESIGN.md, "Scaling out"), so whichever replica a
+browser's stream lands on sees every update. A watcher that reads too slowly
+loses its oldest updates, never the process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from types import FrameType
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from tweetshop_contracts import Envelope, ShipmentCreated, ShipmentLocationUpdated, ShipmentStatusChanged, decode_event
+
+from . import domain, metrics
+from .domain import Point, Shipment
+
+log = structlog.get_logger(__name__)
+
+LiveEvent = ShipmentLocationUpdated | ShipmentStatusChanged
+# What a watcher's queue carries: an update, or None when the process is shutting down.
+Delivery = LiveEvent | None
+
+
+class LiveHub:
+    """Fans one stream of events out to the watchers of each shipment."""
+
+    def __init__(self, queue_size: int = 64) -> None:
+        self._queue_size = queue_size
+        self._watchers: dict[uuid.UUID, set[asyncio.Queue[Delivery]]] = {}
+        self.closed = False
+
+    def watcher_count(self, shipment_id: uuid.UUID | None = None) -> int:
+        """Open watchers of one shipment, or of all."""
+        if shipment_id is not None:
+            return len(self._watchers.get(shipment_id, ()))
+        return sum(len(queues) for queues in self._watchers.values())
+
+    @contextlib.contextmanager
+    def watch(self, shipment_id: uuid.UUID) -> Iterator[asyncio.Queue[Delivery]]:
+        """A queue that receives the shipment's updates until the block ends (None: the hub closed)."""
+        queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=self._queue_size)
+        if self.closed:
+            queue.put_nowait(None)
+        self._watchers.setdefault(shipment_id, set()).add(queue)
+        metrics.SSE_WATCHERS.inc()
+        try:
+            yield queue
+        finally:
+            queues = self._watchers.get(shipment_id)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._watchers[shipment_id]
+            metrics.SSE_WATCHERS.dec()
+
+    def publish(self, event: LiveEvent) -> int:
+        """Hand an event to every watcher of its shipment; returns how many got it."""
+        queues = self._watchers.get(event.shipment_id)
+        if not queues:
+            return 0
+        for queue in queues:
+            _put_dropping_oldest(queue, event)
+        return len(queues)
+
+    def close(self) -> None:
+        """End every open stream (the process is stopping: clients reconnect elsewhere or later)."""
+        self.closed = True
+        for queues in self._watchers.values():
+            for queue in queues:
+                _put_dropping_oldest(queue, None)
+
+    def dispatch(self, logical_topic: str, value: bytes) -> None:
+        """Decode one Kafka message and publish it; what cannot be decoded is skipped (live view only)."""
+        try:
+            event: Envelope = decode_event(logical_topic, value)
+        except ValueError as exc:
+            log.warning("live update not decodable; skipped", topic=logical_topic, error=str(exc)[:300])
+            return
+        if isinstance(event, ShipmentLocationUpdated | ShipmentStatusChanged):
+            self.publish(event)
+        elif not isinstance(event, ShipmentCreated):
+            log.debug("live update of no interest", event_type=event.event_type)
+
+
+def _put_dropping_oldest(queue: asyncio.Queue[Delivery], item: Delivery) -> None:
+    if queue.full():
+        # The newest position matters more than an old one the watcher has not read yet.
+        queue.get_nowait()
+        metrics.LIVE_UPDATES_DROPPED.inc()
+    queue.put_nowait(item)
+
+
+async def close_streams_on_exit_signal(hub: LiveHub) -> None:
+    """Worker: on SIGTERM/SIGINT end the open streams at once, then let the server's own handler run.
+
+    Uvicorn waits for open responses before it shuts down; a live stream never
+    finishes by itself, so without this every stop would wait out the graceful timeout.
+    """
+    loop = asyncio.get_running_loop()
+    installed: dict[signal.Signals, Any] = {}
+
+    def chained(previous: Any) -> Callable[[int, FrameType | None], None]:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            loop.call_soon_threadsafe(hub.close)
+            if callable(previous):
+                previous(signum, frame)
+            else:  # nobody else listened: restore the default behaviour and deliver the signal again
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+                signal.raise_signal(signum)
+
+        return on_signal
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            handler = chained(previous)
+            signal.signal(sig, handler)
+            installed[sig] = (handler, previous)
+    except ValueError:  # not the main thread (an in-process test client): nothing to chain onto
+        log.debug("exit signals not chained: not in the main thread")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for sig, (handler, previous) in installed.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)
+
+
+class AssignmentListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Records how many partitions the live consumer reads (0 until the group has assigned them)."""
+
+    def __init__(self) -> None:
+        self.assigned = asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        metrics.LIVE_PARTITIONS_ASSIGNED.set(0)
+        self.assigned.clear()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        metrics.LIVE_PARTITIONS_ASSIGNED.set(len(assigned))
+        if assigned:
+            self.assigned.set()
+
+
+# --- server-sent events ----------------------------------------------------------------
+
+
+def sse_message(event: str, data: Any, *, retry_ms: int | None = None) -> str:
+    """One server-sent event: optional ``retry:``, ``event:`` and a one-line JSON ``data:``."""
+    lines = []
+    if retry_ms is not None:
+        lines.append(f"retry: {retry_ms}")
+    lines.append(f"event: {event}")
+    # json.dumps never emits a raw newline, so one data line carries the whole payload.
+    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
+    return "\n".join(lines) + "\n\n"
+
+
+SSE_HEARTBEAT = ": keep-alive\n\n"
+
+
+def point_of(event: ShipmentLocationUpdated) -> Point:
+    return Point(event.lat, event.lon, event.recorded_at, event.speed, event.heading, event.accuracy)
+
+
+async def shipment_stream(
+    hub: LiveHub,
+    shipment_id: uuid.UUID,
+    *,
+    load: Callable[[], Awaitable[Shipment]],
+    render: Callable[[Shipment], dict[str, Any]],
+    heartbeat_s: float,
+    retry_ms: int,
+) -> AsyncGenerator[str, None]:
+    """``snapshot`` first, then ``location`` / ``status`` updates (each the whole shipment), ``end`` once closed.
+
+    The watcher joins the hub before the snapshot is read, so nothing falls between
+    the two; updates the snapshot already shows are recognised and skipped.
+    """
+    with hub.watch(shipment_id) as queue:
+        shipment = await load()
+        yield sse_message("snapshot", render(shipment), retry_ms=retry_ms)
+        while shipment.status not in domain.TERMINAL:
+            try:
+                event = await asyncio.wait_for(queue.get(), heartbeat_s)
+            except TimeoutError:
+                yield SSE_HEARTBEAT
+                continue
+            if event is None:
+                return  # shutting down: the client's EventSource reconnects after `retry`
+            if isinstance(event, ShipmentLocationUpdated):
+                moved = domain.with_live_location(shipment, point_of(event))
+                if moved is None:
+                    continue  # older than what the watcher already shows
+                shipment = moved
+                yield sse_message("location", render(shipment))
+            else:
+                # Status changes are rare: read the truth (status, speed, delivery time) again.
+                shipment = await load()
+                yield sse_message("status", render(shipment))
+        yield sse_message("end", {"status": shipment.status})

@@ -1,0 +1,205 @@
+"""tracking: shipments, courier locations, live map. The only wiring: HTTP routes, subscriptions, runtime."""
+
+# No `from __future__ import annotations` here: FastAPI must see the closures' real types (Depends).
+import asyncio
+import hmac
+import json
+import uuid
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+from tweetshop_contracts import topics
+from tweetshop_platform.auth import bearer_token
+from tweetshop_platform.errors import Forbidden
+from tweetshop_platform.runtime import ServiceRuntime, create_service_app
+
+from . import domain, handlers, live, metrics, service
+from .api import CourierTokenOut, IngestOut, LocationBatchIn, ShipmentOut
+from .config import DEV_OPERATOR_KEY, TrackingSettings
+from .domain import Rules, Shipment
+
+log = structlog.get_logger(__name__)
+
+
+def rules_of(settings: TrackingSettings) -> Rules:
+    """The domain's numbers, from settings."""
+    return Rules(
+        delivery_radius_m=settings.delivery_radius_m,
+        out_for_delivery_radius_m=settings.out_for_delivery_radius_m,
+        geofence_max_accuracy_m=settings.geofence_max_accuracy_m,
+        fallback_speed_mps=settings.eta_fallback_speed_mps,
+        speed_window_s=settings.eta_speed_window_s,
+        max_future_s=settings.location_max_future_s,
+        max_age_s=settings.location_max_age_s,
+    )
+
+
+def create_app(settings: TrackingSettings | None = None) -> FastAPI:
+    """The tracking service: HTTP API, the orders consumer, the live-update feed and the outbox relay."""
+    settings = settings or TrackingSettings()
+    rules = rules_of(settings)
+    runtime = ServiceRuntime(
+        settings, package="tracking", produces=(topics.TRACKING_SHIPMENTS, topics.TRACKING_LOCATIONS)
+    )
+    runtime.subscribe(topics.CHECKOUT_ORDERS, handlers.on_order_event, group="orders")
+
+    # Live map: ONE plain subscription per process, in a group of its own, starting at the newest
+    # message (watchers get a snapshot from Postgres first). Nothing is committed: the group is disposable.
+    hub = live.LiveHub(queue_size=settings.sse_queue_size)
+    assignment = live.AssignmentListener()
+    live_group = f"{settings.live_group_prefix}.{uuid.uuid4()}"
+
+    @runtime.broker.subscriber(
+        runtime.topics.physical(topics.TRACKING_LOCATIONS),
+        runtime.topics.physical(topics.TRACKING_SHIPMENTS),
+        group_id=live_group,
+        auto_offset_reset="latest",
+        ack_policy=AckPolicy.MANUAL,
+        listener=assignment,
+        title=f"{live_group}:live",
+        description="Feeds this process's live-map watchers (server-sent events)",
+    )
+    async def live_feed(msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        hub.dispatch(runtime.topics.logical(raw.topic), raw.value or b"")  # type: ignore[union-attr]
+
+    async def count_shipments_by_status() -> None:
+        while True:
+            for status, count in (await service.count_by_status(runtime.pool)).items():
+                metrics.SHIPMENTS_BY_STATUS.labels(status).set(count)
+            await asyncio.sleep(settings.status_metrics_interval_s)
+
+    runtime.add_worker("shipment-status-metrics", count_shipments_by_status)
+    runtime.add_worker("live-streams-shutdown", lambda: live.close_streams_on_exit_signal(hub))
+
+    if settings.operator_key.get_secret_value() == DEV_OPERATOR_KEY:
+        log.warning("TWEETSHOP_OPERATOR_KEY is the development default; set a secret one outside development")
+
+    app = create_service_app(
+        runtime,
+        title="tweetshop tracking",
+        description=(
+            "Shipments of paid orders (checkout.orders.v1 → tracking.shipments.v1), courier locations "
+            "(→ tracking.locations.v1), a live stream per shipment and the buyer's map page."
+        ),
+    )
+    app.state.live_hub = hub
+    page_template = (resources.files("tracking") / "templates" / "track.html").read_text(encoding="utf-8")
+
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    def view(shipment: Shipment) -> ShipmentOut:
+        return ShipmentOut.of(shipment, domain.estimate_eta(shipment, now(), rules))
+
+    def render(shipment: Shipment) -> dict[str, Any]:
+        return view(shipment).model_dump(mode="json")
+
+    async def authorize_order_reader(request: Request, order_id: uuid.UUID) -> None:
+        """Seam for the security issue: it checks the order's access token here (401/403/404)."""
+
+    async def authorize_shipment_reader(request: Request, shipment: Shipment) -> None:
+        """Seam for the security issue: reading a shipment needs its order's access token."""
+        await authorize_order_reader(request, shipment.order_id)
+
+    async def courier_token(shipment_id: uuid.UUID, request: Request) -> str:
+        # A dependency, so credentials are checked (401/403/404) before the body is validated (422).
+        token = bearer_token(request)
+        async with runtime.pool.acquire() as conn:
+            await service.authorize_courier(conn, shipment_id, token)
+        return token
+
+    def operator(request: Request) -> None:
+        presented = bearer_token(request)
+        if not hmac.compare_digest(presented.encode(), settings.operator_key.get_secret_value().encode()):
+            raise Forbidden("not an operator key")
+
+    @app.get("/shipments", response_model=list[ShipmentOut], tags=["shipments"], summary="The shipments of an order")
+    async def list_shipments(request: Request, order_id: uuid.UUID) -> list[ShipmentOut]:
+        await authorize_order_reader(request, order_id)
+        return [view(s) for s in await service.shipments_for_order(runtime.pool, order_id)]
+
+    @app.get("/shipments/{shipment_id}", response_model=ShipmentOut, tags=["shipments"])
+    async def get_shipment(shipment_id: uuid.UUID, request: Request) -> ShipmentOut:
+        shipment = await service.get_shipment(runtime.pool, shipment_id)
+        await authorize_shipment_reader(request, shipment)
+        return view(shipment)
+
+    @app.post(
+        "/shipments/{shipment_id}/locations",
+        response_model=IngestOut,
+        tags=["couriers"],
+        summary="A courier's batch of GPS fixes (bearer: the shipment's courier token)",
+        responses={
+            401: {"description": "No courier token"},
+            403: {"description": "Not this shipment's courier token"},
+            404: {"description": "Unknown shipment"},
+            409: {"description": "The shipment is delivered or cancelled"},
+            413: {"description": "More points than a batch may hold"},
+            422: {"description": "A point is invalid (range, NaN, timezone, too far in the future or past)"},
+        },
+    )
+    async def post_locations(
+        shipment_id: uuid.UUID, body: LocationBatchIn, token: Annotated[str, Depends(courier_token)]
+    ) -> IngestOut:
+        result = await service.ingest_locations(
+            runtime.pool,
+            shipment_id,
+            token,
+            [p.to_point() for p in body.points],
+            rules,
+            now=now(),
+            max_batch=settings.location_batch_max,
+        )
+        return IngestOut(accepted=result.accepted, duplicates=result.duplicates, shipment=view(result.shipment))
+
+    @app.post(
+        "/shipments/{shipment_id}/courier-token",
+        response_model=CourierTokenOut,
+        tags=["operators"],
+        summary="Issue (or replace) the shipment's courier token (bearer: the operator key)",
+        dependencies=[Depends(operator)],
+        responses={401: {"description": "No operator key"}, 403: {"description": "Not the operator key"}},
+    )
+    async def post_courier_token(shipment_id: uuid.UUID) -> CourierTokenOut:
+        token = await service.issue_courier_token(runtime.pool, shipment_id)
+        return CourierTokenOut(shipment_id=shipment_id, courier_token=token)
+
+    @app.get(
+        "/shipments/{shipment_id}/stream",
+        tags=["shipments"],
+        summary="Live updates as server-sent events: snapshot, then location / status, end once closed",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream_shipment(shipment_id: uuid.UUID, request: Request) -> StreamingResponse:
+        shipment = await service.get_shipment(runtime.pool, shipment_id)  # 404 as JSON, before streaming
+        await authorize_shipment_reader(request, shipment)
+        events = live.shipment_stream(
+            hub,
+            shipment_id,
+            load=lambda: service.get_shipment(runtime.pool, shipment_id),
+            render=render,
+            heartbeat_s=settings.sse_heartbeat_s,
+            retry_ms=settings.sse_retry_ms,
+        )
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            # no-transform/X-Accel-Buffering: proxies must pass each event on at once.
+            headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/track/{order_id}", response_class=HTMLResponse, tags=["buyers"], summary="The buyer's tracking page")
+    async def track_page(order_id: uuid.UUID, request: Request) -> HTMLResponse:
+        await authorize_order_reader(request, order_id)
+        html = page_template.replace("__ORDER_ID_JSON__", json.dumps(str(order_id)))
+        return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+    return app

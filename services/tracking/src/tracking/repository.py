@@ -1,0 +1,177 @@
+"""The only SQL of tracking: `$n` parameters, explicit columns, rows turned into domain objects at once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from .domain import Destination, Point, Shipment
+
+_SHIPMENT_COLUMNS = (
+    "id, order_id, status, dest_city, dest_country, dest_lat, dest_lon, correlation_id, "
+    "last_lat, last_lon, last_recorded_at, last_speed, last_heading, last_accuracy, recent_speed_mps, "
+    "created_at, updated_at, delivered_at"
+)
+
+
+def _shipment(row: asyncpg.Record) -> Shipment:
+    last = None
+    if row["last_recorded_at"] is not None:
+        last = Point(
+            lat=row["last_lat"],
+            lon=row["last_lon"],
+            recorded_at=row["last_recorded_at"],
+            speed=row["last_speed"],
+            heading=row["last_heading"],
+            accuracy=row["last_accuracy"],
+        )
+    return Shipment(
+        id=row["id"],
+        order_id=row["order_id"],
+        status=row["status"],
+        destination=Destination(
+            city=row["dest_city"], country=row["dest_country"], lat=row["dest_lat"], lon=row["dest_lon"]
+        ),
+        correlation_id=row["correlation_id"],
+        last_location=last,
+        recent_speed_mps=row["recent_speed_mps"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        delivered_at=row["delivered_at"],
+    )
+
+
+async def insert_shipment(conn: asyncpg.Connection, s: Shipment, courier_token_hash: str) -> Shipment | None:
+    """The new shipment, or None when the order already has one."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO shipments (id, order_id, status, dest_city, dest_country, dest_lat, dest_lon,
+                                   correlation_id, courier_token_hash)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (order_id) DO NOTHING
+            RETURNING {_SHIPMENT_COLUMNS}""",
+        s.id,
+        s.order_id,
+        s.status,
+        s.destination.city,
+        s.destination.country,
+        s.destination.lat,
+        s.destination.lon,
+        s.correlation_id,
+        courier_token_hash,
+    )
+    return _shipment(row) if row else None
+
+
+async def get_shipment(
+    conn: asyncpg.Connection, shipment_id: uuid.UUID, *, for_update: bool = False
+) -> Shipment | None:
+    """One shipment; ``for_update`` queues concurrent writers of the same shipment behind this transaction."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_SHIPMENT_COLUMNS} FROM shipments WHERE id = $1{lock}", shipment_id)
+    return _shipment(row) if row else None
+
+
+async def get_shipment_by_order(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False
+) -> Shipment | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_SHIPMENT_COLUMNS} FROM shipments WHERE order_id = $1{lock}", order_id)
+    return _shipment(row) if row else None
+
+
+async def list_shipments_by_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[Shipment]:
+    rows = await conn.fetch(
+        f"SELECT {_SHIPMENT_COLUMNS} FROM shipments WHERE order_id = $1 ORDER BY created_at", order_id
+    )
+    return [_shipment(r) for r in rows]
+
+
+async def get_courier_token_hash(conn: asyncpg.Connection, shipment_id: uuid.UUID) -> str | None:
+    """The stored hash of the shipment's courier token; None when the shipment does not exist."""
+    value = await conn.fetchval("SELECT courier_token_hash FROM shipments WHERE id = $1", shipment_id)
+    return str(value) if value is not None else None
+
+
+async def set_courier_token_hash(conn: asyncpg.Connection, shipment_id: uuid.UUID, token_hash: str) -> bool:
+    """False when the shipment does not exist."""
+    updated = await conn.fetchval(
+        "UPDATE shipments SET courier_token_hash = $2, updated_at = now() WHERE id = $1 RETURNING true",
+        shipment_id,
+        token_hash,
+    )
+    return bool(updated)
+
+
+async def update_progress(conn: asyncpg.Connection, s: Shipment) -> Shipment:
+    """Store status, newest location, recent speed and delivery time; returns the stored shipment."""
+    last = s.last_location
+    row = await conn.fetchrow(
+        f"""UPDATE shipments SET status = $2, last_lat = $3, last_lon = $4, last_recorded_at = $5, last_speed = $6,
+                last_heading = $7, last_accuracy = $8, recent_speed_mps = $9, delivered_at = $10, updated_at = now()
+            WHERE id = $1
+            RETURNING {_SHIPMENT_COLUMNS}""",
+        s.id,
+        s.status,
+        last.lat if last else None,
+        last.lon if last else None,
+        last.recorded_at if last else None,
+        last.speed if last else None,
+        last.heading if last else None,
+        last.accuracy if last else None,
+        s.recent_speed_mps,
+        s.delivered_at,
+    )
+    assert row is not None
+    return _shipment(row)
+
+
+async def set_status(conn: asyncpg.Connection, shipment_id: uuid.UUID, status: str) -> None:
+    await conn.execute("UPDATE shipments SET status = $2, updated_at = now() WHERE id = $1", shipment_id, status)
+
+
+async def insert_locations(conn: asyncpg.Connection, shipment_id: uuid.UUID, points: Sequence[Point]) -> set[datetime]:
+    """Store a batch in one statement; returns the recorded_at of the points that were new.
+
+    One INSERT over unnest'ed arrays (a single round trip, like COPY) that, unlike
+    COPY, can skip the points of a retried batch and say which ones it stored.
+    """
+    rows = await conn.fetch(
+        """INSERT INTO shipment_locations (shipment_id, recorded_at, lat, lon, speed, heading, accuracy)
+           SELECT $1, t.recorded_at, t.lat, t.lon, t.speed, t.heading, t.accuracy
+           FROM unnest($2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], $7::float8[])
+                AS t (recorded_at, lat, lon, speed, heading, accuracy)
+           ON CONFLICT (shipment_id, recorded_at) DO NOTHING
+           RETURNING recorded_at""",
+        shipment_id,
+        [p.recorded_at for p in points],
+        [p.lat for p in points],
+        [p.lon for p in points],
+        [p.speed for p in points],
+        [p.heading for p in points],
+        [p.accuracy for p in points],
+    )
+    return {r["recorded_at"] for r in rows}
+
+
+async def recent_points(
+    conn: asyncpg.Connection, shipment_id: uuid.UUID, since: datetime, *, limit: int = 50
+) -> list[Point]:
+    """The newest points recorded at or after ``since`` (at most ``limit``), oldest first."""
+    rows = await conn.fetch(
+        """SELECT lat, lon, recorded_at, speed, heading, accuracy FROM (
+               SELECT lat, lon, recorded_at, speed, heading, accuracy FROM shipment_locations
+               WHERE shipment_id = $1 AND recorded_at >= $2 ORDER BY recorded_at DESC LIMIT $3
+           ) newest ORDER BY recorded_at""",
+        shipment_id,
+        since,
+        limit,
+    )
+    return [Point(**dict(r.items())) for r in rows]
+
+
+async def count_by_status(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM shipments GROUP BY status")
+    return {r["status"]: int(r["n"]) for r in rows}

@@ -1,0 +1,229 @@
+"""Tracking use cases: thin, transactional, each state change and its events committed together."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+import asyncpg
+from tweetshop_contracts import (
+    Destination,
+    OrderCancelled,
+    OrderPaid,
+    OrderRefunded,
+    ShipmentCreated,
+    ShipmentLocationUpdated,
+    ShipmentStatusChanged,
+)
+from tweetshop_platform import outbox
+from tweetshop_platform.auth import new_secret, secret_matches
+from tweetshop_platform.errors import Conflict, DomainError, Forbidden, NotFound, Unprocessable
+
+from . import domain, metrics, repository
+from .domain import Point, Rules, Shipment, StatusChange
+
+PRODUCER = "tracking"
+COURIER_TOKEN_PREFIX = "tsc"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    shipment: Shipment
+
+
+def status_event(shipment: Shipment, change: StatusChange) -> ShipmentStatusChanged:
+    return ShipmentStatusChanged(
+        producer=PRODUCER,
+        correlation_id=shipment.correlation_id,
+        shipment_id=shipment.id,
+        order_id=shipment.order_id,
+        from_status=change.from_status,
+        to_status=change.to_status,
+    )
+
+
+def location_event(shipment: Shipment, point: Point) -> ShipmentLocationUpdated:
+    return ShipmentLocationUpdated(
+        producer=PRODUCER,
+        correlation_id=shipment.correlation_id,
+        shipment_id=shipment.id,
+        order_id=shipment.order_id,
+        lat=point.lat,
+        lon=point.lon,
+        recorded_at=point.recorded_at,
+        speed=point.speed,
+        heading=point.heading,
+        accuracy=point.accuracy,
+    )
+
+
+# --- reactions to checkout.orders.v1 ---------------------------------------------------
+
+
+async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
+    """A paid order gets its shipment (once per order) and a courier token nobody sees until an operator asks."""
+    _, token_hash = new_secret(COURIER_TOKEN_PREFIX)
+    shipment = Shipment(
+        id=uuid.uuid4(),
+        order_id=event.order_id,
+        status="label_created",
+        destination=domain.Destination(
+            city=event.destination.city,
+            country=event.destination.country,
+            lat=event.destination.lat,
+            lon=event.destination.lon,
+        ),
+        correlation_id=event.correlation_id,
+    )
+    created = await repository.insert_shipment(conn, shipment, token_hash)
+    if created is None:
+        return  # the order already has its shipment
+    await outbox.enqueue(
+        conn,
+        ShipmentCreated(
+            producer=PRODUCER,
+            correlation_id=created.correlation_id,
+            shipment_id=created.id,
+            order_id=created.order_id,
+            status=created.status,
+            destination=Destination(
+                city=created.destination.city,
+                country=created.destination.country,
+                lat=created.destination.lat,
+                lon=created.destination.lon,
+            ),
+        ),
+    )
+
+
+async def on_order_withdrawn(conn: asyncpg.Connection, event: OrderRefunded | OrderCancelled) -> None:
+    """A cancelled or fully refunded order cancels its shipment while the parcel has not been picked up."""
+    if isinstance(event, OrderRefunded) and not event.full:
+        return  # a partial refund (a discount, a damaged item) still ships
+    shipment = await repository.get_shipment_by_order(conn, event.order_id, for_update=True)
+    if shipment is None:
+        return
+    change = domain.cancel_before_pickup(shipment.status)
+    if change is None:
+        return  # already on its way (or closed): a return is handled elsewhere
+    await repository.set_status(conn, shipment.id, change.to_status)
+    await outbox.enqueue(conn, status_event(shipment, change))
+
+
+# --- couriers --------------------------------------------------------------------------
+
+
+async def issue_courier_token(pool: asyncpg.Pool, shipment_id: uuid.UUID) -> str:
+    """A new courier token for the shipment (the previous one stops working); shown once, stored hashed."""
+    token, token_hash = new_secret(COURIER_TOKEN_PREFIX)
+    async with pool.acquire() as conn:
+        if not await repository.set_courier_token_hash(conn, shipment_id, token_hash):
+            raise NotFound("unknown shipment", code="unknown_shipment")
+    return token
+
+
+async def authorize_courier(conn: asyncpg.Connection, shipment_id: uuid.UUID, token: str) -> None:
+    """404 for an unknown shipment, 403 unless ``token`` is this shipment's courier token."""
+    token_hash = await repository.get_courier_token_hash(conn, shipment_id)
+    if token_hash is None:
+        raise NotFound("unknown shipment", code="unknown_shipment")
+    if not secret_matches(token, token_hash):
+        raise Forbidden("this token is not the courier token of this shipment")
+
+
+async def ingest_locations(
+    pool: asyncpg.Pool,
+    shipment_id: uuid.UUID,
+    token: str,
+    points: Sequence[Point],
+    rules: Rules,
+    *,
+    now: datetime,
+    max_batch: int,
+) -> IngestResult:
+    """Store a courier's batch, move the shipment forward, and publish every new point and status change.
+
+    All of it is one transaction: a refused batch leaves nothing behind.
+    """
+    if len(points) > max_batch:
+        metrics.LOCATION_BATCHES_REFUSED.labels("too_large").inc()
+        raise DomainError(
+            f"a batch holds at most {max_batch} points, got {len(points)}: send smaller batches",
+            code="batch_too_large",
+            status=413,
+        )
+    if not points:
+        metrics.LOCATION_BATCHES_REFUSED.labels("empty").inc()
+        raise Unprocessable("a batch holds at least one point", code="empty_batch")
+    try:
+        domain.validate_batch(points, now, rules)
+    except domain.InvalidPoint as invalid:
+        metrics.LOCATION_BATCHES_REFUSED.labels("invalid_point").inc()
+        raise Unprocessable(str(invalid), code="invalid_location", index=invalid.index) from None
+
+    async with pool.acquire() as conn, conn.transaction():
+        shipment = await repository.get_shipment(conn, shipment_id, for_update=True)
+        if shipment is None:
+            raise NotFound("unknown shipment", code="unknown_shipment")
+        # Checked again under the row lock: a token rotated meanwhile no longer writes.
+        await authorize_courier(conn, shipment_id, token)
+        if shipment.status in domain.TERMINAL:
+            metrics.LOCATION_BATCHES_REFUSED.labels("closed").inc()
+            raise Conflict(f"shipment is {shipment.status}: it takes no more locations", code="shipment_closed")
+
+        stored = await repository.insert_locations(conn, shipment_id, points)
+        new_points = _first_of_each(points, stored)
+        outcome = domain.apply_points(shipment, new_points, rules)
+        updated = outcome.shipment
+        if outcome.moved:
+            assert updated.last_location is not None
+            since = updated.last_location.recorded_at - timedelta(seconds=rules.speed_window_s)
+            recent = await repository.recent_points(conn, shipment_id, since)
+            speed = domain.average_speed_mps(recent)
+            updated = replace(updated, recent_speed_mps=speed if speed is not None else shipment.recent_speed_mps)
+            updated = await repository.update_progress(conn, updated)
+        # One event per stored point, in recorded order; keyed by shipment, so one shipment's stay ordered.
+        events = [location_event(shipment, p) for p in sorted(new_points, key=lambda p: p.recorded_at)]
+        await outbox.enqueue(conn, *events, *(status_event(shipment, c) for c in outcome.changes))
+
+    metrics.LOCATIONS_INGESTED.inc(len(new_points))
+    metrics.LOCATION_DUPLICATES.inc(len(points) - len(new_points))
+    return IngestResult(accepted=len(new_points), duplicates=len(points) - len(new_points), shipment=updated)
+
+
+def _first_of_each(points: Sequence[Point], stored: set[datetime]) -> list[Point]:
+    """The points the database stored: one per new recorded_at (a batch may repeat itself)."""
+    seen: set[datetime] = set()
+    kept: list[Point] = []
+    for point in points:
+        if point.recorded_at in stored and point.recorded_at not in seen:
+            seen.add(point.recorded_at)
+            kept.append(point)
+    return kept
+
+
+# --- reads -----------------------------------------------------------------------------
+
+
+async def shipments_for_order(pool: asyncpg.Pool, order_id: uuid.UUID) -> list[Shipment]:
+    async with pool.acquire() as conn:
+        return await repository.list_shipments_by_order(conn, order_id)
+
+
+async def get_shipment(pool: asyncpg.Pool, shipment_id: uuid.UUID) -> Shipment:
+    async with pool.acquire() as conn:
+        shipment = await repository.get_shipment(conn, shipment_id)
+    if shipment is None:
+        raise NotFound("unknown shipment", code="unknown_shipment")
+    return shipment
+
+
+async def count_by_status(pool: asyncpg.Pool) -> dict[str, int]:
+    """Shipments per status (every status present, zero included)."""
+    async with pool.acquire() as conn:
+        counts = await repository.count_by_status(conn)
+    return {status: counts.get(status, 0) for status in domain.STATUSES}

@@ -1,0 +1,349 @@
+"""tracking as a process against a real broker and a real Postgres: the test plays checkout and the courier."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from tweetshop_contracts import (
+    Destination,
+    Envelope,
+    OrderPaid,
+    OrderRefunded,
+    ShipmentCreated,
+    ShipmentLocationUpdated,
+    ShipmentStatusChanged,
+    decode_event,
+    topics,
+)
+
+OPERATOR_KEY = "integration-operator-key"
+PARIS = Destination(city="Paris", country="FR", lat=48.8530, lon=2.3499)
+
+
+# --- helpers: checkout's side of the broker, a topic reader, an SSE reader -------------------
+
+
+class Checkout:
+    """Publishes order events the way checkout does (namespaced topic, key = order id)."""
+
+    def __init__(self, bootstrap: str, namespace: str) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        self._topic = namespace + topics.CHECKOUT_ORDERS
+
+    async def __aenter__(self) -> Checkout:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._producer.stop()
+
+    async def publish(self, event: Envelope) -> None:
+        headers = [(k, v.encode()) for k, v in event.headers().items()]
+        await self._producer.send_and_wait(self._topic, event.to_bytes(), key=event.key().encode(), headers=headers)
+
+
+def order_paid(order_id: uuid.UUID) -> OrderPaid:
+    return OrderPaid(
+        producer="checkout",
+        correlation_id=f"corr-{order_id}",
+        order_id=order_id,
+        product_id=uuid.uuid4(),
+        quantity=1,
+        amount_minor=2500,
+        currency="EUR",
+        payment_intent_id=f"pi_{order_id.hex[:12]}",
+        destination=PARIS,
+    )
+
+
+async def read_topic(
+    bootstrap: str, physical: str, logical: str, until: Callable[[list[Envelope]], bool], timeout: float = 20
+) -> list[Envelope]:
+    """Every event on the topic from the start, read until ``until`` holds (or the time is up)."""
+    consumer = AIOKafkaConsumer(physical, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    seen: list[Envelope] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not until(seen) and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                seen.extend(decode_event(logical, r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20, interval: float = 0.1) -> Any:
+    """The first truthy result of ``check()`` (sync or async) within ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true within {timeout} s: last result {result!r}")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def sse_events(base_url: str, path: str) -> AsyncIterator[asyncio.Queue[tuple[str, dict[str, Any]]]]:
+    """A live stream read in the background: a queue of (event name, data)."""
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    opened = asyncio.Event()
+
+    async def read() -> None:
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=None) as client,
+            client.stream("GET", path) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            opened.set()
+            name = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    name = line[len("event: ") :]
+                elif line.startswith("data: "):
+                    await queue.put((name, json.loads(line[len("data: ") :])))
+
+    task = asyncio.create_task(read())
+    await asyncio.wait_for(opened.wait(), 10)
+    try:
+        yield queue
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def next_event(
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]], accept: Callable[[str, dict[str, Any]], bool], timeout: float = 15
+) -> tuple[str, dict[str, Any]]:
+    async def first() -> tuple[str, dict[str, Any]]:
+        while True:
+            name, data = await queue.get()
+            if accept(name, data):
+                return name, data
+
+    return await asyncio.wait_for(first(), timeout)
+
+
+def metric(client: httpx.Client, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.fixture
+def tracking(service_process: Any) -> Any:
+    """A running tracking process (ready: database and broker answer) with a known operator key."""
+    return service_process.start("tracking", env={"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY})
+
+
+# --- tests -----------------------------------------------------------------------------
+
+
+async def test_a_paid_order_gets_exactly_one_shipment_and_a_refund_before_pickup_cancels_it(
+    tracking: Any, service_process: Any, kafka_bootstrap: str
+) -> None:
+    namespace = service_process.topic_namespace
+    order_id, refunded_order_id = uuid.uuid4(), uuid.uuid4()
+    paid = order_paid(order_id)
+    async with Checkout(kafka_bootstrap, namespace) as checkout:
+        await checkout.publish(paid)
+        await checkout.publish(paid)  # redelivered: same event_id
+        await checkout.publish(order_paid(order_id))  # replayed by checkout: a new event_id, same order
+        await checkout.publish(order_paid(refunded_order_id))
+
+        async with httpx.AsyncClient(base_url=tracking.base_url) as api:
+
+            async def shipments_of(order: uuid.UUID) -> list[dict[str, Any]]:
+                response = await api.get("/shipments", params={"order_id": str(order)})
+                assert response.status_code == 200
+                return list(response.json())
+
+            [shipment] = await eventually(lambda: shipments_of(order_id))
+            assert shipment["status"] == "label_created"
+            assert shipment["order_id"] == str(order_id)
+            assert shipment["last_location"] is None
+            assert shipment["eta"] is None
+
+            [to_cancel] = await eventually(lambda: shipments_of(refunded_order_id))
+            await checkout.publish(
+                OrderRefunded(
+                    producer="checkout",
+                    correlation_id="corr-refund",
+                    order_id=refunded_order_id,
+                    product_id=uuid.uuid4(),
+                    quantity=1,
+                    amount_minor=2500,
+                    refunded_total_minor=2500,
+                    currency="EUR",
+                    full=True,
+                    restock=True,
+                )
+            )
+            cancelled = await eventually(lambda: _status_is(shipments_of(refunded_order_id), "cancelled"), timeout=20)
+            assert cancelled[0]["id"] == to_cancel["id"]
+
+            # Only the duplicate-free history is on the topic: one ShipmentCreated per order.
+            await asyncio.sleep(1)  # let any (wrong) second ShipmentCreated reach the topic too
+            events = await read_topic(
+                kafka_bootstrap,
+                namespace + topics.TRACKING_SHIPMENTS,
+                topics.TRACKING_SHIPMENTS,
+                until=lambda seen: any(e.event_type == "ShipmentStatusChanged" for e in seen),
+            )
+            created = [e for e in events if isinstance(e, ShipmentCreated)]
+            assert sorted(e.order_id for e in created) == sorted([order_id, refunded_order_id])
+            [first] = [e for e in created if e.order_id == order_id]
+            assert str(first.shipment_id) == shipment["id"]
+            assert first.correlation_id == paid.correlation_id
+            changes = [(e.from_status, e.to_status) for e in events if isinstance(e, ShipmentStatusChanged)]
+            assert changes == [("label_created", "cancelled")]
+
+            # A cancelled shipment takes no more locations.
+            token = (
+                await api.post(
+                    f"/shipments/{to_cancel['id']}/courier-token", headers={"Authorization": f"Bearer {OPERATOR_KEY}"}
+                )
+            ).json()["courier_token"]
+            late = await api.post(
+                f"/shipments/{to_cancel['id']}/locations",
+                json=[{"lat": 48.9, "lon": 2.35, "recorded_at": datetime.now(UTC).isoformat()}],
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert late.status_code == 409, late.text
+            assert late.json()["error"] == "shipment_closed"
+
+
+async def _status_is(pending: Any, status: str) -> Any:
+    shipments = await pending
+    return shipments if shipments and shipments[0]["status"] == status else None
+
+
+async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
+    tracking: Any, service_process: Any, kafka_bootstrap: str
+) -> None:
+    namespace = service_process.topic_namespace
+    order_id = uuid.uuid4()
+    async with Checkout(kafka_bootstrap, namespace) as checkout:
+        await checkout.publish(order_paid(order_id))
+
+    with httpx.Client(base_url=tracking.base_url) as sync_api:
+        # The live feed reads from "latest": make sure it is reading before anything is posted.
+        await eventually(lambda: metric(sync_api, "tweetshop_tracking_live_partitions_assigned") > 0)
+
+    async with httpx.AsyncClient(base_url=tracking.base_url) as api:
+
+        async def shipment_of_order() -> list[dict[str, Any]]:
+            return list((await api.get("/shipments", params={"order_id": str(order_id)})).json())
+
+        [shipment] = await eventually(shipment_of_order)
+        shipment_id = shipment["id"]
+
+        # The operator issues the courier token; without or with a wrong operator key, nothing.
+        assert (await api.post(f"/shipments/{shipment_id}/courier-token")).status_code == 401
+        wrong_operator = await api.post(
+            f"/shipments/{shipment_id}/courier-token", headers={"Authorization": "Bearer not-the-key"}
+        )
+        assert wrong_operator.status_code == 403
+        issued = await api.post(
+            f"/shipments/{shipment_id}/courier-token", headers={"Authorization": f"Bearer {OPERATOR_KEY}"}
+        )
+        assert issued.status_code == 200, issued.text
+        courier = {"Authorization": f"Bearer {issued.json()['courier_token']}"}
+
+        now = datetime.now(UTC)
+        older = {"lat": 48.9100, "lon": 2.3499, "recorded_at": (now - timedelta(seconds=40)).isoformat(), "speed": 9.5}
+        newer = {"lat": 48.9000, "lon": 2.3499, "recorded_at": (now - timedelta(seconds=20)).isoformat(), "speed": 10.5}
+        stale = {"lat": 48.9900, "lon": 2.3499, "recorded_at": (now - timedelta(seconds=90)).isoformat()}
+
+        # Credentials: none → 401, another shipment's token → 403, unknown shipment → 404.
+        assert (await api.post(f"/shipments/{shipment_id}/locations", json=[newer])).status_code == 401
+        foreign = await api.post(
+            f"/shipments/{shipment_id}/locations", json=[newer], headers={"Authorization": "Bearer tsc_someone-else"}
+        )
+        assert foreign.status_code == 403
+        unknown = await api.post(f"/shipments/{uuid.uuid4()}/locations", json=[newer], headers=courier)
+        assert unknown.status_code == 404
+        # A bad point refuses the whole batch, with a clear 422.
+        bad = await api.post(
+            f"/shipments/{shipment_id}/locations",
+            json=[newer, {**older, "recorded_at": (now + timedelta(hours=1)).isoformat()}],
+            headers=courier,
+        )
+        assert bad.status_code == 422
+        assert "future" in bad.json()["message"]
+
+        async with sse_events(tracking.base_url, f"/shipments/{shipment_id}/stream") as live:
+            name, snapshot = await next_event(live, lambda n, _: True)
+            assert (name, snapshot["status"], snapshot["last_location"]) == ("snapshot", "label_created", None)
+
+            posted = await api.post(f"/shipments/{shipment_id}/locations", json=[newer, older], headers=courier)
+            assert posted.status_code == 200, posted.text
+            body = posted.json()
+            assert body["accepted"] == 2
+            assert body["shipment"]["status"] == "in_transit"
+            assert body["shipment"]["last_location"]["lat"] == pytest.approx(newer["lat"])
+            assert body["shipment"]["eta"]["is_estimate"] is True
+
+            _, update = await next_event(
+                live, lambda n, d: n == "location" and d["last_location"]["lat"] == pytest.approx(newer["lat"])
+            )
+            assert update["eta"]["remaining_m"] == pytest.approx(5226, rel=0.01)  # 0.047° of latitude
+            _, status = await next_event(live, lambda n, d: n == "status" and d["status"] == "in_transit")
+            assert status["last_location"]["lat"] == pytest.approx(newer["lat"])
+
+            # An out-of-order point is stored but does not move the parcel back.
+            late = await api.post(f"/shipments/{shipment_id}/locations", json={"points": [stale]}, headers=courier)
+            assert late.status_code == 200, late.text
+            assert late.json()["accepted"] == 1
+
+        [current] = await shipment_of_order()
+        assert current["status"] == "in_transit"
+        assert current["last_location"]["lat"] == pytest.approx(newer["lat"])
+        assert current["eta"]["speed_source"] == "recent"
+
+        # A retried batch stores nothing twice.
+        retried = await api.post(f"/shipments/{shipment_id}/locations", json=[newer, older], headers=courier)
+        assert (retried.json()["accepted"], retried.json()["duplicates"]) == (0, 2)
+
+    # Every stored point is on tracking.locations.v1, once, in recorded order for the shipment.
+    located = await read_topic(
+        kafka_bootstrap,
+        namespace + topics.TRACKING_LOCATIONS,
+        topics.TRACKING_LOCATIONS,
+        until=lambda seen: len(seen) >= 3,
+    )
+    assert all(isinstance(e, ShipmentLocationUpdated) for e in located)
+    assert [e.lat for e in located if isinstance(e, ShipmentLocationUpdated)] == [
+        older["lat"],
+        newer["lat"],
+        stale["lat"],
+    ]
+    assert {str(e.shipment_id) for e in located if isinstance(e, ShipmentLocationUpdated)} == {shipment_id}
+    transitions = await read_topic(
+        kafka_bootstrap,
+        namespace + topics.TRACKING_SHIPMENTS,
+        topics.TRACKING_SHIPMENTS,
+        until=lambda seen: len(seen) >= 3,
+    )
+    assert [(e.event_type, e.to_status if isinstance(e, ShipmentStatusChanged) else None) for e in transitions] == [
+        ("ShipmentCreated", None),
+        ("ShipmentStatusChanged", "picked_up"),
+        ("ShipmentStatusChanged", "in_transit"),
+    ]

@@ -1,0 +1,156 @@
+"""The live hub and the server-sent event stream, with a fake shipment loader (no broker, no database)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tracking import domain, live
+from tracking.domain import Destination, Point, Shipment
+from tweetshop_contracts import ShipmentLocationUpdated, ShipmentStatusChanged
+
+NOW = datetime.now(UTC)
+SHIPMENT = Shipment(
+    id=uuid.uuid4(),
+    order_id=uuid.uuid4(),
+    status="in_transit",
+    destination=Destination(city="Paris", country="FR", lat=48.85, lon=2.35),
+    correlation_id="corr",
+    last_location=Point(lat=48.90, lon=2.35, recorded_at=NOW - timedelta(seconds=30)),
+)
+
+
+def location(seconds_ago: float, lat: float = 48.89, shipment_id: uuid.UUID = SHIPMENT.id) -> ShipmentLocationUpdated:
+    return ShipmentLocationUpdated(
+        producer="tracking",
+        correlation_id="corr",
+        shipment_id=shipment_id,
+        order_id=SHIPMENT.order_id,
+        lat=lat,
+        lon=2.35,
+        recorded_at=NOW - timedelta(seconds=seconds_ago),
+    )
+
+
+def status_changed(to: domain.ShipmentStatus) -> ShipmentStatusChanged:
+    return ShipmentStatusChanged(
+        producer="tracking",
+        correlation_id="corr",
+        shipment_id=SHIPMENT.id,
+        order_id=SHIPMENT.order_id,
+        from_status="in_transit",
+        to_status=to,
+    )
+
+
+def render(s: Shipment) -> dict[str, Any]:
+    last = s.last_location
+    return {"status": s.status, "lat": last.lat if last else None}
+
+
+def parse(chunk: str) -> tuple[str, dict[str, Any]]:
+    fields = dict(line.split(": ", 1) for line in chunk.strip().splitlines() if not line.startswith(":"))
+    return fields["event"], json.loads(fields["data"])
+
+
+class FakeStore:
+    """Stands in for the database read the stream does for its snapshot and after a status change."""
+
+    def __init__(self, shipment: Shipment) -> None:
+        self.shipment = shipment
+        self.loads = 0
+
+    async def load(self) -> Shipment:
+        self.loads += 1
+        return self.shipment
+
+
+async def next_chunk(stream: AsyncIterator[str]) -> str:
+    return await asyncio.wait_for(anext(stream), 2)
+
+
+def test_an_sse_message_has_retry_event_and_one_json_data_line() -> None:
+    text = live.sse_message("snapshot", {"a": "x\ny"}, retry_ms=3000)
+    assert text == 'retry: 3000\nevent: snapshot\ndata: {"a":"x\\ny"}\n\n'
+
+
+async def test_an_update_reaches_every_watcher_of_its_shipment_and_no_other() -> None:
+    hub = live.LiveHub()
+    with hub.watch(SHIPMENT.id) as first, hub.watch(SHIPMENT.id) as second, hub.watch(uuid.uuid4()) as other:
+        assert hub.publish(location(5)) == 2
+        assert first.qsize() == second.qsize() == 1
+        assert other.empty()
+    assert hub.watcher_count() == 0
+
+
+async def test_a_slow_watcher_loses_its_oldest_updates_not_the_newest() -> None:
+    hub = live.LiveHub(queue_size=3)
+    with hub.watch(SHIPMENT.id) as queue:
+        for seconds_ago in (50, 40, 30, 20, 10):
+            hub.publish(location(seconds_ago))
+        kept = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert [e.recorded_at for e in kept if isinstance(e, ShipmentLocationUpdated)] == [
+        NOW - timedelta(seconds=s) for s in (30, 20, 10)
+    ]
+
+
+async def test_messages_that_cannot_be_decoded_are_skipped() -> None:
+    hub = live.LiveHub()
+    with hub.watch(SHIPMENT.id) as queue:
+        hub.dispatch("tracking.locations.v1", b"{not json")
+        hub.dispatch("tracking.locations.v1", location(5).to_bytes())
+        assert queue.qsize() == 1
+
+
+async def test_the_stream_sends_a_snapshot_then_newer_locations_and_skips_stale_ones() -> None:
+    hub, store = live.LiveHub(), FakeStore(SHIPMENT)
+    stream = live.shipment_stream(hub, SHIPMENT.id, load=store.load, render=render, heartbeat_s=5, retry_ms=1000)
+    first = await next_chunk(stream)
+    assert first.startswith("retry: 1000\n")
+    assert parse(first) == ("snapshot", {"status": "in_transit", "lat": 48.90})
+    hub.publish(location(60, lat=48.99))  # older than the snapshot's point
+    hub.publish(location(5, lat=48.88))
+    assert parse(await next_chunk(stream)) == ("location", {"status": "in_transit", "lat": 48.88})
+    await stream.aclose()
+    assert hub.watcher_count() == 0
+
+
+async def test_the_stream_rereads_the_shipment_on_a_status_change_and_ends_once_delivered() -> None:
+    hub, store = live.LiveHub(), FakeStore(SHIPMENT)
+    stream = live.shipment_stream(hub, SHIPMENT.id, load=store.load, render=render, heartbeat_s=5, retry_ms=1000)
+    await next_chunk(stream)
+    store.shipment = replace(SHIPMENT, status="delivered")
+    hub.publish(status_changed("delivered"))
+    assert parse(await next_chunk(stream)) == ("status", {"status": "delivered", "lat": 48.90})
+    assert parse(await next_chunk(stream)) == ("end", {"status": "delivered"})
+    assert store.loads == 2
+
+
+async def test_a_quiet_stream_sends_heartbeat_comments() -> None:
+    hub = live.LiveHub()
+    stream = live.shipment_stream(
+        hub, SHIPMENT.id, load=FakeStore(SHIPMENT).load, render=render, heartbeat_s=0.05, retry_ms=1000
+    )
+    await next_chunk(stream)
+    assert await next_chunk(stream) == live.SSE_HEARTBEAT
+    await stream.aclose()
+
+
+async def test_closing_the_hub_ends_open_streams_and_new_ones_right_after_their_snapshot() -> None:
+    hub = live.LiveHub()
+    stream = live.shipment_stream(
+        hub, SHIPMENT.id, load=FakeStore(SHIPMENT).load, render=render, heartbeat_s=5, retry_ms=1000
+    )
+    await next_chunk(stream)
+    hub.close()
+    assert [chunk async for chunk in stream] == []
+    late = live.shipment_stream(
+        hub, SHIPMENT.id, load=FakeStore(SHIPMENT).load, render=render, heartbeat_s=5, retry_ms=1000
+    )
+    assert parse(await next_chunk(late))[0] == "snapshot"
+    assert [chunk async for chunk in late] == []

@@ -1,0 +1,352 @@
+"""docker-compose.yml runs the four services the way their settings and public contract v1 expect.
+
+The file is parsed (no Docker engine needed). The settings classes are imported
+live: a setting that is renamed or removed breaks this test instead of being
+silently ignored by a container.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from pydantic_settings import BaseSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT_PORTS: dict[str, int] = {"catalog": 8001, "feed": 8002, "checkout": 8003, "tracking": 8004}
+SERVICES = tuple(CONTRACT_PORTS)
+INIT_SCRIPT_DIR = "/docker-entrypoint-initdb.d"
+
+ServiceEnvironment = Callable[..., dict[str, str]]
+Services = dict[str, dict[str, Any]]
+
+
+def settings_class(service: str) -> type[BaseSettings]:
+    """The service's settings class. A package that is not installed fails the test: it must not skip."""
+    try:
+        if service == "catalog":
+            from catalog.config import CatalogSettings
+
+            return CatalogSettings
+        if service == "feed":
+            from feed.config import FeedSettings
+
+            return FeedSettings
+        if service == "checkout":
+            from checkout.config import CheckoutSettings
+
+            return CheckoutSettings
+        if service == "tracking":
+            from tracking.config import TrackingSettings
+
+            return TrackingSettings
+    except ImportError as exc:
+        pytest.fail(f"cannot import the settings of {service} ({exc}): install the packages (`make install`)")
+    raise AssertionError(f"unknown service {service}")
+
+
+def env_prefix(cls: type[BaseSettings]) -> str:
+    return str(cls.model_config.get("env_prefix", "")).upper()
+
+
+@contextmanager
+def only_these_variables(prefix: str, env: Mapping[str, str]) -> Iterator[None]:
+    """The process environment with ``env`` as the only ``prefix*`` variables (what the container has)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in list(os.environ):
+            if key.upper().startswith(prefix):
+                patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield
+
+
+def settings_in_container(service: str, env: Mapping[str, str]) -> Any:
+    """The service's settings as its container builds them from ``env``; a wrong type fails validation here."""
+    cls = settings_class(service)
+    with only_these_variables(env_prefix(cls), env):
+        return cls()
+
+
+def published_ports(service: Mapping[str, Any]) -> set[tuple[int, int]]:
+    """(host port, container port) pairs, from the short ("[ip:]host:container[/proto]") or the long syntax."""
+    pairs: set[tuple[int, int]] = set()
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            if entry.get("published") is not None:
+                pairs.add((int(entry["published"]), int(entry["target"])))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        if len(parts) >= 2 and parts[-2].isdigit() and parts[-1].isdigit():
+            pairs.add((int(parts[-2]), int(parts[-1])))
+    return pairs
+
+
+def build_args(build: Mapping[str, Any]) -> dict[str, str]:
+    args = build.get("args") or {}
+    if isinstance(args, list):
+        return dict(item.split("=", 1) for item in args)
+    return {key: str(value) for key, value in args.items()}
+
+
+def depends_on(service: Mapping[str, Any]) -> dict[str, str]:
+    """Dependency → condition (the short list form means service_started)."""
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return dict.fromkeys(deps, "service_started")
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
+
+
+def healthcheck_command(service: Mapping[str, Any]) -> str:
+    check = service.get("healthcheck") or {}
+    assert not check.get("disable"), "healthcheck disabled"
+    test = check.get("test")
+    if isinstance(test, list):
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"healthcheck test must start with CMD or CMD-SHELL: {test}"
+        return " ".join(str(part) for part in test[1:])
+    assert isinstance(test, str) and test, "no healthcheck test"
+    return test
+
+
+def listeners(value: str) -> dict[str, tuple[str, int]]:
+    """'NAME://host:port,...' → {NAME: (host, port)} (an empty host means every interface)."""
+    found: dict[str, tuple[str, int]] = {}
+    for item in value.split(","):
+        name, _, address = item.strip().partition("://")
+        host, _, port = address.rpartition(":")
+        found[name] = (host, int(port))
+    return found
+
+
+def test_compose_defines_the_four_services_and_their_infrastructure(compose_services: Services) -> None:
+    missing = {*SERVICES, "kafka", "postgres", "localstripe", "localstripe-webhook"} - set(compose_services)
+    assert not missing, f"docker-compose.yml lacks {sorted(missing)}"
+
+
+def test_environment_values_are_strings_not_yaml_booleans(compose_services: Services) -> None:
+    # Compose refuses `KEY: true` (a YAML boolean) in a mapping: it must be written "true".
+    offenders = [
+        f"{name}.{key}"
+        for name, service in compose_services.items()
+        if isinstance(service.get("environment"), dict)
+        for key, value in service["environment"].items()
+        if isinstance(value, bool)
+    ]
+    assert not offenders, f"quote these values: {offenders}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_is_built_from_the_shared_dockerfile_for_itself(compose_services: Services, service: str) -> None:
+    build = compose_services[service].get("build")
+    assert isinstance(build, dict), f"{service}: build must be a mapping with context and args"
+    assert str(build.get("context")).rstrip("/") in (".", ""), f"{service}: build context must be the repository root"
+    assert build.get("dockerfile") in (None, "Dockerfile", "./Dockerfile"), f"{service}: must use the root Dockerfile"
+    assert build_args(build).get("SERVICE") == service
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_publishes_its_contract_port_and_listens_on_it(
+    compose_services: Services, service_environment: ServiceEnvironment, service: str
+) -> None:
+    port = CONTRACT_PORTS[service]
+    assert (port, port) in published_ports(compose_services[service]), f"{service} must publish {port}:{port}"
+    env = service_environment(service)
+    assert env.get("TWEETSHOP_HTTP_PORT") == str(port)
+    assert settings_in_container(service, env).http_port == port
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_tweetshop_variable_names_a_setting_of_the_service(
+    service_environment: ServiceEnvironment, service: str
+) -> None:
+    cls = settings_class(service)
+    prefix = env_prefix(cls)
+    assert prefix == "TWEETSHOP_", f"{cls.__name__} reads {prefix}*: rename the variables in docker-compose.yml"
+    env = service_environment(service)
+    unknown = sorted(
+        key for key in env if key.upper().startswith(prefix) and key[len(prefix) :].lower() not in cls.model_fields
+    )
+    assert not unknown, f"{service}: {unknown} are not fields of {cls.__name__}, so the service would ignore them"
+    settings_in_container(service, env)  # every value has the field's type
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_reaches_kafka_inside_the_compose_network_with_idempotence(
+    service_environment: ServiceEnvironment, service: str
+) -> None:
+    env = service_environment(service)
+    assert "TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS" in env, f"{service} would look for Kafka at its localhost default"
+    advertised = listeners(service_environment("kafka")["KAFKA_ADVERTISED_LISTENERS"]).values()
+    internal = {f"{host}:{port}" for host, port in advertised if host not in ("localhost", "127.0.0.1")}
+    for server in env["TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS"].split(","):
+        assert server.strip() in internal, f"{service}: {server} is not a listener Kafka advertises to containers"
+    settings = settings_in_container(service, env)
+    assert settings.kafka_enable_idempotence is True, "Apache Kafka supports the idempotent producer: turn it on"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_logs_in_to_postgres_as_its_own_role_with_the_password_init_creates(
+    compose_services: Services, service_environment: ServiceEnvironment, service: str
+) -> None:
+    env = service_environment(service)
+    assert "TWEETSHOP_DATABASE_URL" in env, f"{service} would use its localhost database default"
+    dsn = urlsplit(env["TWEETSHOP_DATABASE_URL"])
+    postgres = service_environment("postgres")
+    assert dsn.scheme in ("postgresql", "postgres")
+    assert dsn.hostname == "postgres" and "postgres" in compose_services
+    assert dsn.port in (None, 5432)
+    assert dsn.path == f"/{postgres['POSTGRES_DB']}"
+    assert dsn.username == service, "one role per service, named after it"
+    password_variable = f"{service.upper()}_DB_PASSWORD"
+    assert postgres.get(password_variable), f"postgres must pass {password_variable} to its init script"
+    assert unquote(dsn.password or "") == postgres[password_variable]
+    # Overriding the password on the host changes both sides together.
+    override = {password_variable: "not-the-dev-default"}
+    overridden = urlsplit(service_environment(service, override)["TWEETSHOP_DATABASE_URL"])
+    assert overridden.password == service_environment("postgres", override)[password_variable] == "not-the-dev-default"
+    settings = settings_in_container(service, env)
+    assert settings.database_url.get_secret_value() == env["TWEETSHOP_DATABASE_URL"]
+    assert settings.service_name == service
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_healthcheck_probes_healthz_on_its_port(compose_services: Services, service: str) -> None:
+    command = healthcheck_command(compose_services[service])
+    assert re.search(rf"://(127\.0\.0\.1|localhost):{CONTRACT_PORTS[service]}/healthz\b", command), command
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_waits_for_healthy_kafka_and_postgres_and_restarts(compose_services: Services, service: str) -> None:
+    conditions = depends_on(compose_services[service])
+    for dependency in ("kafka", "postgres"):
+        assert conditions.get(dependency) == "service_healthy", f"{service} must wait for a healthy {dependency}"
+        healthcheck_command(compose_services[dependency])  # a dependency without a healthcheck never turns healthy
+    assert compose_services[service].get("restart") == "unless-stopped"
+
+
+def test_checkout_talks_to_localstripe_unless_given_stripe(
+    compose_services: Services, service_environment: ServiceEnvironment
+) -> None:
+    env = service_environment("checkout")
+    for variable in ("TWEETSHOP_STRIPE_API_KEY", "TWEETSHOP_STRIPE_API_BASE", "TWEETSHOP_STRIPE_WEBHOOK_SECRET"):
+        assert env.get(variable), f"checkout needs {variable}"
+    base = urlsplit(env["TWEETSHOP_STRIPE_API_BASE"])
+    assert (base.hostname, base.port) == ("localstripe", 8420)
+    assert (8420, 8420) in published_ports(compose_services["localstripe"])
+    assert depends_on(compose_services["checkout"]).get("localstripe-webhook") == "service_completed_successfully"
+    settings = settings_in_container("checkout", env)
+    assert settings.stripe_api_key.get_secret_value().startswith("sk_test_"), "the default key must be a test key"
+
+    # A real key: the host sets the key and empties the base URL (api.stripe.com).
+    real = service_environment("checkout", {"STRIPE_API_KEY": "sk_test_real", "TWEETSHOP_STRIPE_API_BASE": ""})
+    real_settings = settings_in_container("checkout", real)
+    assert real_settings.stripe_api_key.get_secret_value() == "sk_test_real"
+    assert not real_settings.stripe_api_base, "an empty TWEETSHOP_STRIPE_API_BASE must not fall back to localstripe"
+
+
+def test_localstripe_webhook_registers_checkouts_endpoint_with_checkouts_secret(
+    compose_services: Services, service_environment: ServiceEnvironment
+) -> None:
+    hook = compose_services["localstripe-webhook"]
+    assert depends_on(hook).get("localstripe") == "service_healthy"
+    assert hook.get("restart") in ("no", None), "a one-shot container must not restart"
+    for host_env in ({}, {"STRIPE_WEBHOOK_SECRET": "whsec_from_host"}):
+        hook_env = service_environment("localstripe-webhook", host_env)
+        checkout_env = service_environment("checkout", host_env)
+        assert hook_env["WEBHOOK_SECRET"] == checkout_env["TWEETSHOP_STRIPE_WEBHOOK_SECRET"]
+        assert hook_env["WEBHOOK_URL"] == f"http://checkout:{CONTRACT_PORTS['checkout']}/webhooks/stripe"
+    assert urlsplit(service_environment("localstripe-webhook")["LOCALSTRIPE_URL"]).hostname == "localstripe"
+
+
+def test_tracking_links_point_at_the_published_tracking_port(service_environment: ServiceEnvironment) -> None:
+    checkout_link = service_environment("checkout")["TWEETSHOP_TRACKING_PUBLIC_URL"]
+    assert checkout_link == service_environment("tracking")["TWEETSHOP_PUBLIC_URL"]
+    assert urlsplit(checkout_link).port == CONTRACT_PORTS["tracking"]
+
+
+def test_kafka_is_a_single_kraft_node(compose_services: Services, service_environment: ServiceEnvironment) -> None:
+    assert str(compose_services["kafka"].get("image", "")).startswith("apache/kafka:3.9.")
+    env = service_environment("kafka")
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env.get("CLUSTER_ID"), "KRaft formats its storage with CLUSTER_ID"
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert controller in listeners(env["KAFKA_LISTENERS"])
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{env['KAFKA_NODE_ID']}@")
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1", "one broker: replication factor 1"
+
+
+def test_kafka_advertises_localhost_9092_to_the_host(
+    compose_services: Services, service_environment: ServiceEnvironment
+) -> None:
+    env = service_environment("kafka")
+    bound = listeners(env["KAFKA_LISTENERS"])
+    advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(item.split(":", 1) for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    host_listeners = [name for name, address in advertised.items() if address == ("localhost", 9092)]
+    assert host_listeners, "other teams connect to localhost:9092: some listener must advertise it"
+    name = host_listeners[0]
+    assert bound[name][1] == 9092, "the listener advertised as localhost:9092 must listen on 9092 in the container"
+    assert protocols.get(name) == "PLAINTEXT"
+    assert (9092, 9092) in published_ports(compose_services["kafka"])
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+    assert all(listener in protocols for listener in bound)
+
+
+def test_postgres_17_creates_a_role_and_schema_for_every_service_at_init(
+    compose_services: Services, service_environment: ServiceEnvironment
+) -> None:
+    postgres = compose_services["postgres"]
+    assert str(postgres.get("image", "")).startswith("postgres:17")
+    assert "pg_isready" in healthcheck_command(postgres)
+    sources = [
+        str(volume).split(":")[0] for volume in postgres.get("volumes", []) if f":{INIT_SCRIPT_DIR}" in str(volume)
+    ]
+    assert sources, f"mount deploy/postgres into {INIT_SCRIPT_DIR}"
+    init_dir = ROOT / sources[0]
+    assert init_dir.resolve().is_relative_to(ROOT / "deploy" / "postgres")
+    scripts = sorted(init_dir.glob("*.sh")) if init_dir.is_dir() else [init_dir]
+    assert scripts and all(script.is_file() for script in scripts)
+    text = "\n".join(script.read_text(encoding="utf-8") for script in scripts)
+    declared = re.search(r"^services=\(([^)]*)\)", text, re.MULTILINE)
+    assert declared, "the init script lists the services it provisions in services=(...)"
+    assert declared.group(1).split() == list(SERVICES)
+    assert "_DB_PASSWORD" in text
+    env = service_environment("postgres")
+    assert env["POSTGRES_DB"] == "tweetshop"
+    for service in SERVICES:
+        assert env.get(f"{service.upper()}_DB_PASSWORD"), f"no password for role {service}"
+
+
+def compose_command() -> list[str] | None:
+    """docker-compose v1, or the docker CLI with its compose plugin, if either is installed."""
+    if legacy := shutil.which("docker-compose"):
+        return [legacy]
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30, check=False)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    return None
+
+
+def test_docker_compose_validates_the_file_offline() -> None:
+    command = compose_command()
+    if command is None:
+        pytest.skip("neither docker-compose nor `docker compose` is installed (apt-get install docker-compose)")
+    result = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
