@@ -1,0 +1,1 @@
+"""checkout: orders, Stripe payments, refunds."""

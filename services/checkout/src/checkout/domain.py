@@ -1,0 +1,409 @@
+"""Checkout rules: what a purchase costs, the order state machine, refunds. Pure, no I/O.
+
+Order statuses and the only moves between them::
+
+    pending ──▶ requires_action ──▶ paid ──▶ refunded
+       │              │               ▲
+       ├──────────────┼───────────────┘
+       ├──▶ failed ◀──┤
+       └──▶ cancelled ◀┘
+
+``failed``, ``cancelled`` and ``refunded`` are terminal. A partial refund keeps
+the order ``paid`` and adds to ``refunded_minor``; the refund that brings the
+total to the amount paid moves it to ``refunded``. Every move that other
+services care about returns its event (contract v1); ``requires_action`` has no
+event because no other service acts on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
+
+from tweetshop_contracts import (
+    Destination,
+    OrderCancelled,
+    OrderPaid,
+    OrderPaymentFailed,
+    OrderPlaced,
+    OrderRefunded,
+)
+
+PRODUCER = "checkout"
+MAX_REASON = 500
+
+OrderStatus = Literal["pending", "requires_action", "paid", "failed", "cancelled", "refunded"]
+ORDER_STATUSES: tuple[OrderStatus, ...] = ("pending", "requires_action", "paid", "failed", "cancelled", "refunded")
+
+ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    "pending": frozenset({"requires_action", "paid", "failed", "cancelled"}),
+    "requires_action": frozenset({"paid", "failed", "cancelled"}),
+    "paid": frozenset({"refunded"}),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+    "refunded": frozenset(),
+}
+# Orders whose payment is still open: the payment worker and Stripe's webhooks may move them.
+AWAITING_PAYMENT: frozenset[OrderStatus] = frozenset({"pending", "requires_action"})
+
+
+class TransitionRefused(Exception):
+    """The order cannot move from its status to the one asked."""
+
+    def __init__(self, current: OrderStatus, target: OrderStatus) -> None:
+        super().__init__(f"an order that is {current} cannot become {target}")
+        self.current = current
+        self.target = target
+
+
+class PurchaseRefused(Exception):
+    """The purchase cannot be placed as asked; ``code`` names why, the message is for the buyer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RefundRefused(Exception):
+    """The refund cannot be made as asked; ``code`` names why, the message is for the caller."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ProductView:
+    """What checkout knows about a product, from catalog.products.v1."""
+
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    title: str
+    price_minor: int
+    currency: str
+    stock_available: int
+    status: Literal["active", "delisted"]
+    version: int
+
+
+@dataclass(frozen=True)
+class TweetView:
+    """A buyable tweet and the product it carries, from feed.buyable-tweets.v1."""
+
+    tweet_id: uuid.UUID
+    product_id: uuid.UUID
+    merchant_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Buyer:
+    id: str
+    email: str
+
+
+@dataclass(frozen=True)
+class ShippingAddress:
+    name: str
+    line1: str
+    city: str
+    country: str
+    lat: float
+    lon: float
+
+    def destination(self) -> Destination:
+        """Only what tracking needs: no name, no street."""
+        return Destination(city=self.city, country=self.country, lat=self.lat, lon=self.lon)
+
+
+@dataclass(frozen=True)
+class PurchaseRequest:
+    """A buyer's validated request to buy (the body of POST /orders)."""
+
+    tweet_id: uuid.UUID
+    product_id: uuid.UUID
+    quantity: int
+    buyer: Buyer
+    shipping: ShippingAddress
+    payment_method: str
+
+
+@dataclass(frozen=True)
+class Price:
+    merchant_id: uuid.UUID
+    unit_price_minor: int
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Order:
+    id: uuid.UUID
+    tweet_id: uuid.UUID
+    product_id: uuid.UUID
+    merchant_id: uuid.UUID
+    quantity: int
+    buyer: Buyer
+    shipping: ShippingAddress
+    payment_method: str
+    unit_price_minor: int
+    amount_minor: int
+    currency: str
+    status: OrderStatus
+    correlation_id: str
+    created_at: datetime
+    updated_at: datetime
+    stock_reserved: bool = False
+    payment_attempts: int = 0
+    payment_intent_id: str | None = None
+    client_secret: str | None = None
+    failure_reason: str | None = None
+    cancel_reason: str | None = None
+    refunded_minor: int = 0
+    shipment_id: uuid.UUID | None = None
+    shipment_status: str | None = None
+
+    @property
+    def refundable_minor(self) -> int:
+        """What can still go back to the buyer (refunds in flight aside)."""
+        return self.amount_minor - self.refunded_minor if self.status == "paid" else 0
+
+
+# --- placing an order ------------------------------------------------------------------
+
+
+def price_purchase(product: ProductView | None, tweet: TweetView | None, request: PurchaseRequest) -> Price:
+    """Price the purchase from what catalog published, or raise PurchaseRefused.
+
+    The price and currency come from catalog, never from the buyer. The stock
+    check is advisory (catalog reserves for real), but it refuses what is known
+    to be impossible before anything is written or charged.
+    """
+    if product is None or product.id != request.product_id:
+        raise PurchaseRefused("unknown_product", f"no product {request.product_id} is on sale")
+    if tweet is not None and tweet.product_id != product.id:
+        raise PurchaseRefused("tweet_product_mismatch", f"tweet {tweet.tweet_id} does not sell product {product.id}")
+    if product.status != "active":
+        raise PurchaseRefused("product_unavailable", f"{product.title!r} is no longer on sale")
+    if request.quantity > product.stock_available:
+        if product.stock_available == 0:
+            raise PurchaseRefused("insufficient_stock", f"{product.title!r} is sold out")
+        raise PurchaseRefused(
+            "insufficient_stock", f"only {product.stock_available} left of {product.title!r}, {request.quantity} asked"
+        )
+    return Price(
+        merchant_id=product.merchant_id,
+        unit_price_minor=product.price_minor,
+        amount_minor=product.price_minor * request.quantity,
+        currency=product.currency,
+    )
+
+
+def place(
+    order_id: uuid.UUID, request: PurchaseRequest, price: Price, correlation_id: str, now: datetime
+) -> tuple[Order, OrderPlaced]:
+    """A new pending order and the event that asks catalog to reserve its stock."""
+    order = Order(
+        id=order_id,
+        tweet_id=request.tweet_id,
+        product_id=request.product_id,
+        merchant_id=price.merchant_id,
+        quantity=request.quantity,
+        buyer=request.buyer,
+        shipping=request.shipping,
+        payment_method=request.payment_method,
+        unit_price_minor=price.unit_price_minor,
+        amount_minor=price.amount_minor,
+        currency=price.currency,
+        status="pending",
+        correlation_id=correlation_id,
+        created_at=now,
+        updated_at=now,
+    )
+    event = OrderPlaced(
+        producer=PRODUCER,
+        correlation_id=correlation_id,
+        order_id=order.id,
+        product_id=order.product_id,
+        quantity=order.quantity,
+        tweet_id=order.tweet_id,
+        buyer_id=order.buyer.id,
+        amount_minor=order.amount_minor,
+        currency=order.currency,
+        unit_price_minor=order.unit_price_minor,
+    )
+    return order, event
+
+
+def request_fingerprint(canonical_body: str) -> str:
+    """What makes two requests with the same Idempotency-Key "the same request"."""
+    return hashlib.sha256(canonical_body.encode()).hexdigest()
+
+
+# --- the state machine -----------------------------------------------------------------
+
+
+def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
+    """Whether the state machine allows ``current`` → ``target``."""
+    return target in ALLOWED_TRANSITIONS[current]
+
+
+def _move(order: Order, target: OrderStatus, now: datetime, **changes: object) -> Order:
+    if not can_transition(order.status, target):
+        raise TransitionRefused(order.status, target)
+    return replace(order, status=target, updated_at=now, **changes)  # type: ignore[arg-type]
+
+
+def _reason(text: str) -> str:
+    return (text.strip() or "no reason given")[:MAX_REASON]
+
+
+def mark_stock_reserved(order: Order) -> Order:
+    """Catalog set the stock aside: the order may now be charged (once; later answers change nothing)."""
+    if order.status != "pending" or order.stock_reserved:
+        return order
+    return replace(order, stock_reserved=True)
+
+
+def require_action(order: Order, payment_intent_id: str, client_secret: str | None, now: datetime) -> Order:
+    """The bank wants the buyer to authenticate (3-D Secure) before it pays."""
+    return _move(order, "requires_action", now, payment_intent_id=payment_intent_id, client_secret=client_secret)
+
+
+def pay(order: Order, payment_intent_id: str, now: datetime) -> tuple[Order, OrderPaid]:
+    """The payment succeeded: tracking ships the order."""
+    paid = _move(order, "paid", now, payment_intent_id=payment_intent_id, client_secret=None)
+    event = OrderPaid(
+        producer=PRODUCER,
+        correlation_id=order.correlation_id,
+        order_id=order.id,
+        product_id=order.product_id,
+        quantity=order.quantity,
+        amount_minor=order.amount_minor,
+        currency=order.currency,
+        payment_intent_id=payment_intent_id,
+        destination=order.shipping.destination(),
+    )
+    return paid, event
+
+
+def fail_payment(
+    order: Order, reason: str, payment_intent_id: str | None, now: datetime
+) -> tuple[Order, OrderPaymentFailed]:
+    """The payment failed for good: catalog releases the stock it reserved."""
+    failed = _move(
+        order,
+        "failed",
+        now,
+        failure_reason=_reason(reason),
+        payment_intent_id=payment_intent_id or order.payment_intent_id,
+        client_secret=None,
+    )
+    event = OrderPaymentFailed(
+        producer=PRODUCER,
+        correlation_id=order.correlation_id,
+        order_id=order.id,
+        product_id=order.product_id,
+        quantity=order.quantity,
+        reason=_reason(reason),
+        stock_reserved=order.stock_reserved,
+    )
+    return failed, event
+
+
+def cancel(order: Order, reason: str, now: datetime) -> tuple[Order, OrderCancelled]:
+    """The order ends unpaid (stock rejected, or the buyer never finished paying)."""
+    cancelled = _move(order, "cancelled", now, cancel_reason=_reason(reason), client_secret=None)
+    event = OrderCancelled(
+        producer=PRODUCER,
+        correlation_id=order.correlation_id,
+        order_id=order.id,
+        product_id=order.product_id,
+        quantity=order.quantity,
+        reason=_reason(reason),
+        stock_reserved=order.stock_reserved,
+    )
+    return cancelled, event
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+def plan_refund(order: Order, requested_minor: int | None, in_flight_minor: int = 0) -> int:
+    """The amount to refund now (default: all that is left), or RefundRefused."""
+    if order.status == "refunded":
+        raise RefundRefused("already_refunded", "the order was already refunded in full")
+    if order.status != "paid":
+        raise RefundRefused("order_not_paid", f"only a paid order can be refunded; this one is {order.status}")
+    remaining = order.refundable_minor - in_flight_minor
+    if remaining <= 0:
+        raise RefundRefused("refund_in_progress", "the rest of the amount is already being refunded")
+    amount = remaining if requested_minor is None else requested_minor
+    if amount <= 0:
+        raise RefundRefused("invalid_refund_amount", "a refund must be at least 1 minor unit")
+    if amount > remaining:
+        raise RefundRefused(
+            "refund_exceeds_remaining", f"at most {remaining} {order.currency} minor units can still be refunded"
+        )
+    return amount
+
+
+def refund(order: Order, amount_minor: int, now: datetime) -> tuple[Order, OrderRefunded]:
+    """Money went back to the buyer; the refund that completes the amount ends the order as ``refunded``."""
+    if order.status != "paid":
+        raise TransitionRefused(order.status, "refunded")
+    if not 0 < amount_minor <= order.refundable_minor:
+        raise RefundRefused("refund_exceeds_remaining", f"at most {order.refundable_minor} can still be refunded")
+    total = order.refunded_minor + amount_minor
+    full = total == order.amount_minor
+    updated = _move(order, "refunded", now, refunded_minor=total) if full else replace(order, refunded_minor=total)
+    event = OrderRefunded(
+        producer=PRODUCER,
+        correlation_id=order.correlation_id,
+        order_id=order.id,
+        product_id=order.product_id,
+        quantity=order.quantity,
+        amount_minor=amount_minor,
+        refunded_total_minor=total,
+        currency=order.currency,
+        full=full,
+        # Goods come back only with a full refund; a partial one is a discount and keeps them sold.
+        restock=full,
+    )
+    return updated, event
+
+
+# --- what a PaymentIntent's state means for the order ----------------------------------
+
+OutcomeKind = Literal["paid", "requires_action", "failed", "processing", "cancelled"]
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    """Where a PaymentIntent leaves the order."""
+
+    kind: OutcomeKind
+    payment_intent_id: str | None
+    client_secret: str | None = None
+    reason: str | None = None
+
+
+def outcome_of_intent(
+    payment_intent_id: str, status: str, client_secret: str | None, error_message: str | None
+) -> PaymentOutcome:
+    """Map a Stripe PaymentIntent status onto the order (automatic capture, confirmed at creation)."""
+    if status == "succeeded":
+        return PaymentOutcome("paid", payment_intent_id)
+    if status == "requires_action":
+        return PaymentOutcome("requires_action", payment_intent_id, client_secret=client_secret)
+    if status == "requires_payment_method":
+        # A confirmed intent back at "requires_payment_method" means the attempt failed (declined, 3-D Secure failed).
+        return PaymentOutcome("failed", payment_intent_id, reason=error_message or "the payment was declined")
+    if status == "canceled":
+        return PaymentOutcome("failed", payment_intent_id, reason=error_message or "the payment was cancelled")
+    # processing, requires_capture, requires_confirmation: not decided yet; look again later.
+    return PaymentOutcome("processing", payment_intent_id)

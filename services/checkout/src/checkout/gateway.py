@@ -1,0 +1,228 @@
+"""Stripe, behind a small interface: PaymentIntents and refunds, asynchronous, measured.
+
+Stripe answers are turned into small frozen objects at once, and Stripe's errors
+into two kinds: ``PaymentDeclined`` (Stripe said no: the card, the payment
+method or the request is refused; trying again will not help) and
+``PaymentProviderUnavailable`` (network, 5xx, rate limit, our own credentials:
+try again later, never with a second PaymentIntent).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+import stripe
+import structlog
+
+from . import metrics
+from .config import CheckoutSettings
+from .domain import Order, PaymentOutcome, outcome_of_intent
+
+if TYPE_CHECKING:
+    from stripe.params import PaymentIntentCreateParams
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+class PaymentDeclined(Exception):
+    """Stripe refused: the message is Stripe's, fit to show the buyer."""
+
+    def __init__(self, message: str, payment_intent_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.payment_intent_id = payment_intent_id
+
+
+class PaymentProviderUnavailable(Exception):
+    """Stripe could not be reached or failed; the same call may be tried again later."""
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What checkout needs of a PaymentIntent."""
+
+    id: str
+    status: str
+    client_secret: str | None
+    error_message: str | None
+    order_id: str | None
+
+    def outcome(self) -> PaymentOutcome:
+        """Where this intent leaves its order."""
+        return outcome_of_intent(self.id, self.status, self.client_secret, self.error_message)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Intent:
+        """From a PaymentIntent as JSON (an API answer or a webhook's data.object)."""
+        error = data.get("last_payment_error") or {}
+        metadata = data.get("metadata") or {}
+        return cls(
+            id=str(data["id"]),
+            status=str(data.get("status", "")),
+            client_secret=data.get("client_secret"),
+            error_message=error.get("message") if isinstance(error, dict) else None,
+            order_id=metadata.get("order_id") if isinstance(metadata, dict) else None,
+        )
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    id: str
+    status: str
+    amount_minor: int
+
+
+class PaymentGateway(Protocol):
+    """What the use cases need from a payment provider (Stripe here; fakes in unit tests)."""
+
+    async def create_intent(self, order: Order, attempt: int) -> Intent: ...
+
+    async def find_intent_for_order(self, order_id: uuid.UUID) -> Intent | None: ...
+
+    async def retrieve_intent(self, payment_intent_id: str) -> Intent: ...
+
+    async def cancel_intent(self, payment_intent_id: str) -> Intent: ...
+
+    async def create_refund(
+        self, payment_intent_id: str, amount_minor: int, refund_id: uuid.UUID, order_id: uuid.UUID
+    ) -> RefundResult: ...
+
+    async def find_refund(self, payment_intent_id: str, refund_id: uuid.UUID) -> RefundResult | None: ...
+
+
+def _message(exc: stripe.StripeError) -> str:
+    return (exc.user_message or str(exc) or type(exc).__name__)[:500]
+
+
+class StripeGateway:
+    """The real thing, through the official library's async methods (httpx: the event loop never blocks)."""
+
+    def __init__(self, settings: CheckoutSettings) -> None:
+        base = settings.stripe_base_url
+        self._localstripe = settings.stripe_is_localstripe
+        self._client = stripe.StripeClient(
+            settings.stripe_api_key.get_secret_value(),
+            base_addresses={"api": base} if base else None,
+            max_network_retries=settings.stripe_max_network_retries,
+            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_s),
+        )
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        try:
+            return await call()
+        except (stripe.CardError, stripe.InvalidRequestError) as exc:
+            metrics.STRIPE_ERRORS.labels(operation, type(exc).__name__).inc()
+            intent_id = None
+            if exc.error is not None and exc.error.payment_intent is not None:
+                intent_id = exc.error.payment_intent.id
+            raise PaymentDeclined(_message(exc), intent_id) from exc
+        except stripe.StripeError as exc:
+            # Connection errors, 5xx, rate limits, idempotency conflicts, and our own key being refused.
+            metrics.STRIPE_ERRORS.labels(operation, type(exc).__name__).inc()
+            log.warning("stripe call failed", operation=operation, error=repr(exc), http_status=exc.http_status)
+            raise PaymentProviderUnavailable(f"{type(exc).__name__}: {_message(exc)}") from exc
+        except OSError as exc:
+            metrics.STRIPE_ERRORS.labels(operation, type(exc).__name__).inc()
+            raise PaymentProviderUnavailable(repr(exc)) from exc
+        finally:
+            metrics.STRIPE_SECONDS.labels(operation).observe(time.perf_counter() - started)
+
+    async def create_intent(self, order: Order, attempt: int) -> Intent:
+        """Create and confirm the order's PaymentIntent (a CardError means declined)."""
+        params: dict[str, Any] = {
+            "amount": order.amount_minor,
+            "currency": order.currency.lower(),
+            "payment_method": order.payment_method,
+            "confirm": True,
+            "metadata": {"order_id": str(order.id)},
+        }
+        # Cards only, no redirects, so no return_url is needed. localstripe knows only the older parameter.
+        if self._localstripe:
+            params["payment_method_types"] = ["card"]
+        else:
+            params["automatic_payment_methods"] = {"enabled": True, "allow_redirects": "never"}
+        intent = await self._call(
+            "payment_intents.create",
+            lambda: self._client.v1.payment_intents.create_async(
+                cast("PaymentIntentCreateParams", params),
+                {"idempotency_key": f"order-{order.id}-attempt-{attempt}"},
+            ),
+        )
+        return Intent.from_data(intent.to_dict())
+
+    async def find_intent_for_order(self, order_id: uuid.UUID) -> Intent | None:
+        """The PaymentIntent made for this order by an attempt whose answer was lost, if any.
+
+        localstripe has no search and ignores Idempotency-Key, so this pages
+        through the list; it only runs when an attempt was recorded without its
+        PaymentIntent id (a crash or a lost answer), which is rare.
+        """
+
+        async def scan() -> Intent | None:
+            page = await self._client.v1.payment_intents.list_async({"limit": 100})
+            async for intent in page.auto_paging_iter():
+                data = intent.to_dict()
+                if (data.get("metadata") or {}).get("order_id") == str(order_id):
+                    return Intent.from_data(data)
+            return None
+
+        return await self._call("payment_intents.list", scan)
+
+    async def retrieve_intent(self, payment_intent_id: str) -> Intent:
+        """The intent as Stripe sees it now."""
+        intent = await self._call(
+            "payment_intents.retrieve", lambda: self._client.v1.payment_intents.retrieve_async(payment_intent_id)
+        )
+        return Intent.from_data(intent.to_dict())
+
+    async def cancel_intent(self, payment_intent_id: str) -> Intent:
+        """Cancel an intent that was never completed."""
+        intent = await self._call(
+            "payment_intents.cancel", lambda: self._client.v1.payment_intents.cancel_async(payment_intent_id)
+        )
+        return Intent.from_data(intent.to_dict())
+
+    async def create_refund(
+        self, payment_intent_id: str, amount_minor: int, refund_id: uuid.UUID, order_id: uuid.UUID
+    ) -> RefundResult:
+        """Give ``amount_minor`` back to the buyer."""
+        result = await self._call(
+            "refunds.create",
+            lambda: self._client.v1.refunds.create_async(
+                {
+                    "payment_intent": payment_intent_id,
+                    "amount": amount_minor,
+                    "metadata": {"order_id": str(order_id), "refund_id": str(refund_id)},
+                },
+                {"idempotency_key": f"refund-{refund_id}"},
+            ),
+        )
+        return RefundResult(id=result.id, status=str(result.status), amount_minor=int(result.amount))
+
+    async def find_refund(self, payment_intent_id: str, refund_id: uuid.UUID) -> RefundResult | None:
+        """The Stripe refund made for our refund ``refund_id``, if its answer was lost."""
+
+        async def scan() -> RefundResult | None:
+            page = await self._client.v1.refunds.list_async({"payment_intent": payment_intent_id, "limit": 100})
+            async for item in page.auto_paging_iter():
+                data = item.to_dict()
+                if (data.get("metadata") or {}).get("refund_id") == str(refund_id):
+                    return RefundResult(id=str(data["id"]), status=str(data["status"]), amount_minor=data["amount"])
+            return None
+
+        return await self._call("refunds.list", scan)
+
+
+def verify_webhook(payload: bytes, signature: str | None, secret: str, tolerance: int) -> None:
+    """Raise ValueError unless Stripe signed this payload recently with our secret."""
+    try:
+        stripe.Webhook.construct_event(payload, signature or "", secret, tolerance=tolerance)
+    except stripe.SignatureVerificationError as exc:
+        raise ValueError(f"bad Stripe signature: {exc.user_message or exc}") from exc

@@ -1,0 +1,50 @@
+"""Entry points for messages: translate one event into one service call."""
+
+from __future__ import annotations
+
+import asyncpg
+from tweetshop_contracts import (
+    BuyableTweetPosted,
+    Envelope,
+    ProductListed,
+    ProductUpdated,
+    ShipmentCreated,
+    ShipmentStatusChanged,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+
+from . import service
+
+
+async def on_product_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """catalog.products.v1 → the product read model (price, currency, stock, status)."""
+    match event:
+        case ProductListed() | ProductUpdated():
+            await service.record_product(conn, event)
+
+
+async def on_buyable_tweet(conn: asyncpg.Connection, event: Envelope) -> None:
+    """feed.buyable-tweets.v1 → which product each tweet sells."""
+    match event:
+        case BuyableTweetPosted():
+            await service.record_buyable_tweet(conn, event)
+
+
+async def on_reservation_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """catalog.reservations.v1 → charge the order, or cancel it."""
+    match event:
+        case StockReserved():
+            await service.on_stock_reserved(conn, event)
+        case StockRejected():
+            await service.on_stock_rejected(conn, event)
+        case StockReleased():
+            pass  # catalog confirming what checkout asked for (after a failure or a refund): nothing to do
+
+
+async def on_shipment_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """tracking.shipments.v1 → the order's shipment (its tracking_url)."""
+    match event:
+        case ShipmentCreated() | ShipmentStatusChanged():
+            await service.record_shipment(conn, event)

@@ -1,0 +1,134 @@
+"""checkout: orders, Stripe payments, refunds. The only wiring: HTTP routes, subscriptions, workers, runtime."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated
+
+import structlog
+from fastapi import Body, FastAPI, Header, Request, Response, status
+from tweetshop_contracts import topics
+from tweetshop_platform.auth import bearer_token
+from tweetshop_platform.errors import DomainError
+from tweetshop_platform.runtime import ServiceRuntime, create_service_app
+
+from . import domain, handlers, metrics, service
+from .api import OrderCreated, OrderIn, OrderOut, RefundIn, WebhookAck, idempotency_key_problem
+from .config import CheckoutSettings
+from .gateway import PaymentGateway, StripeGateway, verify_webhook
+from .worker import PaymentWorker
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGateway | None = None) -> FastAPI:
+    """The checkout service: HTTP API, its consumers, the payment worker and the outbox relay."""
+    settings = settings or CheckoutSettings()
+    runtime = ServiceRuntime(settings, package="checkout", produces=(topics.CHECKOUT_ORDERS,))
+    payments: PaymentGateway = gateway or StripeGateway(settings)
+    worker = PaymentWorker(lambda: runtime.pool, payments, settings)
+
+    runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products")
+    runtime.subscribe(topics.FEED_BUYABLE_TWEETS, handlers.on_buyable_tweet, group="tweets")
+    runtime.subscribe(
+        topics.CATALOG_RESERVATIONS,
+        handlers.on_reservation_event,
+        group="reservations",
+        after_commit=worker.after_reservation,
+    )
+    runtime.subscribe(topics.TRACKING_SHIPMENTS, handlers.on_shipment_event, group="shipments")
+    runtime.add_worker("payments", worker.run)
+
+    app = create_service_app(
+        runtime,
+        title="tweetshop checkout",
+        description=(
+            "Orders from tweets, paid with Stripe PaymentIntents. Publishes checkout.orders.v1; reads "
+            "catalog.products.v1, catalog.reservations.v1, feed.buyable-tweets.v1 and tracking.shipments.v1."
+        ),
+    )
+    app.state.payment_worker = worker
+
+    @app.post(
+        "/orders",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=OrderCreated,
+        tags=["orders"],
+        summary="Buy from a tweet",
+        responses={200: {"description": "The same request again (same Idempotency-Key): the same order"}},
+    )
+    async def place_order(
+        body: OrderIn,
+        request: Request,
+        response: Response,
+        idempotency_key: str | None = Header(
+            default=None, alias="Idempotency-Key", description="A fresh random value per purchase (e.g. a UUID)"
+        ),
+    ) -> OrderCreated:
+        problem = idempotency_key_problem(idempotency_key)
+        if problem is not None or idempotency_key is None:
+            raise DomainError(problem or "missing Idempotency-Key", code="idempotency_key_required")
+        placed = await service.place_order(
+            runtime.pool,
+            body.to_request(),
+            domain.request_fingerprint(body.canonical()),
+            idempotency_key,
+            str(request.state.correlation_id),
+        )
+        if placed.replayed:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Idempotent-Replayed"] = "true"
+        order = placed.order
+        return OrderCreated(
+            id=order.id,
+            status=order.status,
+            access_token=placed.access_token,
+            amount_minor=order.amount_minor,
+            currency=order.currency,
+        )
+
+    @app.get("/orders/{order_id}", response_model=OrderOut, tags=["orders"], summary="The order, for its buyer")
+    async def get_order(order_id: uuid.UUID, request: Request) -> OrderOut:
+        token = bearer_token(request)
+        order = await service.get_order(runtime.pool, order_id, token)
+        return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
+
+    @app.post(
+        "/orders/{order_id}/refund",
+        response_model=OrderOut,
+        tags=["orders"],
+        summary="Refund a paid order (all that is left, or amount_minor)",
+    )
+    async def refund_order(
+        order_id: uuid.UUID, request: Request, body: Annotated[RefundIn | None, Body()] = None
+    ) -> OrderOut:
+        token = bearer_token(request)
+        amount = body.amount_minor if body is not None else None
+        order = await service.refund_order(runtime.pool, payments, settings, order_id, token, amount)
+        return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
+
+    @app.post("/webhooks/stripe", response_model=WebhookAck, tags=["stripe"], summary="Stripe's signed events")
+    async def stripe_webhook(
+        request: Request, stripe_signature: str | None = Header(default=None, alias="Stripe-Signature")
+    ) -> WebhookAck:
+        payload = await request.body()
+        try:
+            verify_webhook(
+                payload,
+                stripe_signature,
+                settings.stripe_webhook_secret.get_secret_value(),
+                settings.stripe_webhook_tolerance_s,
+            )
+            event = json.loads(payload)
+            if not isinstance(event, dict):
+                raise ValueError("the event is not a JSON object")
+        except ValueError as exc:
+            metrics.WEBHOOKS.labels("unknown", "rejected").inc()
+            raise DomainError(str(exc), code="invalid_webhook") from None
+        outcome = await service.handle_stripe_event(runtime.pool, settings, event)
+        metrics.WEBHOOKS.labels(str(event.get("type", "unknown"))[:100], outcome).inc()
+        log.info("stripe webhook", stripe_event_id=event.get("id"), event_type=event.get("type"), outcome=outcome)
+        return WebhookAck(received=True, outcome=outcome)
+
+    return app

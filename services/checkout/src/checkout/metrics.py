@@ -1,0 +1,28 @@
+"""Prometheus metrics of checkout (the backbone's own are in tweetshop_platform.metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+ORDER_TRANSITIONS = Counter(
+    "checkout_order_transitions_total",
+    "Orders that moved between statuses (from_status 'new' for placed orders)",
+    ["from_status", "to_status"],
+)
+STRIPE_SECONDS = Histogram(
+    "checkout_stripe_call_seconds",
+    "Duration of calls to Stripe, by operation",
+    ["operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+STRIPE_ERRORS = Counter(
+    "checkout_stripe_errors_total", "Calls to Stripe that raised, by operation and error", ["operation", "error"]
+)
+PAYMENT_RETRIES = Counter(
+    "checkout_payment_retries_total", "Payments put back for a later try because Stripe was unavailable"
+)
+WEBHOOKS = Counter("checkout_stripe_webhooks_total", "Stripe webhook deliveries by outcome", ["event_type", "outcome"])
+UNEXPECTED_PAYMENTS = Counter(
+    "checkout_unexpected_payments_total",
+    "Payments that succeeded for orders already failed, cancelled or paid by another intent (refund by hand)",
+)

@@ -1,0 +1,345 @@
+"""The only SQL of checkout: `$n` parameters, explicit columns, rows turned into domain objects at once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from .domain import Buyer, Order, ProductView, ShippingAddress, TweetView
+
+_PRODUCT_COLUMNS = "id, merchant_id, title, price_minor, currency, stock_available, status, version"
+_ORDER_COLUMNS = (
+    "id, tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city, "
+    "ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status, "
+    "correlation_id, created_at, updated_at, stock_reserved, payment_attempts, payment_intent_id, client_secret, "
+    "failure_reason, cancel_reason, refunded_minor, shipment_id, shipment_status"
+)
+
+
+def _order(row: asyncpg.Record) -> Order:
+    return Order(
+        id=row["id"],
+        tweet_id=row["tweet_id"],
+        product_id=row["product_id"],
+        merchant_id=row["merchant_id"],
+        quantity=row["quantity"],
+        buyer=Buyer(id=row["buyer_id"], email=row["buyer_email"]),
+        shipping=ShippingAddress(
+            name=row["ship_name"],
+            line1=row["ship_line1"],
+            city=row["ship_city"],
+            country=row["ship_country"],
+            lat=row["ship_lat"],
+            lon=row["ship_lon"],
+        ),
+        payment_method=row["payment_method"],
+        unit_price_minor=row["unit_price_minor"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+        status=row["status"],
+        correlation_id=row["correlation_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        stock_reserved=row["stock_reserved"],
+        payment_attempts=row["payment_attempts"],
+        payment_intent_id=row["payment_intent_id"],
+        client_secret=row["client_secret"],
+        failure_reason=row["failure_reason"],
+        cancel_reason=row["cancel_reason"],
+        refunded_minor=row["refunded_minor"],
+        shipment_id=row["shipment_id"],
+        shipment_status=row["shipment_status"],
+    )
+
+
+# --- read models -----------------------------------------------------------------------
+
+
+async def upsert_product(conn: asyncpg.Connection, p: ProductView) -> bool:
+    """Keep the newest version of a product; False when ``p`` is older than what is stored (dropped)."""
+    applied = await conn.fetchval(
+        f"""INSERT INTO products ({_PRODUCT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (id) DO UPDATE SET merchant_id = EXCLUDED.merchant_id, title = EXCLUDED.title,
+                price_minor = EXCLUDED.price_minor, currency = EXCLUDED.currency,
+                stock_available = EXCLUDED.stock_available, status = EXCLUDED.status, version = EXCLUDED.version,
+                updated_at = now()
+            WHERE products.version < EXCLUDED.version
+            RETURNING true""",
+        p.id,
+        p.merchant_id,
+        p.title,
+        p.price_minor,
+        p.currency,
+        p.stock_available,
+        p.status,
+        p.version,
+    )
+    return bool(applied)
+
+
+async def get_product(conn: asyncpg.Connection, product_id: uuid.UUID) -> ProductView | None:
+    row = await conn.fetchrow(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = $1", product_id)
+    return ProductView(**dict(row.items())) if row else None
+
+
+async def upsert_tweet(conn: asyncpg.Connection, tweet: TweetView, posted_at: datetime) -> None:
+    await conn.execute(
+        """INSERT INTO buyable_tweets (tweet_id, product_id, merchant_id, posted_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tweet_id) DO NOTHING""",
+        tweet.tweet_id,
+        tweet.product_id,
+        tweet.merchant_id,
+        posted_at,
+    )
+
+
+async def get_tweet(conn: asyncpg.Connection, tweet_id: uuid.UUID) -> TweetView | None:
+    row = await conn.fetchrow(
+        "SELECT tweet_id, product_id, merchant_id FROM buyable_tweets WHERE tweet_id = $1", tweet_id
+    )
+    return TweetView(**dict(row.items())) if row else None
+
+
+# --- orders ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdempotentOrder:
+    """An order found by its Idempotency-Key, with what a replay needs."""
+
+    order: Order
+    request_hash: str
+    access_token_sealed: str
+
+
+async def get_order_by_key(conn: asyncpg.Connection, key_hash: str) -> IdempotentOrder | None:
+    row = await conn.fetchrow(
+        f"SELECT {_ORDER_COLUMNS}, request_hash, access_token_sealed FROM orders WHERE idempotency_key_hash = $1",
+        key_hash,
+    )
+    if row is None:
+        return None
+    return IdempotentOrder(_order(row), row["request_hash"], row["access_token_sealed"])
+
+
+async def insert_order(
+    conn: asyncpg.Connection, o: Order, *, key_hash: str, request_hash: str, token_hash: str, token_sealed: str
+) -> bool:
+    """False when an order with this Idempotency-Key exists (a concurrent twin won; its row is now visible)."""
+    inserted = await conn.fetchval(
+        """INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
+               tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city,
+               ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status,
+               correlation_id, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+               $22, $23, $24, $25)
+           ON CONFLICT (idempotency_key_hash) DO NOTHING
+           RETURNING true""",
+        o.id,
+        key_hash,
+        request_hash,
+        token_hash,
+        token_sealed,
+        o.tweet_id,
+        o.product_id,
+        o.merchant_id,
+        o.quantity,
+        o.buyer.id,
+        o.buyer.email,
+        o.shipping.name,
+        o.shipping.line1,
+        o.shipping.city,
+        o.shipping.country,
+        o.shipping.lat,
+        o.shipping.lon,
+        o.payment_method,
+        o.unit_price_minor,
+        o.amount_minor,
+        o.currency,
+        o.status,
+        o.correlation_id,
+        o.created_at,
+        o.updated_at,
+    )
+    return bool(inserted)
+
+
+async def get_order(conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
+    """One order; ``for_update`` locks it until the transaction ends (the worker and webhooks queue here)."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = $1{lock}", order_id)
+    return _order(row) if row else None
+
+
+async def get_order_id_by_intent(conn: asyncpg.Connection, payment_intent_id: str) -> uuid.UUID | None:
+    order_id: uuid.UUID | None = await conn.fetchval(
+        "SELECT id FROM orders WHERE payment_intent_id = $1", payment_intent_id
+    )
+    return order_id
+
+
+async def get_access_token_hash(conn: asyncpg.Connection, order_id: uuid.UUID) -> str | None:
+    token_hash: str | None = await conn.fetchval("SELECT access_token_hash FROM orders WHERE id = $1", order_id)
+    return token_hash
+
+
+async def save_order(conn: asyncpg.Connection, o: Order) -> None:
+    """Write what a transition may change."""
+    await conn.execute(
+        """UPDATE orders SET status = $2, stock_reserved = $3, payment_intent_id = $4, client_secret = $5,
+               failure_reason = $6, cancel_reason = $7, refunded_minor = $8, shipment_id = $9, shipment_status = $10,
+               updated_at = $11
+           WHERE id = $1""",
+        o.id,
+        o.status,
+        o.stock_reserved,
+        o.payment_intent_id,
+        o.client_secret,
+        o.failure_reason,
+        o.cancel_reason,
+        o.refunded_minor,
+        o.shipment_id,
+        o.shipment_status,
+        o.updated_at,
+    )
+
+
+async def schedule_payment(conn: asyncpg.Connection, order_id: uuid.UUID, delay_s: float | None) -> None:
+    """When the payment worker should look at the order next (None: never again)."""
+    if delay_s is None:
+        await conn.execute("UPDATE orders SET payment_due_at = NULL WHERE id = $1", order_id)
+    else:
+        await conn.execute(
+            "UPDATE orders SET payment_due_at = now() + make_interval(secs => $2) WHERE id = $1", order_id, delay_s
+        )
+
+
+async def claim_due_payments(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[Order]:
+    """Take up to ``limit`` due orders for this worker for ``lease_s`` seconds; other workers skip them.
+
+    A PaymentIntent creation attempt is counted here, committed before Stripe is called,
+    so a crash after the call is known on the next try (which then looks for the intent first).
+    """
+    rows = await conn.fetch(
+        f"""WITH due AS (
+                SELECT id FROM orders
+                WHERE payment_due_at <= now() AND status IN ('pending', 'requires_action')
+                ORDER BY payment_due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+            UPDATE orders o SET payment_due_at = now() + make_interval(secs => $2),
+                payment_attempts = o.payment_attempts
+                    + CASE WHEN o.payment_intent_id IS NULL AND o.status = 'pending' THEN 1 ELSE 0 END
+            FROM due WHERE o.id = due.id
+            RETURNING {", ".join("o." + c.strip() for c in _ORDER_COLUMNS.split(","))}""",
+        limit,
+        lease_s,
+    )
+    return [_order(r) for r in rows]
+
+
+async def set_shipment(
+    conn: asyncpg.Connection, order_id: uuid.UUID, shipment_id: uuid.UUID, shipment_status: str
+) -> bool:
+    """Remember the order's shipment; False when the order is not ours."""
+    updated = await conn.fetchval(
+        """UPDATE orders SET shipment_id = $2, shipment_status = $3, updated_at = now() WHERE id = $1
+           RETURNING true""",
+        order_id,
+        shipment_id,
+        shipment_status,
+    )
+    return bool(updated)
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    id: uuid.UUID
+    order_id: uuid.UUID
+    amount_minor: int
+    status: str
+    stripe_refund_id: str | None
+
+
+_REFUND_COLUMNS = "id, order_id, amount_minor, status, stripe_refund_id"
+
+
+async def refunds_in_flight_minor(conn: asyncpg.Connection, order_id: uuid.UUID) -> int:
+    """Amount of refunds asked of Stripe whose answer is not recorded yet."""
+    total = await conn.fetchval(
+        "SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE order_id = $1 AND status = 'requested'", order_id
+    )
+    return int(total)
+
+
+async def insert_refund(
+    conn: asyncpg.Connection, refund_id: uuid.UUID, order_id: uuid.UUID, amount_minor: int, recheck_after_s: float
+) -> None:
+    await conn.execute(
+        """INSERT INTO refunds (id, order_id, amount_minor, status, recheck_at)
+           VALUES ($1, $2, $3, 'requested', now() + make_interval(secs => $4))""",
+        refund_id,
+        order_id,
+        amount_minor,
+        recheck_after_s,
+    )
+
+
+async def get_refund(conn: asyncpg.Connection, refund_id: uuid.UUID, *, for_update: bool = False) -> RefundRow | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = $1{lock}", refund_id)
+    return RefundRow(**dict(row.items())) if row else None
+
+
+async def finish_refund(
+    conn: asyncpg.Connection,
+    refund_id: uuid.UUID,
+    status: str,
+    stripe_refund_id: str | None = None,
+    failure_reason: str | None = None,
+) -> None:
+    await conn.execute(
+        """UPDATE refunds SET status = $2, stripe_refund_id = coalesce($3, stripe_refund_id), failure_reason = $4,
+               updated_at = now()
+           WHERE id = $1""",
+        refund_id,
+        status,
+        stripe_refund_id,
+        failure_reason,
+    )
+
+
+async def claim_stale_refunds(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[RefundRow]:
+    """Requested refunds whose answer was lost, for this worker for ``lease_s`` seconds."""
+    rows = await conn.fetch(
+        f"""WITH due AS (
+                SELECT id FROM refunds WHERE status = 'requested' AND recheck_at <= now()
+                ORDER BY recheck_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+            UPDATE refunds r SET recheck_at = now() + make_interval(secs => $2)
+            FROM due WHERE r.id = due.id
+            RETURNING {", ".join("r." + c.strip() for c in _REFUND_COLUMNS.split(","))}""",
+        limit,
+        lease_s,
+    )
+    return [RefundRow(**dict(r.items())) for r in rows]
+
+
+# --- Stripe events ---------------------------------------------------------------------
+
+
+async def record_stripe_event(
+    conn: asyncpg.Connection, event_id: str, event_type: str, order_id: uuid.UUID | None
+) -> bool:
+    """Record a Stripe event once; False when it was seen before."""
+    inserted = await conn.fetchval(
+        """INSERT INTO stripe_events (event_id, event_type, order_id) VALUES ($1, $2, $3)
+           ON CONFLICT (event_id) DO NOTHING RETURNING true""",
+        event_id,
+        event_type,
+        order_id,
+    )
+    return bool(inserted)

@@ -1,0 +1,433 @@
+"""Checkout use cases: thin, transactional, each state change and its events committed together.
+
+Stripe is never called inside a database transaction: a payment attempt is
+recorded and committed first, Stripe is called, and the outcome is applied in a
+new transaction under the order's row lock, where the payment worker and
+Stripe's webhooks queue, so an order is paid (or failed) exactly once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+
+import asyncpg
+import structlog
+from tweetshop_contracts import (
+    BuyableTweetPosted,
+    Envelope,
+    ProductListed,
+    ProductUpdated,
+    ShipmentCreated,
+    ShipmentStatusChanged,
+    StockRejected,
+    StockReserved,
+    utc_now,
+)
+from tweetshop_platform import outbox
+from tweetshop_platform.errors import Conflict, DomainError, NotFound, Unprocessable
+
+from . import access, domain, metrics, repository
+from .config import CheckoutSettings
+from .domain import AWAITING_PAYMENT, Order, OrderStatus, PaymentOutcome, ProductView, PurchaseRequest, TweetView
+from .gateway import Intent, PaymentDeclined, PaymentGateway, PaymentProviderUnavailable, RefundResult
+
+log = structlog.get_logger(__name__)
+
+_PURCHASE_ERRORS: dict[str, type[DomainError]] = {
+    "unknown_product": NotFound,
+    "product_unavailable": Conflict,
+    "insufficient_stock": Conflict,
+    "tweet_product_mismatch": Unprocessable,
+}
+
+
+def _count(before: OrderStatus | None, after: OrderStatus) -> None:
+    if before != after:
+        metrics.ORDER_TRANSITIONS.labels(before or "new", after).inc()
+
+
+# --- read models of other services' topics ---------------------------------------------
+
+
+async def record_product(conn: asyncpg.Connection, event: ProductListed | ProductUpdated) -> None:
+    """Keep catalog's latest word on a product (older versions arriving late are dropped)."""
+    await repository.upsert_product(
+        conn,
+        ProductView(
+            id=event.product_id,
+            merchant_id=event.merchant_id,
+            title=event.title,
+            price_minor=event.price_minor,
+            currency=event.currency,
+            stock_available=event.stock_available,
+            status=event.status,
+            version=event.version,
+        ),
+    )
+
+
+async def record_buyable_tweet(conn: asyncpg.Connection, event: BuyableTweetPosted) -> None:
+    """Remember which product a tweet sells."""
+    await repository.upsert_tweet(
+        conn,
+        TweetView(tweet_id=event.tweet_id, product_id=event.product_id, merchant_id=event.merchant_id),
+        event.posted_at,
+    )
+
+
+async def record_shipment(conn: asyncpg.Connection, event: ShipmentCreated | ShipmentStatusChanged) -> None:
+    """The order's parcel got a shipment (GET /orders/{id} then shows tracking_url) or moved on."""
+    status = event.status if isinstance(event, ShipmentCreated) else event.to_status
+    if not await repository.set_shipment(conn, event.order_id, event.shipment_id, status):
+        log.warning("shipment for an unknown order", order_id=str(event.order_id))
+
+
+# --- placing and reading orders --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: Order
+    access_token: str
+    replayed: bool
+
+
+def _replay(found: repository.IdempotentOrder, request_hash: str, idempotency_key: str) -> PlacedOrder:
+    if found.request_hash != request_hash:
+        raise Conflict(
+            "this Idempotency-Key was already used for a different order; use a new key for a new order",
+            code="idempotency_key_reused",
+            order_id=str(found.order.id),
+        )
+    token = access.unseal_token(found.access_token_sealed, idempotency_key, found.order.id)
+    return PlacedOrder(found.order, token, replayed=True)
+
+
+async def place_order(
+    pool: asyncpg.Pool, request: PurchaseRequest, request_hash: str, idempotency_key: str, correlation_id: str
+) -> PlacedOrder:
+    """One order per Idempotency-Key: a new pending order plus OrderPlaced, or the order this exact request made."""
+    key_hash = access.idempotency_key_hash(idempotency_key)
+    async with pool.acquire() as conn, conn.transaction():
+        found = await repository.get_order_by_key(conn, key_hash)
+        if found is not None:
+            return _replay(found, request_hash, idempotency_key)
+        product = await repository.get_product(conn, request.product_id)
+        tweet = await repository.get_tweet(conn, request.tweet_id)
+        try:
+            price = domain.price_purchase(product, tweet, request)
+        except domain.PurchaseRefused as refused:
+            raise _PURCHASE_ERRORS.get(refused.code, Conflict)(refused.message, code=refused.code) from None
+        order, placed = domain.place(uuid.uuid4(), request, price, correlation_id, utc_now())
+        token, token_hash = access.new_access_token()
+        inserted = await repository.insert_order(
+            conn,
+            order,
+            key_hash=key_hash,
+            request_hash=request_hash,
+            token_hash=token_hash,
+            token_sealed=access.seal_token(token, idempotency_key, order.id),
+        )
+        if not inserted:
+            # A concurrent request with the same key committed first: its row is visible now.
+            twin = await repository.get_order_by_key(conn, key_hash)
+            assert twin is not None
+            return _replay(twin, request_hash, idempotency_key)
+        await outbox.enqueue(conn, placed)
+    _count(None, "pending")
+    log.info("order placed", order_id=str(order.id), amount_minor=order.amount_minor, currency=order.currency)
+    return PlacedOrder(order, token, replayed=False)
+
+
+async def _authorize(conn: asyncpg.Connection, order_id: uuid.UUID, access_token: str) -> None:
+    # Whether an order exists is private: a wrong token and no order answer the same.
+    token_hash = await repository.get_access_token_hash(conn, order_id)
+    if token_hash is None or not access.secret_matches(access_token, token_hash):
+        raise NotFound("no such order (or not yours)", code="order_not_found")
+
+
+async def get_order(pool: asyncpg.Pool, order_id: uuid.UUID, access_token: str) -> Order:
+    """The order, for the bearer of its access token."""
+    async with pool.acquire() as conn:
+        await _authorize(conn, order_id, access_token)
+        order = await repository.get_order(conn, order_id)
+    assert order is not None
+    return order
+
+
+# --- catalog's answers -----------------------------------------------------------------
+
+
+async def on_stock_reserved(conn: asyncpg.Connection, event: StockReserved) -> None:
+    """Stock is set aside: the order is due for payment (the worker charges it)."""
+    order = await repository.get_order(conn, event.order_id, for_update=True)
+    if order is None:
+        log.warning("reservation for an unknown order", order_id=str(event.order_id))
+        return
+    updated = domain.mark_stock_reserved(order)
+    if updated is order:
+        return  # already reserved, or the order ended: nothing to charge (twice)
+    await repository.save_order(conn, updated)
+    await repository.schedule_payment(conn, order.id, 0)
+
+
+async def on_stock_rejected(conn: asyncpg.Connection, event: StockRejected) -> None:
+    """No stock for the order: it is cancelled with catalog's reason, and nothing is charged."""
+    order = await repository.get_order(conn, event.order_id, for_update=True)
+    if order is None or order.status != "pending" or order.stock_reserved:
+        return
+    cancelled, cancelled_event = domain.cancel(order, event.reason, utc_now())
+    await repository.save_order(conn, cancelled)
+    await repository.schedule_payment(conn, order.id, None)
+    await outbox.enqueue(conn, cancelled_event)
+    _count(order.status, cancelled.status)
+
+
+# --- payments --------------------------------------------------------------------------
+
+
+async def apply_payment_outcome(
+    conn: asyncpg.Connection, order_id: uuid.UUID, outcome: PaymentOutcome, settings: CheckoutSettings
+) -> tuple[OrderStatus, OrderStatus] | None:
+    """Move the order as the PaymentIntent says, under its row lock; (before, after), or None if unknown.
+
+    Whoever comes second (the worker or a webhook) finds the order already moved and changes nothing.
+    """
+    order = await repository.get_order(conn, order_id, for_update=True)
+    if order is None:
+        return None
+    now = utc_now()
+    if order.status not in AWAITING_PAYMENT:
+        other_intent = order.payment_intent_id is not None and outcome.payment_intent_id != order.payment_intent_id
+        if outcome.kind == "paid" and (order.status in ("failed", "cancelled") or other_intent):
+            metrics.UNEXPECTED_PAYMENTS.inc()
+            log.error(
+                "a payment succeeded for an order that had ended or was paid by another intent; refund it by hand",
+                order_id=str(order.id),
+                status=order.status,
+                payment_intent_id=outcome.payment_intent_id,
+            )
+        if order.payment_intent_id is None and outcome.payment_intent_id is not None:
+            await repository.save_order(conn, replace(order, payment_intent_id=outcome.payment_intent_id))
+        await repository.schedule_payment(conn, order.id, None)
+        return order.status, order.status
+
+    events: list[Envelope] = []
+    next_look: float | None = None
+    updated = order
+    if outcome.kind == "paid" and outcome.payment_intent_id:
+        updated, paid = domain.pay(order, outcome.payment_intent_id, now)
+        events.append(paid)
+    elif outcome.kind == "failed":
+        updated, failed = domain.fail_payment(
+            order, outcome.reason or "the payment failed", outcome.payment_intent_id, now
+        )
+        events.append(failed)
+    elif outcome.kind == "cancelled":
+        updated, cancelled = domain.cancel(order, outcome.reason or "the payment was not completed", now)
+        events.append(cancelled)
+    elif outcome.kind == "requires_action" and outcome.payment_intent_id:
+        if order.status != "requires_action":
+            updated = domain.require_action(order, outcome.payment_intent_id, outcome.client_secret, now)
+        next_look = settings.payment_recheck_interval_s
+    else:  # processing: Stripe has not decided yet
+        updated = replace(order, payment_intent_id=outcome.payment_intent_id or order.payment_intent_id)
+        next_look = settings.payment_recheck_interval_s
+    if updated != order:
+        await repository.save_order(conn, updated)
+    await repository.schedule_payment(conn, order.id, next_look)
+    await outbox.enqueue(conn, *events)
+    return order.status, updated.status
+
+
+async def claim_due_payments(pool: asyncpg.Pool, settings: CheckoutSettings) -> list[Order]:
+    """Orders due for a payment step, leased to this worker; the attempt is committed before Stripe is called."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await repository.claim_due_payments(conn, settings.payment_batch_size, settings.payment_lease_s)
+
+
+async def _ask_stripe(gateway: PaymentGateway, settings: CheckoutSettings, order: Order) -> PaymentOutcome:
+    try:
+        if order.payment_intent_id is not None:
+            return await _check_intent(gateway, settings, order, order.payment_intent_id)
+        if order.payment_attempts > 1:
+            # An earlier attempt was recorded without its intent id (a crash or a lost answer): adopt what it made.
+            found = await gateway.find_intent_for_order(order.id)
+            if found is not None:
+                log.info("adopted the payment intent of an earlier attempt", payment_intent_id=found.id)
+                return found.outcome()
+        intent = await gateway.create_intent(order, order.payment_attempts)
+        return intent.outcome()
+    except PaymentDeclined as declined:
+        return PaymentOutcome("failed", declined.payment_intent_id, reason=declined.message)
+
+
+async def _check_intent(
+    gateway: PaymentGateway, settings: CheckoutSettings, order: Order, payment_intent_id: str
+) -> PaymentOutcome:
+    outcome = (await gateway.retrieve_intent(payment_intent_id)).outcome()
+    waited = (utc_now() - order.created_at).total_seconds()
+    if outcome.kind == "requires_action" and waited > settings.payment_action_timeout_s:
+        try:
+            await gateway.cancel_intent(payment_intent_id)
+        except PaymentDeclined:
+            # Stripe would not cancel: the buyer finished paying meanwhile. Take what Stripe says now.
+            return (await gateway.retrieve_intent(payment_intent_id)).outcome()
+        return PaymentOutcome("cancelled", payment_intent_id, reason="the payment was not completed in time")
+    return outcome
+
+
+def retry_delay(attempts: int, settings: CheckoutSettings) -> float:
+    """Backoff while Stripe is unreachable: 0.5 s, 1 s, 2 s, ... up to the configured maximum."""
+    return float(min(0.5 * 2 ** max(attempts - 1, 0), settings.payment_retry_max_backoff_s))
+
+
+async def settle_payment(pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings, order: Order) -> None:
+    """Take one claimed order one step further with Stripe: create, adopt or check its PaymentIntent."""
+    with structlog.contextvars.bound_contextvars(correlation_id=order.correlation_id, order_id=str(order.id)):
+        try:
+            outcome = await _ask_stripe(gateway, settings, order)
+        except PaymentProviderUnavailable as exc:
+            delay = retry_delay(order.payment_attempts, settings)
+            metrics.PAYMENT_RETRIES.inc()
+            log.warning("stripe unavailable; payment will be retried", error=str(exc), retry_in=delay)
+            async with pool.acquire() as conn, conn.transaction():
+                current = await repository.get_order(conn, order.id, for_update=True)
+                if current is not None and current.status in AWAITING_PAYMENT:
+                    await repository.schedule_payment(conn, order.id, delay)
+            return
+        async with pool.acquire() as conn, conn.transaction():
+            change = await apply_payment_outcome(conn, order.id, outcome, settings)
+        if change is not None:
+            _count(*change)
+            if change[0] != change[1]:
+                log.info("payment step applied", transition=f"{change[0]}->{change[1]}", outcome=outcome.kind)
+
+
+# --- Stripe webhooks -------------------------------------------------------------------
+
+_WEBHOOK_OUTCOMES = {
+    "payment_intent.succeeded": "paid",
+    "payment_intent.payment_failed": "failed",
+    "payment_intent.canceled": "failed",
+}
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+async def handle_stripe_event(pool: asyncpg.Pool, settings: CheckoutSettings, event: dict[str, object]) -> str:
+    """Apply one verified Stripe event once; returns what happened (for logs and metrics)."""
+    event_id = str(event.get("id", ""))
+    event_type = str(event.get("type", ""))
+    kind = _WEBHOOK_OUTCOMES.get(event_type)
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if kind is None or not isinstance(obj, dict) or not event_id or "id" not in obj:
+        return "ignored"
+    intent = Intent.from_data(obj)
+    if kind == "paid":
+        outcome = PaymentOutcome("paid", intent.id)
+    else:
+        reason = intent.error_message or ("the payment was cancelled" if "canceled" in event_type else None)
+        outcome = PaymentOutcome("failed", intent.id, reason=reason or "the payment failed")
+    order_id = _uuid_or_none(intent.order_id)
+    async with pool.acquire() as conn, conn.transaction():
+        if order_id is None:
+            order_id = await repository.get_order_id_by_intent(conn, intent.id)
+        if not await repository.record_stripe_event(conn, event_id, event_type, order_id):
+            return "duplicate"
+        change = None if order_id is None else await apply_payment_outcome(conn, order_id, outcome, settings)
+    if change is None:
+        return "not_ours"  # another shop on the same Stripe account (or localstripe shared by tests)
+    _count(*change)
+    return "applied" if change[0] != change[1] else "no_change"
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+async def refund_order(
+    pool: asyncpg.Pool,
+    gateway: PaymentGateway,
+    settings: CheckoutSettings,
+    order_id: uuid.UUID,
+    access_token: str,
+    amount_minor: int | None,
+) -> Order:
+    """Give money back (all that is left by default); OrderRefunded goes out with the new status."""
+    refund_id = uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await _authorize(conn, order_id, access_token)
+        order = await repository.get_order(conn, order_id, for_update=True)
+        assert order is not None
+        in_flight = await repository.refunds_in_flight_minor(conn, order_id)
+        try:
+            amount = domain.plan_refund(order, amount_minor, in_flight)
+        except domain.RefundRefused as refused:
+            raise Conflict(refused.message, code=refused.code) from None
+        await repository.insert_refund(conn, refund_id, order_id, amount, settings.refund_recheck_after_s)
+    assert order.payment_intent_id is not None
+    try:
+        result = await gateway.create_refund(order.payment_intent_id, amount, refund_id, order.id)
+    except PaymentDeclined as declined:
+        async with pool.acquire() as conn, conn.transaction():
+            await repository.finish_refund(conn, refund_id, "failed", failure_reason=declined.message)
+        raise Conflict(f"Stripe refused the refund: {declined.message}", code="refund_refused") from None
+    except PaymentProviderUnavailable:
+        raise DomainError(
+            "the payment provider did not answer; the refund is recorded and will be completed automatically",
+            code="payment_provider_unavailable",
+            status=503,
+            refund_id=str(refund_id),
+        ) from None
+    return await complete_refund(pool, refund_id, result)
+
+
+async def complete_refund(pool: asyncpg.Pool, refund_id: uuid.UUID, result: RefundResult) -> Order:
+    """Record Stripe's refund on the order, once."""
+    async with pool.acquire() as conn, conn.transaction():
+        refund_row = await repository.get_refund(conn, refund_id)
+        assert refund_row is not None
+        # Lock the order before the refund row, as refund_order does: no lock-order deadlock.
+        order = await repository.get_order(conn, refund_row.order_id, for_update=True)
+        refund_row = await repository.get_refund(conn, refund_id, for_update=True)
+        assert order is not None and refund_row is not None
+        if refund_row.status != "requested":
+            return order
+        updated, refunded = domain.refund(order, refund_row.amount_minor, utc_now())
+        await repository.save_order(conn, updated)
+        await repository.finish_refund(conn, refund_id, "succeeded", stripe_refund_id=result.id)
+        await outbox.enqueue(conn, refunded)
+    _count(order.status, updated.status)
+    log.info("order refunded", order_id=str(order.id), amount_minor=refund_row.amount_minor, full=refunded.full)
+    return updated
+
+
+async def resume_stale_refunds(pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings) -> int:
+    """Finish refunds whose Stripe answer was lost: adopt Stripe's refund if it exists, else ask again."""
+    async with pool.acquire() as conn, conn.transaction():
+        stale = await repository.claim_stale_refunds(conn, settings.payment_batch_size, settings.payment_lease_s)
+    for row in stale:
+        async with pool.acquire() as conn:
+            order = await repository.get_order(conn, row.order_id)
+        if order is None or order.payment_intent_id is None:
+            continue
+        try:
+            result = await gateway.find_refund(order.payment_intent_id, row.id)
+            if result is None:
+                result = await gateway.create_refund(order.payment_intent_id, row.amount_minor, row.id, order.id)
+        except PaymentDeclined as declined:
+            async with pool.acquire() as conn, conn.transaction():
+                await repository.finish_refund(conn, row.id, "failed", failure_reason=declined.message)
+            continue
+        except PaymentProviderUnavailable as exc:
+            log.warning("stripe unavailable; refund will be retried", refund_id=str(row.id), error=str(exc))
+            continue
+        await complete_refund(pool, row.id, result)
+    return len(stale)

@@ -1,0 +1,74 @@
+"""The payment worker: charges orders whose stock is reserved, and checks undecided payments with Stripe.
+
+It wakes when a reservation commits (in this process) and polls as well, so
+an order is never stranded by a crash or by a reservation handled by another
+replica. Orders are leased with ``FOR UPDATE SKIP LOCKED``, so replicas share the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+from tweetshop_contracts import Envelope, StockReserved
+
+from . import service
+from .config import CheckoutSettings
+from .domain import Order
+from .gateway import PaymentGateway
+
+log = structlog.get_logger(__name__)
+
+
+class PaymentWorker:
+    def __init__(self, pool: Callable[[], asyncpg.Pool], gateway: PaymentGateway, settings: CheckoutSettings) -> None:
+        # The pool exists only once the runtime has started: ask for it when working.
+        self._pool = pool
+        self._gateway = gateway
+        self._settings = settings
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    async def after_reservation(self, event: Envelope) -> None:
+        """after_commit hook of the reservations subscriber."""
+        if isinstance(event, StockReserved):
+            self.wake()
+
+    async def run(self) -> None:
+        """Work until cancelled."""
+        refunds_checked = 0.0
+        while True:
+            self._wake.clear()
+            claimed = await self.run_once()
+            if time.monotonic() - refunds_checked > self._settings.refund_recheck_after_s / 2:
+                refunds_checked = time.monotonic()
+                await self._resume_refunds()
+            if len(claimed) < self._settings.payment_batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.payment_poll_interval_s)
+
+    async def run_once(self) -> list[Order]:
+        """Claim one batch of due orders and take each one step further, concurrently."""
+        claimed = await service.claim_due_payments(self._pool(), self._settings)
+        if claimed:
+            await asyncio.gather(*(self._settle(order) for order in claimed))
+        return claimed
+
+    async def _settle(self, order: Order) -> None:
+        try:
+            await service.settle_payment(self._pool(), self._gateway, self._settings, order)
+        except Exception as exc:  # one bad order must not stop the batch; its lease expires and it is retried
+            log.exception("payment step failed", order_id=str(order.id), error=repr(exc))
+
+    async def _resume_refunds(self) -> None:
+        try:
+            await service.resume_stale_refunds(self._pool(), self._gateway, self._settings)
+        except Exception as exc:
+            log.exception("resuming refunds failed", error=repr(exc))

@@ -1,0 +1,55 @@
+"""Small fakes that satisfy checkout's real interfaces, handed to tests as fixtures."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+from checkout.domain import Order
+from checkout.gateway import Intent, PaymentDeclined, RefundResult
+
+
+@dataclass
+class FakeGateway:
+    """A payment provider that answers from a script and remembers what it was asked."""
+
+    create_status: str = "succeeded"
+    decline_with: str | None = None
+    existing: dict[uuid.UUID, Intent] = field(default_factory=dict)
+    intents: dict[str, Intent] = field(default_factory=dict)
+    created: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+    async def create_intent(self, order: Order, attempt: int) -> Intent:
+        self.created.append((order.id, attempt))
+        if self.decline_with:
+            raise PaymentDeclined(self.decline_with, f"pi_declined_{attempt}")
+        intent = Intent(f"pi_{len(self.created)}", self.create_status, "secret", None, str(order.id))
+        self.intents[intent.id] = intent
+        return intent
+
+    async def find_intent_for_order(self, order_id: uuid.UUID) -> Intent | None:
+        return self.existing.get(order_id)
+
+    async def retrieve_intent(self, payment_intent_id: str) -> Intent:
+        return self.intents[payment_intent_id]
+
+    async def cancel_intent(self, payment_intent_id: str) -> Intent:
+        self.cancelled.append(payment_intent_id)
+        intent = self.intents[payment_intent_id]
+        return Intent(intent.id, "canceled", None, None, intent.order_id)
+
+    async def create_refund(
+        self, payment_intent_id: str, amount_minor: int, refund_id: uuid.UUID, order_id: uuid.UUID
+    ) -> RefundResult:
+        return RefundResult(f"re_{refund_id.hex[:8]}", "succeeded", amount_minor)
+
+    async def find_refund(self, payment_intent_id: str, refund_id: uuid.UUID) -> RefundResult | None:
+        return None
+
+
+@pytest.fixture
+def fake_gateway_class() -> type[FakeGateway]:
+    """The fake payment provider, to build with the answers a test needs."""
+    return FakeGateway
