@@ -38,7 +38,10 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 def stack(service_process: Any) -> dict[str, str]:
     """The four services, each its own OS process, in one test database and one topic namespace."""
-    return {name: service_process.start(name).base_url for name in ("catalog", "feed", "checkout", "tracking")}
+    started = [service_process.start(name, wait_ready=False) for name in ("catalog", "feed", "checkout", "tracking")]
+    for service in started:  # they start side by side; each waits for its broker and database
+        service.wait_ready()
+    return {service.name: service.base_url for service in started}
 
 
 def a_listed_product(stack: dict[str, str], stock: int, price_minor: int = 2500) -> tuple[dict[str, Any], str]:
@@ -133,7 +136,9 @@ def wait_for_status(stack: dict[str, str], order: dict[str, Any], wanted: str) -
 def payment_intents_of(stripe_base_url: str, order_id: str) -> list[Any]:
     client = stripe.StripeClient(DEV_STRIPE_API_KEY, base_addresses={"api": stripe_base_url})
     intents = client.v1.payment_intents.list(params={"limit": 100})
-    return [pi for pi in intents.auto_paging_iter() if (pi.metadata or {}).get("order_id") == order_id]
+    return [
+        pi for pi in intents.auto_paging_iter() if pi.metadata and pi.metadata.to_dict().get("order_id") == order_id
+    ]
 
 
 def test_a_buyer_pays_for_a_tweeted_product_and_follows_the_parcel(

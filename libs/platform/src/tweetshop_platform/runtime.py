@@ -68,7 +68,8 @@ class ServiceRuntime:
         self, topic: str, handler: Handler, *, group: str | None = None, after_commit: AfterCommit | None = None
     ) -> None:
         """Handle ``topic`` in consumer group ``<service>.<group>`` (default: the handler's name)."""
-        group_id = f"{self.name}.{group or getattr(handler, '__name__', 'handler')}"
+        # The topic namespace (empty in production) also isolates consumer groups between test runs.
+        group_id = f"{self.topics.namespace}{self.name}.{group or getattr(handler, '__name__', 'handler')}"
         self._subscriptions.append(_Subscription(topic, group_id, handler, after_commit))
 
     def add_worker(self, name: str, worker: Worker) -> None:

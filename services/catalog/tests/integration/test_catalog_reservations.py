@@ -112,7 +112,7 @@ async def test_a_poison_message_is_parked_on_the_dlq_and_the_partition_keeps_flo
     assert dlq[0].value.startswith(b'{"event_type": "OrderPlaced", "oops"')
     assert dlq[0].key == key
     assert dlq[0].headers["dlq_original_topic"] == topics.CHECKOUT_ORDERS
-    assert dlq[0].headers["dlq_consumer_group"] == "catalog.orders"
+    assert dlq[0].headers["dlq_consumer_group"] == ns + "catalog.orders"
     assert "dlq_error" in dlq[0].headers and dlq[0].headers["dlq_error"]
     assert dlq[1].headers["correlation_id"] == "poison-2"
 
