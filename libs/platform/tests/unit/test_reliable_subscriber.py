@@ -1,0 +1,160 @@
+"""The delivery rules of a reliable subscriber, on FastStream's in-memory broker with a fake database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from tweetshop_contracts import OrderPlaced, topics
+from tweetshop_platform.consumer import PermanentError, ReliableSubscriber
+from tweetshop_platform.kafka import TopicNames
+
+
+class FakeConnection:
+    """Just enough of asyncpg.Connection: a transaction and the inbox insert."""
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        staged = set(self.db.inbox)
+        try:
+            yield
+        except BaseException:
+            self.db.inbox = staged  # rolled back with the failed handler
+            raise
+
+    async def fetchval(self, _sql: str, consumer: str, event_id: uuid.UUID, *_: Any) -> bool | None:
+        if (consumer, event_id) in self.db.inbox:
+            return None
+        self.db.inbox.add((consumer, event_id))
+        return True
+
+
+class FakeDatabase:
+    def __init__(self) -> None:
+        self.inbox: set[tuple[str, uuid.UUID]] = set()
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[FakeConnection]:
+        yield FakeConnection(self)
+
+
+def placed(event_id: uuid.UUID | None = None) -> OrderPlaced:
+    return OrderPlaced(
+        event_id=event_id or uuid.uuid4(),
+        producer="test",
+        correlation_id="corr-1",
+        order_id=uuid.uuid4(),
+        product_id=uuid.uuid4(),
+        quantity=1,
+        tweet_id=uuid.uuid4(),
+        buyer_id="b",
+        amount_minor=100,
+        currency="EUR",
+        unit_price_minor=100,
+    )
+
+
+class Harness:
+    def __init__(self, *, fail_times: int = 0, error: Exception | None = None) -> None:
+        self.broker = KafkaBroker()
+        self.db = FakeDatabase()
+        self.applied: list[OrderPlaced] = []
+        self.attempts = 0
+        self.fail_times = fail_times
+        self.error = error or RuntimeError("boom")
+        self.parked: list[tuple[bytes, dict[str, str]]] = []
+        ReliableSubscriber(
+            broker=self.broker,
+            pool=self.db,  # type: ignore[arg-type]
+            topics=TopicNames(""),
+            topic=topics.CHECKOUT_ORDERS,
+            group_id="test.orders",
+            handler=self.handle,
+            max_retries=2,
+            retry_backoff=0,
+        )
+
+        @self.broker.subscriber(topics.CHECKOUT_ORDERS + ".dlq")
+        async def park(msg: KafkaMessage) -> None:
+            self.parked.append((msg.body, {k: str(v) for k, v in msg.headers.items()}))
+
+    async def handle(self, _conn: Any, event: OrderPlaced) -> None:
+        self.attempts += 1
+        if self.attempts <= self.fail_times:
+            raise self.error
+        self.applied.append(event)
+
+
+async def test_an_event_is_applied_once_even_when_delivered_twice() -> None:
+    h = Harness()
+    event = placed()
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish(event.to_bytes(), topics.CHECKOUT_ORDERS)
+        await broker.publish(event.to_bytes(), topics.CHECKOUT_ORDERS)
+    assert [e.event_id for e in h.applied] == [event.event_id]
+    assert h.parked == []
+
+
+async def test_a_failing_handler_is_retried_and_then_succeeds_without_dead_lettering() -> None:
+    h = Harness(fail_times=2)
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish(placed().to_bytes(), topics.CHECKOUT_ORDERS)
+    assert h.attempts == 3 and len(h.applied) == 1
+    assert h.parked == []
+
+
+async def test_a_handler_that_keeps_failing_parks_the_message_with_the_error_in_headers() -> None:
+    h = Harness(fail_times=100)
+    event = placed()
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish(event.to_bytes(), topics.CHECKOUT_ORDERS, headers={"correlation_id": "corr-1"})
+    assert h.attempts == 3, "one try plus max_retries=2"
+    [(value, headers)] = h.parked
+    assert value == event.to_bytes()
+    assert headers["dlq_error"] == "boom"
+    assert headers["dlq_error_type"] == "RuntimeError"
+    assert headers["dlq_attempts"] == "3"
+    assert headers["dlq_consumer_group"] == "test.orders"
+    assert headers["correlation_id"] == "corr-1"
+    assert h.db.inbox == set(), "the failed attempts left nothing behind"
+
+
+async def test_a_permanent_error_is_parked_without_retrying() -> None:
+    h = Harness(fail_times=100, error=PermanentError("cannot ever apply"))
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish(placed().to_bytes(), topics.CHECKOUT_ORDERS)
+    assert h.attempts == 1
+    assert len(h.parked) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"event_type": "OrderPlaced"}',
+        placed().to_bytes().replace(b'"quantity":1', b'"quantity":-1'),
+    ],
+)
+async def test_a_message_that_breaks_the_contract_is_parked_at_once(value: bytes) -> None:
+    h = Harness()
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish(value, topics.CHECKOUT_ORDERS)
+    assert h.attempts == 0
+    assert [v for v, _ in h.parked] == [value]
+
+
+async def test_an_event_type_from_a_newer_producer_is_skipped_not_parked() -> None:
+    h = Harness()
+    newer = placed().to_bytes().replace(b'"OrderPlaced"', b'"OrderGiftWrapped"')
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish(newer, topics.CHECKOUT_ORDERS)
+    assert h.attempts == 0 and h.parked == []
