@@ -9,8 +9,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ARG SERVICE
 RUN case "${SERVICE}" in \
-      catalog|feed|checkout|tracking) ;; \
-      *) echo "build with --build-arg SERVICE=catalog|feed|checkout|tracking (got '${SERVICE}')" >&2; exit 1 ;; \
+      catalog|feed|checkout|tracking|webapp) ;; \
+      *) echo "build with --build-arg SERVICE=catalog|feed|checkout|tracking|webapp (got '${SERVICE}')" >&2; exit 1 ;; \
     esac
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -4,11 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PKGS := -e libs/contracts -e libs/platform -e libs/devstack \
-        -e services/catalog -e services/feed -e services/checkout -e services/tracking
+        -e services/catalog -e services/feed -e services/checkout -e services/tracking -e services/webapp
 
 .PHONY: install run test lint typecheck unit up down clean
 
-$(STAMP): constraints.txt libs/*/pyproject.toml services/*/pyproject.toml requirements-dev.txt
+$(STAMP): constraints.txt libs/*/pyproject.toml services/*/pyproject.toml requirements-dev.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt $(PKGS) -r requirements-dev.txt

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 # Public contract v1 ports; each equals the http_port default of that service's settings class.
-CONTRACT_PORTS: dict[str, int] = {"catalog": 8001, "feed": 8002, "checkout": 8003, "tracking": 8004}
+CONTRACT_PORTS: dict[str, int] = {"catalog": 8001, "feed": 8002, "checkout": 8003, "tracking": 8004, "webapp": 8000}
 
 
 def default_url(environ: dict[str, str]) -> str:

@@ -438,7 +438,10 @@ class ServiceProcesses:
             kafka_idempotence=self.kafka.is_apache,
             stripe_base_url=stripe_base_url,
             tracking_public_url=self.url_for("tracking"),
-            service_urls={name: self.url_for(name) for name in ("catalog", "feed", "checkout", "tracking")},
+            service_urls={
+                **{name: self.url_for(name) for name in ("catalog", "feed", "checkout", "tracking")},
+                **({"stripe": self._request.getfixturevalue("stripe_base_url")} if definition.name == "webapp" else {}),
+            },
             topic_namespace=self.topic_namespace if topic_namespace is None else topic_namespace,
         )
         instance = definition.name if first else f"{definition.name}-{port}"

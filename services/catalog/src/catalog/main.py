@@ -41,6 +41,16 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         )
         return MerchantCreated(id=merchant_id, handle=body.handle, name=body.name, api_key=api_key)
 
+    @app.get(
+        "/merchants/me",
+        response_model=MerchantOut,
+        tags=["merchants"],
+        summary="The merchant of the presented API key (sign in with a key)",
+    )
+    async def who_am_i(request: Request) -> MerchantOut:
+        merchant = await service.merchant_for_key(runtime.pool, bearer_token(request))
+        return MerchantOut(id=merchant["id"], handle=merchant["handle"], name=merchant["name"])
+
     @app.get("/merchants/{merchant_id}", response_model=MerchantOut, tags=["merchants"])
     async def get_merchant(merchant_id: uuid.UUID) -> MerchantOut:
         async with runtime.pool.acquire() as conn:

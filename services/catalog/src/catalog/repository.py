@@ -46,6 +46,11 @@ async def get_merchant_by_handle(conn: asyncpg.Connection, handle: str) -> dict[
     return dict(row.items()) if row else None
 
 
+async def get_merchant_by_key_hash(conn: asyncpg.Connection, key_hash: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT id, handle, name, created_at FROM merchants WHERE api_key_hash = $1", key_hash)
+    return dict(row.items()) if row else None
+
+
 async def set_merchant_key(conn: asyncpg.Connection, merchant_id: uuid.UUID, key_hash: str) -> None:
     await conn.execute("UPDATE merchants SET api_key_hash = $2 WHERE id = $1", merchant_id, key_hash)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 from tweetshop_contracts import (
@@ -21,8 +22,8 @@ from tweetshop_contracts import (
     StockReserved,
 )
 from tweetshop_platform import outbox
-from tweetshop_platform.auth import new_secret, secret_matches
-from tweetshop_platform.errors import Conflict, Forbidden, NotFound
+from tweetshop_platform.auth import hash_secret, new_secret, secret_matches
+from tweetshop_platform.errors import Conflict, Forbidden, NotFound, Unauthorized
 
 from . import domain, repository
 from .domain import Product
@@ -72,6 +73,15 @@ async def authorize_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID, a
         raise NotFound("unknown merchant", code="unknown_merchant")
     if not secret_matches(api_key, merchant["api_key_hash"]):
         raise Forbidden("this key does not belong to the merchant")
+
+
+async def merchant_for_key(pool: asyncpg.Pool, api_key: str) -> dict[str, Any]:
+    """The merchant whose API key this is (a merchant signs in with its key), or 401."""
+    async with pool.acquire() as conn:
+        merchant = await repository.get_merchant_by_key_hash(conn, hash_secret(api_key))
+    if merchant is None:
+        raise Unauthorized("this API key belongs to no merchant (it may have been rotated)", code="invalid_api_key")
+    return merchant
 
 
 async def rotate_key(pool: asyncpg.Pool, merchant_id: uuid.UUID, api_key: str) -> str:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tweetshop_platform.errors import Unprocessable
 
 from . import domain
-from .domain import Merchant, Product, TweetView
+from .domain import Follow, Merchant, Product, TweetView
 
 
 class TweetIn(BaseModel):
@@ -96,3 +96,37 @@ class TweetOut(BaseModel):
 class TimelineOut(BaseModel):
     tweets: list[TweetOut] = Field(description="Newest first")
     next_cursor: str | None = Field(description="Pass as `?cursor=` for the next page; null on the last page")
+
+
+class FollowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    buyer_id: str = Field(
+        min_length=1,
+        max_length=domain.BUYER_ID_MAX_CHARS,
+        description="The buyer's opaque id (1 to 200 visible ASCII characters), as sent with its orders",
+    )
+    merchant_id: uuid.UUID = Field(description="The merchant to follow")
+
+    @field_validator("buyer_id")
+    @classmethod
+    def _buyer_id_rules(cls, value: str) -> str:
+        try:
+            return domain.check_buyer_id(value)
+        except Unprocessable as exc:
+            raise ValueError(exc.message) from exc
+
+
+class FollowOut(BaseModel):
+    buyer_id: str
+    merchant: MerchantOut
+    followed_at: datetime
+
+    @classmethod
+    def of(cls, f: Follow) -> FollowOut:
+        return cls(buyer_id=f.buyer_id, merchant=MerchantOut.of(f.merchant), followed_at=f.followed_at)
+
+
+class FollowingOut(BaseModel):
+    buyer_id: str
+    following: list[FollowOut] = Field(description="Most recently followed first")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,9 @@ from typing import Literal
 from tweetshop_platform.errors import Conflict, Forbidden, Unprocessable
 
 TWEET_MAX_CHARS = 280
+BUYER_ID_MAX_CHARS = 200
+# Visible ASCII only: a buyer id travels in URLs (`?buyer_id=`) and logs, so no spaces or control characters.
+_BUYER_ID = re.compile(rf"[\x21-\x7e]{{1,{BUYER_ID_MAX_CHARS}}}")
 ProductStatus = Literal["active", "delisted"]
 
 
@@ -75,6 +79,15 @@ class TweetView:
         return self.product is not None and self.product.buyable
 
 
+@dataclass(frozen=True)
+class Follow:
+    """A buyer follows a merchant: the merchant's tweets appear on the buyer's timeline."""
+
+    buyer_id: str
+    merchant: Merchant
+    followed_at: datetime
+
+
 # --- rules -----------------------------------------------------------------------------
 
 
@@ -111,6 +124,15 @@ def check_product_for_tweet(product: Product | None, product_id: uuid.UUID, merc
     if product.status != "active":
         raise Conflict("this product is no longer on sale", code="product_not_on_sale", product_status=product.status)
     return product
+
+
+def check_buyer_id(buyer_id: str) -> str:
+    """The buyer id as given, or 422: 1 to 200 visible ASCII characters (the buyer's opaque id)."""
+    if not _BUYER_ID.fullmatch(buyer_id):
+        raise Unprocessable(
+            f"buyer_id must be 1 to {BUYER_ID_MAX_CHARS} visible ASCII characters (no spaces)", code="invalid_buyer_id"
+        )
+    return buyer_id
 
 
 def supersedes(incoming_version: int, current_version: int | None) -> bool:

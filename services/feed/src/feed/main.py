@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import FastAPI, Query, Request, status
+from fastapi import FastAPI, Query, Request, Response, status
 from tweetshop_contracts import topics
 from tweetshop_platform.auth import bearer_token
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import handlers, service
-from .api import TimelineOut, TweetIn, TweetOut
+from .api import FollowIn, FollowingOut, FollowOut, TimelineOut, TweetIn, TweetOut
 from .config import FeedSettings
 
 
@@ -25,7 +25,8 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
         runtime,
         title="tweetshop feed",
         description=(
-            "Merchants' tweets and the buyers' timeline. A tweet that carries a product is buyable "
+            "Merchants' tweets and the buyers' timeline (everyone's, or the followed merchants' with "
+            "`?buyer_id=`; buyers follow merchants through /follows). A tweet that carries a product is buyable "
             "(announced on feed.buyable-tweets.v1); its card shows the product's live price and stock, "
             "kept from catalog.products.v1 and catalog.merchants.v1."
         ),
@@ -52,10 +53,44 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=100, description="Tweets per page")] = 20,
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
         merchant_id: Annotated[uuid.UUID | None, Query(description="Only this merchant's tweets")] = None,
+        buyer_id: Annotated[
+            str | None, Query(max_length=200, description="Only the tweets of the merchants this buyer follows")
+        ] = None,
     ) -> TimelineOut:
         views, next_cursor = await service.timeline_page(
-            runtime.pool, limit=limit, cursor=cursor, merchant_id=merchant_id
+            runtime.pool, limit=limit, cursor=cursor, merchant_id=merchant_id, buyer_id=buyer_id
         )
         return TimelineOut(tweets=[TweetOut.of(v) for v in views], next_cursor=next_cursor)
+
+    @app.post(
+        "/follows",
+        status_code=status.HTTP_201_CREATED,
+        response_model=FollowOut,
+        tags=["follows"],
+        summary="A buyer follows a merchant",
+        responses={200: {"description": "The buyer already followed this merchant"}},
+    )
+    async def follow(body: FollowIn, response: Response) -> FollowOut:
+        found, created = await service.follow(runtime.pool, body.buyer_id, body.merchant_id)
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return FollowOut.of(found)
+
+    @app.delete(
+        "/follows",
+        status_code=status.HTTP_204_NO_CONTENT,
+        tags=["follows"],
+        summary="A buyer stops following a merchant (204 also when it did not follow it)",
+    )
+    async def unfollow(
+        buyer_id: Annotated[str, Query(max_length=200)], merchant_id: Annotated[uuid.UUID, Query()]
+    ) -> Response:
+        await service.unfollow(runtime.pool, buyer_id, merchant_id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @app.get("/follows", response_model=FollowingOut, tags=["follows"], summary="The merchants a buyer follows")
+    async def following(buyer_id: Annotated[str, Query(max_length=200)]) -> FollowingOut:
+        follows = await service.following(runtime.pool, buyer_id)
+        return FollowingOut(buyer_id=buyer_id, following=[FollowOut.of(f) for f in follows])
 
     return app

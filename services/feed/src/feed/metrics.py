@@ -10,3 +10,8 @@ PRODUCT_EVENTS = Counter(
     "Product events applied to the read model, or skipped as stale (an older version than the stored one)",
     ["outcome"],
 )
+FOLLOWS = Counter(
+    "tweetshop_feed_follows_total",
+    "Follow and unfollow requests by outcome (follow, already_following, unfollow, not_following)",
+    ["outcome"],
+)

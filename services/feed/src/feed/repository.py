@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from .domain import Cursor, Merchant, Product, Tweet, TweetView
+from .domain import Cursor, Follow, Merchant, Product, Tweet, TweetView
 
 _PRODUCT_COLUMNS = (
     "id, merchant_id, title, description, image_url, price_minor, currency, stock_available, status, version"
@@ -143,8 +143,12 @@ async def timeline(
     limit: int,
     after: Cursor | None = None,
     merchant_ids: Sequence[uuid.UUID] | None = None,
+    followed_by: str | None = None,
 ) -> list[TweetView]:
-    """Up to ``limit`` tweets, newest first, strictly after ``after``; only ``merchant_ids``' tweets when given."""
+    """Up to ``limit`` tweets, newest first, strictly after ``after``.
+
+    Only ``merchant_ids``' tweets when given; only the tweets of the merchants ``followed_by`` follows when given.
+    """
     conditions: list[str] = []
     args: list[Any] = []
     if after is not None:
@@ -153,9 +157,48 @@ async def timeline(
     if merchant_ids is not None:
         args.append(list(merchant_ids))
         conditions.append(f"t.merchant_id = ANY(${len(args)}::uuid[])")
+    if followed_by is not None:
+        # A subquery, not a list of ids fetched first: one round trip whatever the number of follows.
+        args.append(followed_by)
+        conditions.append(f"t.merchant_id IN (SELECT f.merchant_id FROM follows f WHERE f.buyer_id = ${len(args)})")
     args.append(limit)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = await conn.fetch(
         f"{_TWEET_VIEW_SELECT}{where} ORDER BY t.created_at DESC, t.id DESC LIMIT ${len(args)}", *args
     )
     return [_tweet_view(r) for r in rows]
+
+
+# --- follows ---------------------------------------------------------------------------
+
+
+async def insert_follow(conn: asyncpg.Connection, buyer_id: str, merchant_id: uuid.UUID) -> bool:
+    """Record that ``buyer_id`` follows ``merchant_id``; False when it already did."""
+    inserted = await conn.fetchval(
+        """INSERT INTO follows (buyer_id, merchant_id) VALUES ($1, $2)
+           ON CONFLICT (buyer_id, merchant_id) DO NOTHING RETURNING true""",
+        buyer_id,
+        merchant_id,
+    )
+    return bool(inserted)
+
+
+async def delete_follow(conn: asyncpg.Connection, buyer_id: str, merchant_id: uuid.UUID) -> bool:
+    """Forget that ``buyer_id`` follows ``merchant_id``; False when it did not."""
+    deleted = await conn.fetchval(
+        "DELETE FROM follows WHERE buyer_id = $1 AND merchant_id = $2 RETURNING true", buyer_id, merchant_id
+    )
+    return bool(deleted)
+
+
+async def follows_of(conn: asyncpg.Connection, buyer_id: str, *, merchant_id: uuid.UUID | None = None) -> list[Follow]:
+    """The merchants ``buyer_id`` follows (only ``merchant_id`` when given), most recently followed first."""
+    rows = await conn.fetch(
+        """SELECT f.merchant_id, f.created_at, m.handle, m.name
+           FROM follows f JOIN merchants m ON m.id = f.merchant_id
+           WHERE f.buyer_id = $1 AND ($2::uuid IS NULL OR f.merchant_id = $2)
+           ORDER BY f.created_at DESC, f.merchant_id""",
+        buyer_id,
+        merchant_id,
+    )
+    return [Follow(buyer_id, Merchant(r["merchant_id"], r["handle"], r["name"]), r["created_at"]) for r in rows]

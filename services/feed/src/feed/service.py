@@ -8,10 +8,10 @@ import asyncpg
 import structlog
 from tweetshop_contracts import BuyableTweetPosted, MerchantRegistered, ProductListed, ProductUpdated, utc_now
 from tweetshop_platform import outbox
-from tweetshop_platform.errors import NotFound, Unauthorized
+from tweetshop_platform.errors import NotFound, Unauthorized, Unprocessable
 
 from . import domain, metrics, repository
-from .domain import Merchant, Product, Tweet, TweetView
+from .domain import Follow, Merchant, Product, Tweet, TweetView
 
 PRODUCER = "feed"
 
@@ -88,14 +88,30 @@ async def get_tweet(pool: asyncpg.Pool, tweet_id: uuid.UUID) -> TweetView:
 
 
 async def timeline_page(
-    pool: asyncpg.Pool, *, limit: int, cursor: str | None = None, merchant_id: uuid.UUID | None = None
+    pool: asyncpg.Pool,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    merchant_id: uuid.UUID | None = None,
+    buyer_id: str | None = None,
 ) -> tuple[list[TweetView], str | None]:
-    """One page of the timeline, newest first, and the cursor of the next page (None on the last one)."""
+    """One page of the timeline, newest first, and the cursor of the next page (None on the last one).
+
+    Everyone's tweets by default; one merchant's with ``merchant_id``; the followed merchants' with ``buyer_id``.
+    """
+    if merchant_id is not None and buyer_id is not None:
+        raise Unprocessable("pass merchant_id or buyer_id, not both", code="invalid_timeline_filter")
+    if buyer_id is not None:
+        domain.check_buyer_id(buyer_id)
     after = domain.decode_cursor(cursor) if cursor is not None else None
     async with pool.acquire() as conn:
         # One row more than asked tells whether another page exists without a count query.
         views = await repository.timeline(
-            conn, limit=limit + 1, after=after, merchant_ids=[merchant_id] if merchant_id else None
+            conn,
+            limit=limit + 1,
+            after=after,
+            merchant_ids=[merchant_id] if merchant_id else None,
+            followed_by=buyer_id,
         )
     page = views[:limit]
     next_cursor = None
@@ -103,6 +119,40 @@ async def timeline_page(
         last = page[-1].tweet
         next_cursor = domain.encode_cursor(domain.Cursor(last.created_at, last.id))
     return page, next_cursor
+
+
+# --- follows ---------------------------------------------------------------------------
+
+
+async def follow(pool: asyncpg.Pool, buyer_id: str, merchant_id: uuid.UUID) -> tuple[Follow, bool]:
+    """``buyer_id`` follows ``merchant_id`` (idempotent); True when the follow is new."""
+    buyer_id = domain.check_buyer_id(buyer_id)
+    async with pool.acquire() as conn, conn.transaction():
+        if await repository.get_merchant(conn, merchant_id) is None:
+            raise NotFound(
+                f"merchant {merchant_id} is not known to feed (if it was just registered, retry in a moment)",
+                code="unknown_merchant",
+            )
+        created = await repository.insert_follow(conn, buyer_id, merchant_id)
+        (found,) = await repository.follows_of(conn, buyer_id, merchant_id=merchant_id)
+    metrics.FOLLOWS.labels("follow" if created else "already_following").inc()
+    return found, created
+
+
+async def unfollow(pool: asyncpg.Pool, buyer_id: str, merchant_id: uuid.UUID) -> bool:
+    """``buyer_id`` stops following ``merchant_id``; False when it did not follow it (nothing to do)."""
+    buyer_id = domain.check_buyer_id(buyer_id)
+    async with pool.acquire() as conn:
+        removed = await repository.delete_follow(conn, buyer_id, merchant_id)
+    metrics.FOLLOWS.labels("unfollow" if removed else "not_following").inc()
+    return removed
+
+
+async def following(pool: asyncpg.Pool, buyer_id: str) -> list[Follow]:
+    """The merchants ``buyer_id`` follows, most recently followed first."""
+    buyer_id = domain.check_buyer_id(buyer_id)
+    async with pool.acquire() as conn:
+        return await repository.follows_of(conn, buyer_id)
 
 
 # --- read models from catalog's topics -------------------------------------------------

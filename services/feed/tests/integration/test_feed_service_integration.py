@@ -397,6 +397,89 @@ async def test_the_timeline_pages_newest_first_with_a_cursor(feed: RunningFeed) 
     assert pages == 3
 
 
+async def followed_timeline(feed: RunningFeed, buyer_id: str, **params: Any) -> list[str]:
+    """The texts on a buyer's timeline of followed merchants, newest first (all pages)."""
+    texts: list[str] = []
+    query: dict[str, Any] = {"buyer_id": buyer_id, **params}
+    while True:
+        response = await feed.client.get("/timeline", params=query)
+        assert response.status_code == 200, response.text
+        page = any_json(response)
+        texts += [t["text"] for t in page["tweets"]]
+        if page["next_cursor"] is None:
+            return texts
+        query["cursor"] = page["next_cursor"]
+
+
+async def test_a_buyers_timeline_shows_the_merchants_it_follows_newest_first(feed: RunningFeed) -> None:
+    fancy = await known_merchant(feed, handle="fancy_follow")
+    other = await known_merchant(feed, handle="other_follow")
+    buyer = f"buyer-{uuid.uuid4()}"
+    for merchant, text in ((fancy, "fancy 1"), (other, "other 1"), (fancy, "fancy 2"), (other, "other 2")):
+        assert (await post(feed, {"merchant_id": str(merchant), "text": text})).status_code == 201
+
+    assert await followed_timeline(feed, buyer) == [], "a buyer who follows nobody sees no tweets"
+    followed = await feed.client.post("/follows", json={"buyer_id": buyer, "merchant_id": str(fancy)})
+    assert followed.status_code == 201, followed.text
+    assert any_json(followed)["merchant"] == {"id": str(fancy), "handle": "fancy_follow", "name": "Fancy Inc."}
+
+    assert await followed_timeline(feed, buyer, limit=1) == ["fancy 2", "fancy 1"]
+    await feed.client.post("/follows", json={"buyer_id": buyer, "merchant_id": str(other)})
+    assert await followed_timeline(feed, buyer, limit=3) == ["other 2", "fancy 2", "other 1", "fancy 1"]
+
+    unfollowed = await feed.client.delete("/follows", params={"buyer_id": buyer, "merchant_id": str(fancy)})
+    assert unfollowed.status_code == 204
+    assert await followed_timeline(feed, buyer) == ["other 2", "other 1"]
+    everyone = [t["text"] for t in any_json(await feed.client.get("/timeline", params={"limit": 100}))["tweets"]]
+    assert {"fancy 1", "fancy 2", "other 1", "other 2"} <= set(everyone), "without buyer_id: every tweet"
+
+
+async def test_following_twice_is_one_follow_and_unfollowing_twice_is_harmless(feed: RunningFeed) -> None:
+    fancy = await known_merchant(feed, handle="fancy_twice")
+    buyer = f"buyer-{uuid.uuid4()}"
+    body = {"buyer_id": buyer, "merchant_id": str(fancy)}
+
+    first = await feed.client.post("/follows", json=body)
+    again = await feed.client.post("/follows", json=body)
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert any_json(first)["followed_at"] == any_json(again)["followed_at"]
+    listed = any_json(await feed.client.get("/follows", params={"buyer_id": buyer}))
+    assert listed["buyer_id"] == buyer
+    assert [f["merchant"]["handle"] for f in listed["following"]] == ["fancy_twice"]
+    for _ in range(2):
+        response = await feed.client.delete("/follows", params=body)
+        assert response.status_code == 204
+    assert any_json(await feed.client.get("/follows", params={"buyer_id": buyer}))["following"] == []
+
+
+async def test_following_an_unknown_merchant_or_with_a_bad_buyer_id_is_refused(feed: RunningFeed) -> None:
+    fancy = str(await known_merchant(feed, handle="fancy_refuse"))
+
+    unknown = await feed.client.post("/follows", json={"buyer_id": "buyer-1x", "merchant_id": str(uuid.uuid4())})
+    assert (unknown.status_code, any_json(unknown)["error"]) == (404, "unknown_merchant")
+    for body in (
+        {"buyer_id": "", "merchant_id": fancy},
+        {"buyer_id": "has space", "merchant_id": fancy},
+        {"buyer_id": "x" * 201, "merchant_id": fancy},
+        {"buyer_id": "ok-buyer", "merchant_id": "fancy"},
+        {"buyer_id": "ok-buyer"},
+        {"buyer_id": "ok-buyer", "merchant_id": fancy, "extra": 1},
+    ):
+        response = await feed.client.post("/follows", json=body)
+        assert response.status_code == 422, (body, response.text)
+    for params in (
+        {"buyer_id": "has space"},
+        {"buyer_id": "x" * 201},
+        {"buyer_id": "ok-buyer", "merchant_id": fancy},
+    ):
+        response = await feed.client.get("/timeline", params=params)
+        assert response.status_code == 422, (params, response.text)
+    assert (await feed.client.delete("/follows", params={"buyer_id": "ok-buyer"})).status_code == 422
+    assert (await feed.client.get("/follows", params={"buyer_id": "bad\tid"})).status_code == 422
+    assert any_json(await feed.client.get("/follows", params={"buyer_id": "ok-buyer"}))["following"] == []
+
+
 async def test_tweets_posted_are_counted_in_the_metrics(feed: RunningFeed) -> None:
     merchant_id = await known_merchant(feed)
     before = await posted_count(feed, "plain")
@@ -425,6 +508,6 @@ def test_feed_runs_as_its_own_process_and_serves_the_common_surface(service_proc
         anonymous = client.post("/tweets", json={"merchant_id": str(uuid.uuid4()), "text": "hi"})
 
     assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
-    assert {"/tweets", "/tweets/{tweet_id}", "/timeline", "/healthz", "/metrics"} <= set(paths)
+    assert {"/tweets", "/tweets/{tweet_id}", "/timeline", "/follows", "/healthz", "/metrics"} <= set(paths)
     assert empty.json() == {"tweets": [], "next_cursor": None}
     assert anonymous.status_code == 401

@@ -187,3 +187,17 @@ def test_a_delisted_product_keeps_its_card_but_cannot_be_bought() -> None:
 def test_a_plain_tweet_has_no_card_and_is_not_buyable() -> None:
     out = TweetOut.of(view_of(None))
     assert out.product is None and not out.buyable
+
+
+# --- follows -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("buyer_id", ["b", "buyer-42", "b_" + "x" * 198, "ada@example.com", "auth0|5f1c"])
+def test_a_buyer_id_of_visible_characters_is_kept_as_given(buyer_id: str) -> None:
+    assert domain.check_buyer_id(buyer_id) == buyer_id
+
+
+@pytest.mark.parametrize("buyer_id", ["", " ", "has space", "tab\there", "x" * 201, "new\nline", "é", "ok\n"])
+def test_a_blank_long_or_non_ascii_buyer_id_is_refused_with_422(buyer_id: str) -> None:
+    error = refusal(lambda: domain.check_buyer_id(buyer_id))
+    assert (error.status, error.code) == (422, "invalid_buyer_id")

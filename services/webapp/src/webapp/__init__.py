@@ -1,0 +1,1 @@
+"""tweetshop buyer web app: pages, static files and a small gateway to the four services."""

@@ -1,0 +1,289 @@
+// The product sheet: quantity, a saved address, a card through Stripe.js, Pay → the order page.
+
+import { api, buyerId, el, money, notice, rememberOrder, stockLabel, store, uuid } from "./common.js";
+import { PaymentError, loadPayments } from "./stripe-pay.js";
+
+const MAX_QUANTITY = 100; // checkout's limit per order
+
+// Where parcels can be mapped without a geocoder: a city from this list, or the buyer's own location.
+const CITIES = {
+  Amsterdam: ["NL", 52.3676, 4.9041],
+  Berlin: ["DE", 52.52, 13.405],
+  Brussels: ["BE", 50.8503, 4.3517],
+  Lisbon: ["PT", 38.7223, -9.1393],
+  London: ["GB", 51.5074, -0.1278],
+  Lyon: ["FR", 45.764, 4.8357],
+  Madrid: ["ES", 40.4168, -3.7038],
+  Marseille: ["FR", 43.2965, 5.3698],
+  "New York": ["US", 40.7128, -74.006],
+  Paris: ["FR", 48.8566, 2.3522],
+  Rome: ["IT", 41.9028, 12.4964],
+  "San Francisco": ["US", 37.7749, -122.4194],
+  Tokyo: ["JP", 35.6762, 139.6503],
+  Toronto: ["CA", 43.6532, -79.3832],
+};
+
+const $ = (id) => document.getElementById(id);
+const sheet = $("sheet");
+const box = $("sheet-notice");
+const payButton = $("pay");
+const fields = ["name", "email", "line1", "city", "country"];
+
+const state = { tweet: null, quantity: 1, attempt: null, located: null, paying: false };
+
+// --- the address, remembered in this browser --------------------------------------------------------
+
+function savedAddress() {
+  return store.get("address", null);
+}
+
+function addressComplete(a) {
+  return a && fields.every((f) => a[f]) && Number.isFinite(a.lat) && Number.isFinite(a.lon);
+}
+
+function fillForm(a) {
+  for (const f of fields) $(`ship-${f}`).value = (a && a[f]) || "";
+  state.located = a && Number.isFinite(a.lat) ? { lat: a.lat, lon: a.lon, city: a.city } : null;
+}
+
+function showAddress(editing) {
+  const a = savedAddress();
+  const summary = !editing && addressComplete(a);
+  $("address-summary").hidden = !summary;
+  $("address-form").hidden = summary;
+  if (summary) $("address-text").textContent = `${a.name}, ${a.line1}, ${a.city} ${a.country}`;
+  else fillForm(a);
+}
+
+/** The address as checkout wants it, or a message saying what is missing. */
+function readAddress() {
+  if (!$("address-form").hidden || !addressComplete(savedAddress())) {
+    const a = {};
+    for (const f of fields) a[f] = $(`ship-${f}`).value.trim();
+    const missing = fields.filter((f) => !a[f]);
+    if (missing.length) return { problem: `Please fill in your ${missing.join(", ").replace("line1", "street")}.` };
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(a.email)) return { problem: "Please check your email address." };
+    if (!/^[A-Za-z]{2}$/.test(a.country)) return { problem: "Country: use its two-letter code, such as FR or US." };
+    a.country = a.country.toUpperCase();
+    const known = Object.entries(CITIES).find(([name]) => name.toLowerCase() === a.city.toLowerCase());
+    if (state.located && (!state.located.city || state.located.city === a.city)) {
+      a.lat = state.located.lat;
+      a.lon = state.located.lon;
+    } else if (known) {
+      a.lat = known[1][1];
+      a.lon = known[1][2];
+    } else {
+      return { problem: "We can't place that city on the delivery map: pick one from the list or use your location." };
+    }
+    store.set("address", a);
+    return { address: a };
+  }
+  return { address: savedAddress() };
+}
+
+function setUpAddressForm() {
+  $("cities").replaceChildren(...Object.keys(CITIES).map((name) => el("option", { value: name })));
+  $("ship-city").addEventListener("change", () => {
+    const known = CITIES[$("ship-city").value.trim()];
+    if (known && !$("ship-country").value) $("ship-country").value = known[0];
+  });
+  $("address-change").addEventListener("click", () => showAddress(true));
+  $("use-location").addEventListener("click", () => {
+    if (!navigator.geolocation) {
+      notice(box, "This browser cannot tell where you are: pick a city from the list.");
+      return;
+    }
+    navigator.geolocation.getCurrentPosition(
+      (position) => {
+        state.located = { lat: position.coords.latitude, lon: position.coords.longitude, city: null };
+        notice(box, "Got your location: the courier map will use it.", "ok");
+      },
+      () => notice(box, "Your location is not available: pick a city from the list."),
+      { timeout: 10000 },
+    );
+  });
+}
+
+// --- the sheet ----------------------------------------------------------------------------------------
+
+function render() {
+  const { tweet } = state;
+  const p = tweet.product;
+  $("sheet-title").textContent = p.title;
+  $("sheet-merchant").textContent = tweet.merchant ? `${tweet.merchant.name} · @${tweet.merchant.handle}` : "";
+  $("sheet-price").textContent = money(p.price_minor, p.currency);
+  const [label, kind] = stockLabel(p);
+  $("sheet-stock").textContent = label;
+  $("sheet-stock").className = `stock ${kind}`;
+  const image = $("sheet-image");
+  image.hidden = !p.image_url;
+  if (p.image_url) image.src = p.image_url;
+  const most = Math.max(1, Math.min(MAX_QUANTITY, p.stock_available));
+  state.quantity = Math.min(Math.max(1, state.quantity), most);
+  $("qty").textContent = String(state.quantity);
+  $("qty-minus").disabled = state.quantity <= 1;
+  $("qty-plus").disabled = state.quantity >= most;
+  payButton.disabled = state.paying || !tweet.buyable;
+  payButton.textContent = state.paying
+    ? "Paying…"
+    : tweet.buyable
+      ? `Pay ${money(p.price_minor * state.quantity, p.currency)}`
+      : label;
+}
+
+function close() {
+  if (state.paying) return;
+  sheet.hidden = true;
+  document.body.classList.remove("sheet-open");
+  const url = new URL(location.href);
+  if (url.searchParams.has("buy")) {
+    url.searchParams.delete("buy");
+    history.replaceState(null, "", url);
+  }
+}
+
+/** Open the sheet for a tweet, with its product's state as feed knows it now. */
+export async function openSheet(tweetId) {
+  let tweet;
+  try {
+    tweet = await api(`/feed/tweets/${encodeURIComponent(tweetId)}`);
+  } catch (error) {
+    const banner = document.getElementById("timeline-notice");
+    notice(banner, error.status === 404 || error.status === 422 ? "That tweet does not exist any more." : error.message);
+    return;
+  }
+  if (!tweet.product) return;
+  state.tweet = tweet;
+  state.quantity = 1;
+  state.attempt = null;
+  notice(box, tweet.buyable ? "" : "This product can't be bought right now.", "info");
+  showAddress(false);
+  render();
+  sheet.hidden = false;
+  document.body.classList.add("sheet-open");
+  try {
+    const payments = await loadPayments();
+    payments.mountCard($("card-element"));
+    $("card-hint").hidden = !payments.standIn;
+  } catch (error) {
+    notice(box, error.message);
+  }
+}
+
+function explain(error) {
+  switch (error.code) {
+    case "insufficient_stock":
+      return `Sorry, ${error.message}. You were not charged.`;
+    case "product_unavailable":
+      return "This product is no longer on sale. You were not charged.";
+    case "unknown_product":
+    case "unknown_tweet":
+    case "tweet_product_mismatch":
+      return "This product was only just listed: try again in a few seconds.";
+    default:
+      return error.message;
+  }
+}
+
+async function pay() {
+  if (state.paying || !state.tweet) return;
+  const { tweet } = state;
+  const { address, problem } = readAddress();
+  if (problem) {
+    notice(box, problem);
+    return;
+  }
+  state.paying = true;
+  notice(box, "");
+  render();
+  const order = {
+    tweet_id: tweet.id,
+    product_id: tweet.product.id,
+    quantity: state.quantity,
+    buyer: { id: buyerId(), email: address.email },
+    shipping: {
+      name: address.name,
+      line1: address.line1,
+      city: address.city,
+      country: address.country,
+      lat: address.lat,
+      lon: address.lon,
+    },
+  };
+  // One purchase, one Idempotency-Key: tapping Pay again after a network error cannot buy twice.
+  const fingerprint = JSON.stringify(order);
+  if (!state.attempt || state.attempt.fingerprint !== fingerprint) {
+    state.attempt = { key: uuid(), fingerprint, paymentMethod: null };
+  }
+  const attempt = state.attempt;
+  try {
+    const payments = await loadPayments();
+    if (!attempt.paymentMethod) {
+      attempt.paymentMethod = await payments.createPaymentMethod({ name: address.name, email: address.email });
+    }
+    const placed = await api("/checkout/orders", {
+      method: "POST",
+      headers: { "Idempotency-Key": attempt.key },
+      body: { ...order, payment_method: attempt.paymentMethod },
+    });
+    rememberOrder({
+      id: placed.id,
+      access_token: placed.access_token,
+      tweet_id: tweet.id,
+      title: tweet.product.title,
+      image_url: tweet.product.image_url,
+      merchant: tweet.merchant ? tweet.merchant.name : null,
+      quantity: state.quantity,
+      amount_minor: placed.amount_minor,
+      currency: placed.currency,
+      placed_at: new Date().toISOString(),
+    });
+    state.paying = false;
+    location.assign(`/orders/${placed.id}`);
+    return;
+  } catch (error) {
+    state.paying = false;
+    if (error instanceof PaymentError) {
+      attempt.paymentMethod = null;
+      notice(box, error.message);
+    } else if (error.isNetwork) {
+      // Same key on the next tap: if the order was made after all, checkout answers with that same order.
+      const why =
+        error.status === 0
+          ? "Can't reach tweetshop. Check your connection, then tap Pay again"
+          : "tweetshop is having trouble right now. Tap Pay again in a moment";
+      notice(box, `${why}: you won't be charged twice.`);
+    } else {
+      state.attempt = null;
+      notice(box, explain(error));
+      if (error.code === "insufficient_stock" || error.code === "product_unavailable") {
+        render();
+        await refresh();
+      }
+    }
+  }
+  render();
+}
+
+async function refresh() {
+  try {
+    state.tweet = await api(`/feed/tweets/${encodeURIComponent(state.tweet.id)}`);
+  } catch {
+    // keep what is shown
+  }
+}
+
+setUpAddressForm();
+for (const closer of sheet.querySelectorAll("[data-close]")) closer.addEventListener("click", close);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !sheet.hidden) close();
+});
+$("qty-minus").addEventListener("click", () => {
+  state.quantity -= 1;
+  render();
+});
+$("qty-plus").addEventListener("click", () => {
+  state.quantity += 1;
+  render();
+});
+payButton.addEventListener("click", pay);
