@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PKGS := -e libs/contracts -e libs/platform -e libs/devstack \
+PKGS := -e libs/contracts -e libs/platform -e libs/devstack -e libs/cli \
         -e services/catalog -e services/feed -e services/checkout -e services/tracking -e services/webapp
 
 .PHONY: install run test lint typecheck unit up down clean

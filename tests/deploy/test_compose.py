@@ -350,3 +350,20 @@ def test_docker_compose_validates_the_file_offline() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_web_app_is_deployed_on_its_contract_port_behind_the_four_apis(compose: dict[str, Any]) -> None:
+    from webapp.config import WebappSettings
+
+    webapp = compose["services"]["webapp"]
+    assert webapp["build"]["args"]["SERVICE"] == "webapp"
+    assert "8000:8000" in webapp["ports"]
+    environment = webapp["environment"]
+    fields = {name.upper() for name in WebappSettings.model_fields}
+    for variable in environment:
+        assert variable.startswith("TWEETSHOP_") and variable.removeprefix("TWEETSHOP_") in fields, variable
+    assert environment["TWEETSHOP_HTTP_PORT"] == "8000"
+    for service, port in CONTRACT_PORTS.items():
+        assert environment[f"TWEETSHOP_{service.upper()}_URL"] == f"http://{service}:{port}"
+        assert webapp["depends_on"][service] == {"condition": "service_healthy"}
+    assert "http://127.0.0.1:8000/healthz" in webapp["healthcheck"]["test"]

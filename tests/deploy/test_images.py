@@ -28,6 +28,7 @@ SETTINGS_CLASSES = {
     "feed": "FeedSettings",
     "checkout": "CheckoutSettings",
     "tracking": "TrackingSettings",
+    "webapp": "WebappSettings",
 }
 SERVICES = tuple(SETTINGS_CLASSES)
 # What the service image installs (libs/devstack is for local development only).

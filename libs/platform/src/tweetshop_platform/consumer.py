@@ -112,14 +112,17 @@ class ReliableSubscriber:
         try:
             event = decode_event(self.topic, value)
         except ValueError as exc:
-            unknown = _unknown_event_type(self.topic, value)
-            if unknown is not None:
-                # A newer producer's event type this consumer does not know: adding types is a compatible
-                # change, so it is skipped (and counted), not parked.
-                metrics.UNKNOWN_EVENT_TYPES_SKIPPED.labels(self.topic, unknown[:100]).inc()
-                log.warning("unknown event type skipped", topic=self.topic, event_type=unknown)
-            else:
-                await self._dead_letter(msg, value, headers, exc, attempts=1)
+            # The header still ties an undecodable message to its order in the logs.
+            correlation = {"correlation_id": c} if (c := _header(headers, "correlation_id")) else {}
+            with structlog.contextvars.bound_contextvars(**correlation):
+                unknown = _unknown_event_type(self.topic, value)
+                if unknown is not None:
+                    # A newer producer's event type this consumer does not know: adding types is a compatible
+                    # change, so it is skipped (and counted), not parked.
+                    metrics.UNKNOWN_EVENT_TYPES_SKIPPED.labels(self.topic, unknown[:100]).inc()
+                    log.warning("unknown event type skipped", topic=self.topic, event_type=unknown)
+                else:
+                    await self._dead_letter(msg, value, headers, exc, attempts=1)
             await msg.ack()
             return
         bound = structlog.contextvars.bound_contextvars(
@@ -157,6 +160,8 @@ class ReliableSubscriber:
                 continue
             if applied:
                 metrics.MESSAGES_PROCESSED.labels(*labels).inc()
+                # One line per business event handled: with correlation_id bound, one grep follows an order.
+                log.info("event handled", topic=self.topic, group=self.group_id, attempts=attempt)
                 if self._after_commit is not None:
                     try:
                         await self._after_commit(event)
@@ -164,6 +169,7 @@ class ReliableSubscriber:
                         log.warning("after-commit hook failed", error=repr(exc))
             else:
                 metrics.DUPLICATES_SKIPPED.labels(*labels).inc()
+                log.info("duplicate event skipped", topic=self.topic, group=self.group_id)
             return
 
     async def handle(self, event: Envelope) -> bool:

@@ -42,3 +42,17 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 READY = Gauge("tweetshop_ready", "1 when the database and the broker answer", ["dependency"])
+CONSUMER_LAG = Gauge(
+    "tweetshop_consumer_lag",
+    "Messages of a partition not yet committed by a consumer group (end offset minus committed offset)",
+    ["group", "topic", "partition"],
+)
+CONSUMER_LAG_ERRORS = Counter(
+    "tweetshop_consumer_lag_collection_errors_total", "Failed attempts to read committed and end offsets"
+)
+DLQ_MESSAGES = Gauge("tweetshop_dlq_messages", "Messages on a dead-letter topic (replayed ones included)", ["topic"])
+DLQ_PENDING = Gauge(
+    "tweetshop_dlq_pending_messages",
+    "Messages on a dead-letter topic not yet replayed or dismissed with `tweetshop dlq`",
+    ["topic"],
+)

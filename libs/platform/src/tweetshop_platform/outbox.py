@@ -17,7 +17,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 from tweetshop_contracts import Envelope
 
-from . import metrics
+from . import faults, metrics
 from .kafka import TopicNames
 
 log = structlog.get_logger(__name__)
@@ -64,6 +64,9 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # A malformed crash-point setting stops start-up here rather than every batch later.
+        if faults.active_points():
+            log.warning("fault injection is on", points=faults.active_points())
 
     def start(self) -> None:
         """Run the relay in the background."""
@@ -136,6 +139,8 @@ class OutboxRelay:
             )
         # Wait for every broker ack before marking: an unacked row stays unpublished and is sent again.
         await asyncio.gather(*futures)
+        # Chaos tests only (off by default): die between publishing and marking, the redelivery case.
+        faults.maybe_crash("outbox_after_publish")
         await conn.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )

@@ -20,9 +20,11 @@ from fastapi import FastAPI
 from tweetshop_contracts.topics import dlq_topic
 
 from . import db
+from .asyncapi import install_asyncapi
 from .consumer import AfterCommit, Handler, ReliableSubscriber
 from .http import install_common
 from .kafka import TopicNames, create_broker, ensure_topics
+from .lag import ConsumerLagMonitor
 from .logs import configure_logging
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
@@ -118,6 +120,11 @@ class ServiceRuntime:
         self._relay.start()
         for name, worker in self._workers:
             self._tasks.append(asyncio.create_task(self._supervise(name, worker), name=name))
+        if self._subscriptions:
+            lag = ConsumerLagMonitor(
+                s.kafka_bootstrap_servers, self.topics, [(sub.group_id, sub.topic) for sub in self._subscriptions]
+            )
+            self._tasks.append(asyncio.create_task(self._supervise("consumer-lag", lag.run), name="consumer-lag"))
         log.info("service started", http_port=s.http_port, subscriptions=[x.group_id for x in self._subscriptions])
 
     async def _start_broker(self) -> None:
@@ -185,6 +192,7 @@ def create_service_app(runtime: ServiceRuntime, *, title: str, description: str,
         {"database": runtime.check_database, "broker": runtime.check_broker},
         max_body_bytes=s.max_request_body_bytes,
     )
+    install_asyncapi(app, s.service_name)
     app.state.runtime = runtime
     return app
 

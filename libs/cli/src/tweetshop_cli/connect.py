@@ -1,0 +1,133 @@
+"""Connections to the broker and the database that fail fast, with a message naming what could not be reached."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from .settings import CliSettings
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 2
+
+
+class CommandError(Exception):
+    """The command cannot do what was asked (exit code 1); the message says why."""
+
+
+class Unreachable(Exception):
+    """The broker or the database does not answer (exit code 2); the message names the address."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
+
+
+def broker_unreachable(settings: CliSettings, exc: BaseException) -> Unreachable:
+    """The error for a broker that does not answer."""
+    return Unreachable(
+        f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers} "
+        f"(TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers): {_reason(exc)}"
+    )
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/database of a DSN, without its password."""
+    parts = urlsplit(dsn)
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{user}{parts.hostname or 'localhost'}{port}{parts.path or '/'}"
+
+
+@contextlib.asynccontextmanager
+async def kafka_consumer(settings: CliSettings, *, group_id: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer (no subscription: commands assign partitions themselves)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="tweetshop-cli",
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), settings.connect_timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        raise broker_unreachable(settings, exc) from exc
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def kafka_producer(settings: CliSettings) -> AsyncIterator[AIOKafkaProducer]:
+    """A started producer that waits for every replica (``acks=all``)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", client_id="tweetshop-cli"
+    )
+    try:
+        await asyncio.wait_for(producer.start(), settings.connect_timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise broker_unreachable(settings, exc) from exc
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def kafka_admin(settings: CliSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="tweetshop-cli")
+    try:
+        await asyncio.wait_for(admin.start(), settings.connect_timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await admin.close()
+        raise broker_unreachable(settings, exc) from exc
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def _json_codecs(conn: asyncpg.Connection) -> None:
+    # The same codecs as the services' pools: their handlers pass Python objects for json/jsonb columns.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+@contextlib.asynccontextmanager
+async def database(settings: CliSettings, schema: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection whose search_path is ``schema`` (the service's own schema)."""
+    dsn = settings.database_url.get_secret_value()
+    try:
+        conn = await asyncpg.connect(
+            dsn,
+            timeout=settings.connect_timeout_s,
+            server_settings={"search_path": schema, "application_name": "tweetshop-cli"},
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        raise Unreachable(
+            f"cannot connect to the database at {describe_dsn(dsn)} (TWEETSHOP_DATABASE_URL or --database-url): "
+            f"{_reason(exc)}"
+        ) from exc
+    try:
+        await _json_codecs(conn)
+        yield conn
+    finally:
+        await conn.close()

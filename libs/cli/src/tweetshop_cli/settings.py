@@ -1,0 +1,24 @@
+"""Settings of the `tweetshop` command: the same TWEETSHOP_* variables the services read, plus a few of its own."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CliSettings(BaseSettings):
+    """Where the broker and the database are; command-line options override these."""
+
+    model_config = SettingsConfigDict(env_prefix="TWEETSHOP_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(default="localhost:9092", description="The broker (as the services use it)")
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@localhost:5432/tweetshop"),
+        description="A DSN that can use the schema of the service whose read model `replay` rebuilds",
+    )
+    topic_namespace: str = Field(
+        default="", pattern=r"^[a-z0-9_.-]*$", description="Topic and group prefix (empty in production)"
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Give up on an unreachable broker or database")
+    # Seam for the security issue: operator commands will present this key; nothing checks it yet.
+    operator_key: SecretStr | None = Field(default=None, description="Operator key (not required yet)")
