@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PKGS := -e libs/contracts -e libs/platform -e libs/devstack -e libs/cli \
         -e services/catalog -e services/feed -e services/checkout -e services/tracking -e services/webapp
 
-.PHONY: install run test lint typecheck unit up down clean
+.PHONY: install run test lint typecheck unit up down clean bench
 
 $(STAMP): constraints.txt libs/*/pyproject.toml services/*/pyproject.toml requirements-dev.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
 
 up:
 	docker compose up -d --build

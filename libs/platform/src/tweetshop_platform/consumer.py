@@ -82,6 +82,7 @@ class ReliableSubscriber:
         after_commit: AfterCommit | None = None,
         max_retries: int = 5,
         retry_backoff: float = 0.2,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self.topic = topic
         self.group_id = group_id
@@ -97,6 +98,7 @@ class ReliableSubscriber:
             topics.physical(topic),
             group_id=group_id,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=fetch_max_wait_ms,
             ack_policy=AckPolicy.MANUAL,
             title=f"{group_id}:{topic}",
             description=f"{self.handler_name} in consumer group {group_id}",

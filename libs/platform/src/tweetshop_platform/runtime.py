@@ -106,6 +106,7 @@ class ServiceRuntime:
                     after_commit=sub.after_commit,
                     max_retries=s.consumer_max_retries,
                     retry_backoff=s.consumer_retry_backoff_s,
+                    fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
                 )
             )
         await self._start_broker()

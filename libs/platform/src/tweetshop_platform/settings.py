@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
     kafka_acks: Literal["all", "1", "0"] = "all"
     kafka_topic_partitions: int = Field(default=6, ge=1, description="Partitions for topics this service creates")
     kafka_create_topics: bool = True
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        description="Longest a consumer's fetch waits for data; Tansu answers a waiting fetch only when it ends",
+    )
     topic_namespace: str = Field(
         default="",
         pattern=r"^[a-z0-9_.-]*$",

@@ -1,0 +1,1 @@
+"""What every benchmark shares: the stack it runs against, the payment stand-in, statistics, results, profiles."""

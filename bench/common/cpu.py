@@ -1,0 +1,47 @@
+"""CPU time of groups of processes (a service, Postgres with its backends), read with psutil."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+
+import psutil
+
+
+def cpu_seconds(pid: int, *, descendants: bool = True) -> float:
+    """User + system CPU seconds of ``pid``, with its reaped children and live descendants unless told not to."""
+    try:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        if not descendants:
+            return float(times.user + times.system)
+        # Postgres backends are children of the postmaster: the reaped ones are in children_*, the live ones below.
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+        return float(total)
+    except psutil.Error:
+        return 0.0
+
+
+class CpuMeter:
+    """Snapshots of CPU seconds per named group of pids; the difference of two is the CPU a phase used."""
+
+    def __init__(self, groups: Mapping[str, list[int | None]], *, alone: frozenset[int] = frozenset()) -> None:
+        self.groups = {name: [p for p in pids if p is not None] for name, pids in groups.items()}
+        # Pids counted without their descendants: the benchmark process itself is the parent of everything.
+        self.alone = alone
+
+    def snapshot(self) -> dict[str, float]:
+        """CPU seconds so far, per group."""
+        return {
+            name: sum(cpu_seconds(pid, descendants=pid not in self.alone) for pid in pids)
+            for name, pids in self.groups.items()
+        }
+
+    @staticmethod
+    def delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+        """CPU seconds used between two snapshots, per group."""
+        return {name: round(after.get(name, 0.0) - before.get(name, 0.0), 3) for name in after}

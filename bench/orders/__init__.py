@@ -1,0 +1,1 @@
+"""The orders benchmark: purchases per second through the whole shop, beside a hand-written baseline."""

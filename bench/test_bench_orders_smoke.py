@@ -1,0 +1,45 @@
+"""The orders benchmark still works: a tiny run (20 orders at 5/s through the payment stand-in) counts right.
+
+Benchmarks are not tests: this asserts counts only, never timings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.common.stack import BenchInfra
+from bench.orders.run import Options, run
+
+
+@pytest.fixture
+def infra(kafka_bootstrap: str, postgres_admin_dsn: str, tmp_path: Path) -> Iterator[BenchInfra]:
+    """The session's broker and Postgres, and a payment stand-in of our own."""
+    parts = BenchInfra(
+        run_dir=tmp_path / "bench",
+        kafka_bootstrap=kafka_bootstrap,
+        admin_dsn=postgres_admin_dsn,
+        localstripe=False,
+        standin=True,
+    )
+    parts.start()
+    try:
+        yield parts
+    finally:
+        parts.stop()
+
+
+def test_every_tiny_benchmark_order_is_paid_once_and_shipped_once(infra: BenchInfra, tmp_path: Path) -> None:
+    result = run(Options(tiny=True, tiny_orders=20, tiny_rate=5.0, results_dir=tmp_path / "results"), infra=infra)
+
+    step = result["modes"]["b"]["steps"][-1]
+    assert step["placed"] == 20, step["errors"]
+    assert (step["paid"], step["shipped"]) == (20, 20)
+    assert step["lost"] == 0 and step["failed"] == 0
+    assert (step["duplicate_paid"], step["duplicate_shipped"], step["orders_with_several_intents"]) == (0, 0, 0)
+    totals = result["modes"]["b"]["totals"]
+    assert totals["lost"] == 0 and totals["orders_with_several_payment_intents"] == 0
+    assert totals["paid_once"] == totals["shipped_once"] == totals["orders"]
+    assert (tmp_path / "results" / "orders-tiny.json").exists()
