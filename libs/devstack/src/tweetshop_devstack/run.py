@@ -318,6 +318,23 @@ class DevStack:
                     env={**os.environ, **env},
                 )
             )
+        if any(s.name == "tracking" for s in self.services):
+            # The demo's courier: drives each paid order's parcel to its address, so the map page moves.
+            tracking_port = next(s.port for s in self.services if s.name == "tracking")
+            specs.append(
+                ChildSpec(
+                    name="courier-sim",
+                    argv=[
+                        sys.executable,
+                        "-m",
+                        "tweetshop_devstack.courier_sim",
+                        "--tracking-url",
+                        f"http://{LOCALHOST}:{tracking_port}",
+                    ],
+                    log_path=self.logs_dir / "courier-sim.log",
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            )
         self.supervisor = Supervisor(specs, report=say)
         if self.echo_logs:
             self._echo = LogEcho({s.name: s.log_path for s in specs})

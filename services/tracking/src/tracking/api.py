@@ -129,3 +129,28 @@ class IngestOut(BaseModel):
 class CourierTokenOut(BaseModel):
     shipment_id: uuid.UUID
     courier_token: str = Field(description="Shown once: the courier sends it as `Authorization: Bearer <token>`")
+
+
+class RoutePointOut(BaseModel):
+    lat: float
+    lon: float
+    recorded_at: datetime
+
+
+class RouteOut(BaseModel):
+    """The route so far, oldest point first."""
+
+    shipment_id: uuid.UUID
+    points: list[RoutePointOut]
+    truncated: bool = Field(description="True when older points exist than the ones listed (only the newest are sent)")
+
+    @classmethod
+    def of(cls, shipment_id: uuid.UUID, points: list[Point], limit: int) -> RouteOut:
+        """``points`` may hold one more than ``limit``: then the oldest is dropped and the route is truncated."""
+        truncated = len(points) > limit
+        kept = points[len(points) - limit :] if truncated else points
+        return cls(
+            shipment_id=shipment_id,
+            points=[RoutePointOut(lat=p.lat, lon=p.lon, recorded_at=p.recorded_at) for p in kept],
+            truncated=truncated,
+        )

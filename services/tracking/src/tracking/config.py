@@ -13,6 +13,9 @@ class TrackingSettings(ServiceSettings):
     http_port: int = 8004
     public_url: str = "http://localhost:8004"
 
+    # Every courier POST holds a connection for its whole transaction: the busiest path needs more than the default.
+    database_pool_max: int = Field(default=30, ge=1, description="Most Postgres connections this process opens")
+
     operator_key: SecretStr = Field(
         default=SecretStr(DEV_OPERATOR_KEY),
         description="Bearer key of operators (issues courier tokens); set a strong one outside development",
@@ -36,10 +39,39 @@ class TrackingSettings(ServiceSettings):
     location_max_future_s: float = Field(default=300, ge=0, description="Clock skew allowed for recorded_at")
     location_max_age_s: float = Field(default=7 * 24 * 3600, gt=0, description="Oldest recorded_at accepted")
 
+    # Retention: history is kept, but old points are thinned to one per window.
+    location_thin_after_h: float = Field(
+        default=72, gt=0, description="Points older than this many hours are thinned (see location_thin_keep_every_s)"
+    )
+    location_thin_keep_every_s: float = Field(
+        default=60, ge=0, description="Thinned history keeps one point per this many seconds; 0 keeps every point"
+    )
+    location_thin_run_every_s: float = Field(default=3600, gt=0, description="How often the retention pass runs")
+
+    # The buyer's map page.
+    map_tile_url: str = Field(
+        default="",
+        description=(
+            "Leaflet tile layer URL template, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; "
+            "empty: no tiles (the map still draws the route, the courier and the destination)"
+        ),
+    )
+    map_tile_attribution: str = Field(default="", description="Attribution shown with the tiles (plain text)")
+    route_max_points: int = Field(default=2000, ge=1, description="Most points of the route the map page loads")
+
     # Live stream (server-sent events).
     sse_heartbeat_s: float = Field(default=15, gt=0, description="A comment line this often keeps proxies open")
     sse_retry_ms: int = Field(default=3000, ge=0, description="Reconnect delay suggested to EventSource clients")
     sse_queue_size: int = Field(default=64, ge=1, description="Updates buffered per watcher; older ones are dropped")
+    sse_max_watchers: int = Field(
+        default=10_000, ge=1, description="Open live streams one process serves; more get 503 (and retry elsewhere)"
+    )
+    live_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="How long the live feed's fetch waits for new points: the floor of a quiet stream's latency",
+    )
     live_group_prefix: str = Field(
         default="tracking.live", description="Each process reads live updates in its own group <prefix>.<uuid>"
     )

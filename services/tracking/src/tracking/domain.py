@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
 ShipmentStatus = Literal[
@@ -294,3 +294,55 @@ def estimate_eta(shipment: Shipment, now: datetime, rules: Rules) -> Eta | None:
     arrival = last.recorded_at + timedelta(seconds=left / speed)
     # A courier silent for longer than the estimate has not arrived yet: never promise the past.
     return Eta(estimated_arrival=max(arrival, now), remaining_m=left, speed_mps=speed, speed_source=source)
+
+
+# --- retention -------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Thinning:
+    """Retention of location history: points older than ``older_than_s`` keep one per ``keep_every_s`` window."""
+
+    keep_every_s: float
+    older_than_s: float
+
+    def cutoff(self, now: datetime) -> datetime:
+        """Points recorded before this are thinned."""
+        return now - timedelta(seconds=self.older_than_s)
+
+    def window_of(self, recorded_at: datetime) -> int:
+        """The window a point falls in; windows are aligned on the epoch so every run (and replica) agrees."""
+        return math.floor((recorded_at - _EPOCH).total_seconds() / self.keep_every_s)
+
+    def window_start(self, recorded_at: datetime) -> datetime:
+        """Where the window of ``recorded_at`` begins."""
+        return _EPOCH + timedelta(seconds=self.window_of(recorded_at) * self.keep_every_s)
+
+
+def points_to_thin(
+    recorded: Iterable[datetime], rule: Thinning, now: datetime, *, keep: Collection[datetime] = ()
+) -> list[datetime]:
+    """The recorded_at of the points a retention pass deletes, oldest first.
+
+    Only points before the cutoff are touched, and only whole windows: a window the
+    cutoff cuts through waits for the next pass, so a later pass never has to undo
+    an earlier one (it finds exactly one point per old window and deletes nothing).
+    The first point of each window stays, and so does every point in ``keep`` (the
+    shipment's current location, which the shipment row repeats).
+    """
+    if rule.keep_every_s <= 0:
+        return []
+    last_whole_window = rule.window_of(rule.cutoff(now)) - 1
+    kept_windows: set[int] = set()
+    doomed: list[datetime] = []
+    for recorded_at in sorted(recorded):
+        window = rule.window_of(recorded_at)
+        if window > last_whole_window:
+            break
+        if window not in kept_windows:
+            kept_windows.add(window)
+        elif recorded_at not in keep:
+            doomed.append(recorded_at)
+    return doomed

@@ -18,8 +18,9 @@ from types import FrameType
 from typing import Any
 
 import structlog
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from tweetshop_contracts import Envelope, ShipmentCreated, ShipmentLocationUpdated, ShipmentStatusChanged, decode_event
+from tweetshop_platform.kafka import TopicNames
 
 from . import domain, metrics
 from .domain import Point, Shipment
@@ -37,13 +38,23 @@ class LiveHub:
     def __init__(self, queue_size: int = 64) -> None:
         self._queue_size = queue_size
         self._watchers: dict[uuid.UUID, set[asyncio.Queue[Delivery]]] = {}
+        self._count = 0
         self.closed = False
 
     def watcher_count(self, shipment_id: uuid.UUID | None = None) -> int:
         """Open watchers of one shipment, or of all."""
         if shipment_id is not None:
             return len(self._watchers.get(shipment_id, ()))
-        return sum(len(queues) for queues in self._watchers.values())
+        return self._count
+
+    def is_watched(self, key: bytes | None) -> bool:
+        """Whether a message with this Kafka key (a shipment id) has a watcher here; unknown keys count as watched."""
+        if not key:
+            return True
+        try:
+            return uuid.UUID(key.decode("ascii")) in self._watchers
+        except (UnicodeDecodeError, ValueError):
+            return True
 
     @contextlib.contextmanager
     def watch(self, shipment_id: uuid.UUID) -> Iterator[asyncio.Queue[Delivery]]:
@@ -52,6 +63,7 @@ class LiveHub:
         if self.closed:
             queue.put_nowait(None)
         self._watchers.setdefault(shipment_id, set()).add(queue)
+        self._count += 1
         metrics.SSE_WATCHERS.inc()
         try:
             yield queue
@@ -61,6 +73,7 @@ class LiveHub:
                 queues.discard(queue)
                 if not queues:
                     del self._watchers[shipment_id]
+            self._count -= 1
             metrics.SSE_WATCHERS.dec()
 
     def publish(self, event: LiveEvent) -> int:
@@ -79,8 +92,14 @@ class LiveHub:
             for queue in queues:
                 _put_dropping_oldest(queue, None)
 
-    def dispatch(self, logical_topic: str, value: bytes) -> None:
-        """Decode one Kafka message and publish it; what cannot be decoded is skipped (live view only)."""
+    def dispatch(self, logical_topic: str, value: bytes, key: bytes | None = None) -> None:
+        """Decode one Kafka message and publish it; what cannot be decoded is skipped (live view only).
+
+        Most points belong to shipments nobody watches on this replica: the key (the
+        shipment id) says so before the costly decoding.
+        """
+        if not self.is_watched(key):
+            return
         try:
             event: Envelope = decode_event(logical_topic, value)
         except ValueError as exc:
@@ -152,6 +171,61 @@ class AssignmentListener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.assigned.set()
 
 
+class LiveFeed:
+    """This process's one subscription to the live topics, read in batches and handed to the hub.
+
+    A plain consumer rather than a framework subscriber: at thousands of points per
+    second the per-message overhead is what limits a process, and nothing here needs
+    retries, acks or a dead-letter topic. Its group is disposable (nothing is
+    committed) and starts at the newest message: watchers get a snapshot from Postgres first.
+    """
+
+    def __init__(
+        self,
+        hub: LiveHub,
+        topic_names: TopicNames,
+        logical_topics: tuple[str, ...],
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        fetch_max_wait_ms: int,
+        listener: AssignmentListener,
+        max_records: int = 1000,
+    ) -> None:
+        self._hub = hub
+        self._names = topic_names
+        self._topics = [topic_names.physical(t) for t in logical_topics]
+        self._bootstrap = bootstrap_servers
+        self._group_id = group_id
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._listener = listener
+        self._max_records = max_records
+
+    async def run(self) -> None:
+        """Worker: read and dispatch until cancelled."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            client_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+        )
+        consumer.subscribe(topics=self._topics, listener=self._listener)
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=self._max_records)
+                for partition, records in batches.items():
+                    logical = self._names.logical(partition.topic)
+                    for record in records:
+                        self._hub.dispatch(logical, record.value or b"", record.key)
+                    await asyncio.sleep(0)  # let the streams write between partitions
+        finally:
+            metrics.LIVE_PARTITIONS_ASSIGNED.set(0)
+            await consumer.stop()
+
+
 # --- server-sent events ----------------------------------------------------------------
 
 
@@ -182,7 +256,12 @@ async def shipment_stream(
     heartbeat_s: float,
     retry_ms: int,
 ) -> AsyncGenerator[str, None]:
-    """``snapshot`` first, then ``location`` / ``status`` updates (each the whole shipment), ``end`` once closed.
+    """``snapshot`` first, then ``location`` / ``status`` updates, ``end`` once closed.
+
+    Each update is the whole shipment plus ``points``: the new fixes since the
+    previous update, oldest first (the route to draw). Updates that queued up while
+    the watcher was writing are sent as one, so a courier's batch of 50 fixes costs
+    one render and one write per watcher, not 50.
 
     The watcher joins the hub before the snapshot is read, so nothing falls between
     the two; updates the snapshot already shows are recognised and skipped.
@@ -192,20 +271,40 @@ async def shipment_stream(
         yield sse_message("snapshot", render(shipment), retry_ms=retry_ms)
         while shipment.status not in domain.TERMINAL:
             try:
-                event = await asyncio.wait_for(queue.get(), heartbeat_s)
+                first = await asyncio.wait_for(queue.get(), heartbeat_s)
             except TimeoutError:
                 yield SSE_HEARTBEAT
                 continue
-            if event is None:
+            pending = [first, *_drain(queue)]
+            if None in pending:
                 return  # shutting down: the client's EventSource reconnects after `retry`
-            if isinstance(event, ShipmentLocationUpdated):
-                moved = domain.with_live_location(shipment, point_of(event))
-                if moved is None:
-                    continue  # older than what the watcher already shows
-                shipment = moved
-                yield sse_message("location", render(shipment))
-            else:
+            points: list[dict[str, Any]] = []
+            status_changed = False
+            for event in pending:
+                if isinstance(event, ShipmentLocationUpdated):
+                    moved = domain.with_live_location(shipment, point_of(event))
+                    if moved is None:
+                        continue  # older than what the watcher already shows
+                    shipment = moved
+                    points.append(_route_point(event))
+                elif event is not None:
+                    status_changed = True
+            if status_changed:
                 # Status changes are rare: read the truth (status, speed, delivery time) again.
                 shipment = await load()
-                yield sse_message("status", render(shipment))
+                yield sse_message("status", {**render(shipment), "points": points})
+            elif points:
+                yield sse_message("location", {**render(shipment), "points": points})
         yield sse_message("end", {"status": shipment.status})
+
+
+def _drain(queue: asyncio.Queue[Delivery]) -> list[Delivery]:
+    """Everything already waiting in the queue (without waiting for more)."""
+    items: list[Delivery] = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+def _route_point(event: ShipmentLocationUpdated) -> dict[str, Any]:
+    return {"lat": event.lat, "lon": event.lon, "recorded_at": event.recorded_at.isoformat().replace("+00:00", "Z")}

@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: FastAPI must see the closures' real types (Depends).
 import asyncio
+import hashlib
 import hmac
 import json
 import uuid
@@ -10,19 +11,18 @@ from importlib import resources
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from faststream import AckPolicy
-from faststream.kafka.annotations import KafkaMessage
+from fastapi.staticfiles import StaticFiles
 from tweetshop_contracts import topics
 from tweetshop_platform.auth import bearer_token
-from tweetshop_platform.errors import Forbidden
+from tweetshop_platform.errors import DomainError, Forbidden, Unprocessable
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, live, metrics, service
-from .api import CourierTokenOut, IngestOut, LocationBatchIn, ShipmentOut
+from .api import CourierTokenOut, IngestOut, LocationBatchIn, RouteOut, ShipmentOut
 from .config import DEV_OPERATOR_KEY, TrackingSettings
-from .domain import Rules, Shipment
+from .domain import Rules, Shipment, ShipmentStatus, Thinning
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +40,32 @@ def rules_of(settings: TrackingSettings) -> Rules:
     )
 
 
+def thinning_of(settings: TrackingSettings) -> Thinning:
+    """The retention rule, from settings."""
+    return Thinning(
+        keep_every_s=settings.location_thin_keep_every_s, older_than_s=settings.location_thin_after_h * 3600
+    )
+
+
+def page_config(settings: TrackingSettings, order_id: uuid.UUID) -> str:
+    """What the map page needs to start, as JSON safe inside a <script> element."""
+    config = {
+        "orderId": str(order_id),
+        "tileUrl": settings.map_tile_url,
+        "tileAttribution": settings.map_tile_attribution,
+    }
+    # "<" escaped: a value can never close the script element it sits in.
+    return json.dumps(config).replace("<", "\\u003c")
+
+
+def _asset_version(*names: str) -> str:
+    """A short hash of the page's own static files, so a browser never keeps an old copy after a deploy."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update((resources.files("tracking") / "static" / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     """The tracking service: HTTP API, the orders consumer, the live-update feed and the outbox relay."""
     settings = settings or TrackingSettings()
@@ -49,25 +75,19 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     )
     runtime.subscribe(topics.CHECKOUT_ORDERS, handlers.on_order_event, group="orders")
 
-    # Live map: ONE plain subscription per process, in a group of its own, starting at the newest
-    # message (watchers get a snapshot from Postgres first). Nothing is committed: the group is disposable.
+    # Live map: ONE subscription per process, in a group of its own, fanned out to every watcher here.
     hub = live.LiveHub(queue_size=settings.sse_queue_size)
-    assignment = live.AssignmentListener()
-    live_group = f"{settings.live_group_prefix}.{uuid.uuid4()}"
-
-    @runtime.broker.subscriber(
-        runtime.topics.physical(topics.TRACKING_LOCATIONS),
-        runtime.topics.physical(topics.TRACKING_SHIPMENTS),
-        group_id=live_group,
-        auto_offset_reset="latest",
-        ack_policy=AckPolicy.MANUAL,
-        listener=assignment,
-        title=f"{live_group}:live",
-        description="Feeds this process's live-map watchers (server-sent events)",
+    feed = live.LiveFeed(
+        hub,
+        runtime.topics,
+        (topics.TRACKING_LOCATIONS, topics.TRACKING_SHIPMENTS),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{runtime.topics.namespace}{settings.live_group_prefix}.{uuid.uuid4()}",
+        # aiokafka's default (500 ms) would hold every quiet update back by up to half a second.
+        fetch_max_wait_ms=settings.live_fetch_max_wait_ms,
+        listener=live.AssignmentListener(),
     )
-    async def live_feed(msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        hub.dispatch(runtime.topics.logical(raw.topic), raw.value or b"")  # type: ignore[union-attr]
+    runtime.add_worker("live-feed", feed.run)
 
     async def count_shipments_by_status() -> None:
         while True:
@@ -76,6 +96,18 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
             await asyncio.sleep(settings.status_metrics_interval_s)
 
     runtime.add_worker("shipment-status-metrics", count_shipments_by_status)
+
+    thinning = thinning_of(settings)
+
+    async def thin_location_history() -> None:
+        while True:
+            done = await service.thin_history(runtime.pool, thinning, now=datetime.now(UTC))
+            if done.shipments:
+                log.info("location history thinned", shipments=done.shipments, points_deleted=done.deleted)
+            await asyncio.sleep(settings.location_thin_run_every_s)
+
+    if thinning.keep_every_s > 0:
+        runtime.add_worker("location-history-thinning", thin_location_history)
     runtime.add_worker("live-streams-shutdown", lambda: live.close_streams_on_exit_signal(hub))
 
     if settings.operator_key.get_secret_value() == DEV_OPERATOR_KEY:
@@ -90,7 +122,14 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         ),
     )
     app.state.live_hub = hub
-    page_template = (resources.files("tracking") / "templates" / "track.html").read_text(encoding="utf-8")
+    static_dir = resources.files("tracking") / "static"
+    # Leaflet (vendored from the npm registry) and the page's own script: nothing is fetched from elsewhere.
+    app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+    page_template = (
+        (resources.files("tracking") / "templates" / "track.html")
+        .read_text(encoding="utf-8")
+        .replace("__ASSET_VERSION__", _asset_version("track.js", "track.css"))
+    )
 
     def now() -> datetime:
         return datetime.now(UTC)
@@ -108,11 +147,12 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         """Seam for the security issue: reading a shipment needs its order's access token."""
         await authorize_order_reader(request, shipment.order_id)
 
+    courier_tokens = service.CourierTokens()
+
     async def courier_token(shipment_id: uuid.UUID, request: Request) -> str:
         # A dependency, so credentials are checked (401/403/404) before the body is validated (422).
         token = bearer_token(request)
-        async with runtime.pool.acquire() as conn:
-            await service.authorize_courier(conn, shipment_id, token)
+        await courier_tokens.authorize(runtime.pool, shipment_id, token)
         return token
 
     def operator(request: Request) -> None:
@@ -120,16 +160,60 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         if not hmac.compare_digest(presented.encode(), settings.operator_key.get_secret_value().encode()):
             raise Forbidden("not an operator key")
 
-    @app.get("/shipments", response_model=list[ShipmentOut], tags=["shipments"], summary="The shipments of an order")
-    async def list_shipments(request: Request, order_id: uuid.UUID) -> list[ShipmentOut]:
-        await authorize_order_reader(request, order_id)
-        return [view(s) for s in await service.shipments_for_order(runtime.pool, order_id)]
+    @app.get(
+        "/shipments",
+        response_model=list[ShipmentOut],
+        tags=["shipments"],
+        summary="The shipments of an order (buyers: order_id) or in one status (operators: status)",
+        description=(
+            "`order_id`: the order's shipments, for its buyer. `status`: shipments in that status, oldest first, "
+            "for operators (bearer: the operator key); page with `created_after` = the last one's `created_at`."
+        ),
+        responses={
+            401: {"description": "status given without the operator key"},
+            403: {"description": "Not the operator key"},
+            422: {"description": "Neither order_id nor status given"},
+        },
+    )
+    async def list_shipments(
+        request: Request,
+        order_id: uuid.UUID | None = None,
+        status: ShipmentStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        created_after: datetime | None = None,
+    ) -> list[ShipmentOut]:
+        if order_id is not None:
+            await authorize_order_reader(request, order_id)
+            return [view(s) for s in await service.shipments_for_order(runtime.pool, order_id)]
+        if status is None:
+            raise Unprocessable("give order_id (a buyer's order) or status (operators)", code="missing_filter")
+        operator(request)
+        found = await service.shipments_in_status(runtime.pool, status, limit=limit, created_after=created_after)
+        return [view(s) for s in found]
 
     @app.get("/shipments/{shipment_id}", response_model=ShipmentOut, tags=["shipments"])
     async def get_shipment(shipment_id: uuid.UUID, request: Request) -> ShipmentOut:
         shipment = await service.get_shipment(runtime.pool, shipment_id)
         await authorize_shipment_reader(request, shipment)
         return view(shipment)
+
+    @app.get(
+        "/shipments/{shipment_id}/locations",
+        response_model=RouteOut,
+        tags=["shipments"],
+        summary="The route so far: the newest stored points, oldest first (what the map page draws)",
+    )
+    async def get_route(
+        shipment_id: uuid.UUID,
+        request: Request,
+        limit: Annotated[int | None, Query(ge=1, description="At most this many points (capped)")] = None,
+    ) -> RouteOut:
+        shipment = await service.get_shipment(runtime.pool, shipment_id)
+        await authorize_shipment_reader(request, shipment)
+        wanted = min(limit or settings.route_max_points, settings.route_max_points)
+        # One more than wanted tells whether the route was cut.
+        points = await service.route_of(runtime.pool, shipment_id, limit=wanted + 1)
+        return RouteOut.of(shipment_id, points, wanted)
 
     @app.post(
         "/shipments/{shipment_id}/locations",
@@ -156,6 +240,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
             rules,
             now=now(),
             max_batch=settings.location_batch_max,
+            tokens=courier_tokens,
         )
         return IngestOut(accepted=result.accepted, duplicates=result.duplicates, shipment=view(result.shipment))
 
@@ -181,6 +266,14 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     async def stream_shipment(shipment_id: uuid.UUID, request: Request) -> StreamingResponse:
         shipment = await service.get_shipment(runtime.pool, shipment_id)  # 404 as JSON, before streaming
         await authorize_shipment_reader(request, shipment)
+        if hub.watcher_count() >= settings.sse_max_watchers:
+            metrics.SSE_REFUSED.inc()
+            # Bounded memory: the browser's EventSource retries, possibly on a less busy replica.
+            raise DomainError(
+                f"this replica serves {settings.sse_max_watchers} live streams already; retry shortly",
+                code="too_many_watchers",
+                status=503,
+            )
         events = live.shipment_stream(
             hub,
             shipment_id,
@@ -199,7 +292,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     @app.get("/track/{order_id}", response_class=HTMLResponse, tags=["buyers"], summary="The buyer's tracking page")
     async def track_page(order_id: uuid.UUID, request: Request) -> HTMLResponse:
         await authorize_order_reader(request, order_id)
-        html = page_template.replace("__ORDER_ID_JSON__", json.dumps(str(order_id)))
+        html = page_template.replace("__CONFIG_JSON__", page_config(settings, order_id))
         return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     return app

@@ -21,3 +21,9 @@ LIVE_PARTITIONS_ASSIGNED = Gauge(
     "tweetshop_tracking_live_partitions_assigned", "Partitions the live-update consumer of this process reads"
 )
 SHIPMENTS_BY_STATUS = Gauge("tweetshop_tracking_shipments", "Shipments by status", ["status"])
+LOCATIONS_THINNED = Counter(
+    "tweetshop_tracking_locations_thinned_total", "Old location points deleted by the retention setting"
+)
+SSE_REFUSED = Counter(
+    "tweetshop_tracking_sse_refused_total", "Live streams refused because the process had its most watchers"
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -89,6 +90,14 @@ async def list_shipments_by_order(conn: asyncpg.Connection, order_id: uuid.UUID)
     return [_shipment(r) for r in rows]
 
 
+async def get_shipment_for_courier(conn: asyncpg.Connection, shipment_id: uuid.UUID) -> tuple[Shipment, str] | None:
+    """The shipment, locked for this transaction, with its courier token hash (one round trip for both)."""
+    row = await conn.fetchrow(
+        f"SELECT {_SHIPMENT_COLUMNS}, courier_token_hash FROM shipments WHERE id = $1 FOR UPDATE", shipment_id
+    )
+    return (_shipment(row), str(row["courier_token_hash"])) if row else None
+
+
 async def get_courier_token_hash(conn: asyncpg.Connection, shipment_id: uuid.UUID) -> str | None:
     """The stored hash of the shipment's courier token; None when the shipment does not exist."""
     value = await conn.fetchval("SELECT courier_token_hash FROM shipments WHERE id = $1", shipment_id)
@@ -170,6 +179,87 @@ async def recent_points(
         limit,
     )
     return [Point(**dict(r.items())) for r in rows]
+
+
+async def list_shipments_by_status(
+    conn: asyncpg.Connection, status: str, *, limit: int, created_after: datetime | None = None
+) -> list[Shipment]:
+    """Shipments in one status, oldest first (``created_after``: a cursor for the next page)."""
+    rows = await conn.fetch(
+        f"""SELECT {_SHIPMENT_COLUMNS} FROM shipments
+            WHERE status = $1 AND created_at > coalesce($2, '-infinity'::timestamptz)
+            ORDER BY created_at, id LIMIT $3""",
+        status,
+        created_after,
+        limit,
+    )
+    return [_shipment(r) for r in rows]
+
+
+async def route(conn: asyncpg.Connection, shipment_id: uuid.UUID, *, limit: int) -> list[Point]:
+    """The newest ``limit`` stored points of a shipment, oldest first (what the map draws as the route)."""
+    rows = await conn.fetch(
+        """SELECT lat, lon, recorded_at, speed, heading, accuracy FROM (
+               SELECT lat, lon, recorded_at, speed, heading, accuracy FROM shipment_locations
+               WHERE shipment_id = $1 ORDER BY recorded_at DESC LIMIT $2
+           ) newest ORDER BY recorded_at""",
+        shipment_id,
+        limit,
+    )
+    return [Point(**dict(r.items())) for r in rows]
+
+
+@dataclass(frozen=True)
+class ThinningCandidate:
+    shipment_id: uuid.UUID
+    thinned_until: datetime | None
+    last_recorded_at: datetime | None
+
+
+async def shipments_to_thin(conn: asyncpg.Connection, until: datetime, *, limit: int) -> list[ThinningCandidate]:
+    """Shipments with history before ``until`` not thinned yet, least recently thinned first."""
+    rows = await conn.fetch(
+        """SELECT id, history_thinned_until, last_recorded_at FROM shipments
+           WHERE last_recorded_at IS NOT NULL
+             AND coalesce(history_thinned_until, '-infinity'::timestamptz) < $1
+             AND coalesce(history_thinned_until, '-infinity'::timestamptz) <= last_recorded_at
+           ORDER BY history_thinned_until NULLS FIRST, id
+           LIMIT $2""",
+        until,
+        limit,
+    )
+    return [ThinningCandidate(r["id"], r["history_thinned_until"], r["last_recorded_at"]) for r in rows]
+
+
+async def location_times(
+    conn: asyncpg.Connection, shipment_id: uuid.UUID, since: datetime | None, until: datetime
+) -> list[datetime]:
+    """recorded_at of the shipment's points in [since, until), oldest first."""
+    rows = await conn.fetch(
+        """SELECT recorded_at FROM shipment_locations
+           WHERE shipment_id = $1 AND recorded_at >= coalesce($2, '-infinity'::timestamptz) AND recorded_at < $3
+           ORDER BY recorded_at""",
+        shipment_id,
+        since,
+        until,
+    )
+    return [r["recorded_at"] for r in rows]
+
+
+async def delete_locations(conn: asyncpg.Connection, shipment_id: uuid.UUID, recorded: Sequence[datetime]) -> int:
+    """Delete the named points of one shipment; returns how many went."""
+    if not recorded:
+        return 0
+    status = await conn.execute(
+        "DELETE FROM shipment_locations WHERE shipment_id = $1 AND recorded_at = ANY($2::timestamptz[])",
+        shipment_id,
+        list(recorded),
+    )
+    return int(status.split()[-1])
+
+
+async def set_thinned_until(conn: asyncpg.Connection, shipment_id: uuid.UUID, until: datetime) -> None:
+    await conn.execute("UPDATE shipments SET history_thinned_until = $2 WHERE id = $1", shipment_id, until)
 
 
 async def count_by_status(conn: asyncpg.Connection) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -126,13 +127,44 @@ async def issue_courier_token(pool: asyncpg.Pool, shipment_id: uuid.UUID) -> str
     return token
 
 
-async def authorize_courier(conn: asyncpg.Connection, shipment_id: uuid.UUID, token: str) -> None:
-    """404 for an unknown shipment, 403 unless ``token`` is this shipment's courier token."""
-    token_hash = await repository.get_courier_token_hash(conn, shipment_id)
+def _check_courier(shipment_id: uuid.UUID, token: str, token_hash: str | None) -> str:
+    """404 for an unknown shipment (no hash), 403 unless ``token`` is its courier token; returns the hash."""
     if token_hash is None:
         raise NotFound("unknown shipment", code="unknown_shipment")
     if not secret_matches(token, token_hash):
         raise Forbidden("this token is not the courier token of this shipment")
+    return token_hash
+
+
+class CourierTokens:
+    """Courier tokens recently proven valid, so a busy courier's requests pass the first check without a query.
+
+    Only a shortcut for the check made before the body is read: ingest checks the
+    token again under the shipment's row lock, so a replaced token still writes nothing.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._hashes: collections.OrderedDict[uuid.UUID, str] = collections.OrderedDict()
+
+    async def authorize(self, pool: asyncpg.Pool, shipment_id: uuid.UUID, token: str) -> None:
+        """404 for an unknown shipment, 403 unless ``token`` is its courier token (remembered when it is)."""
+        known = self._hashes.get(shipment_id)
+        if known is not None and secret_matches(token, known):
+            self._hashes.move_to_end(shipment_id)
+            return
+        async with pool.acquire() as conn:
+            token_hash = await repository.get_courier_token_hash(conn, shipment_id)
+        self.remember(shipment_id, _check_courier(shipment_id, token, token_hash))
+
+    def remember(self, shipment_id: uuid.UUID, token_hash: str) -> None:
+        self._hashes[shipment_id] = token_hash
+        self._hashes.move_to_end(shipment_id)
+        while len(self._hashes) > self._size:
+            self._hashes.popitem(last=False)
+
+    def forget(self, shipment_id: uuid.UUID) -> None:
+        self._hashes.pop(shipment_id, None)
 
 
 async def ingest_locations(
@@ -144,6 +176,7 @@ async def ingest_locations(
     *,
     now: datetime,
     max_batch: int,
+    tokens: CourierTokens | None = None,
 ) -> IngestResult:
     """Store a courier's batch, move the shipment forward, and publish every new point and status change.
 
@@ -166,11 +199,16 @@ async def ingest_locations(
         raise Unprocessable(str(invalid), code="invalid_location", index=invalid.index) from None
 
     async with pool.acquire() as conn, conn.transaction():
-        shipment = await repository.get_shipment(conn, shipment_id, for_update=True)
-        if shipment is None:
-            raise NotFound("unknown shipment", code="unknown_shipment")
-        # Checked again under the row lock: a token rotated meanwhile no longer writes.
-        await authorize_courier(conn, shipment_id, token)
+        found = await repository.get_shipment_for_courier(conn, shipment_id)
+        try:
+            # Checked again under the row lock: a token replaced meanwhile no longer writes.
+            _check_courier(shipment_id, token, found[1] if found else None)
+        except DomainError:
+            if tokens is not None:
+                tokens.forget(shipment_id)
+            raise
+        assert found is not None  # NotFound was raised otherwise
+        shipment = found[0]
         if shipment.status in domain.TERMINAL:
             metrics.LOCATION_BATCHES_REFUSED.labels("closed").inc()
             raise Conflict(f"shipment is {shipment.status}: it takes no more locations", code="shipment_closed")
@@ -220,6 +258,64 @@ async def get_shipment(pool: asyncpg.Pool, shipment_id: uuid.UUID) -> Shipment:
     if shipment is None:
         raise NotFound("unknown shipment", code="unknown_shipment")
     return shipment
+
+
+async def shipments_in_status(
+    pool: asyncpg.Pool, status: domain.ShipmentStatus, *, limit: int, created_after: datetime | None = None
+) -> list[Shipment]:
+    """Operators: shipments in one status, oldest first (couriers pick up ``label_created`` ones)."""
+    async with pool.acquire() as conn:
+        return await repository.list_shipments_by_status(conn, status, limit=limit, created_after=created_after)
+
+
+async def route_of(pool: asyncpg.Pool, shipment_id: uuid.UUID, *, limit: int) -> list[Point]:
+    """The route so far: the newest ``limit`` points of the shipment, oldest first."""
+    async with pool.acquire() as conn:
+        return await repository.route(conn, shipment_id, limit=limit)
+
+
+# --- retention -------------------------------------------------------------------------
+
+# One retention pass at a time across replicas (a transaction-scoped advisory lock).
+_THINNING_LOCK = 7_210_404
+
+
+@dataclass(frozen=True)
+class ThinningPass:
+    shipments: int
+    deleted: int
+
+
+async def thin_history(
+    pool: asyncpg.Pool, rule: domain.Thinning, *, now: datetime, shipments_per_transaction: int = 100
+) -> ThinningPass:
+    """Thin every shipment's history older than the rule's cutoff; returns what it did.
+
+    Each shipment remembers up to where it was thinned, so a pass reads only the
+    history that aged past the cutoff since the previous one.
+    """
+    if rule.keep_every_s <= 0:
+        return ThinningPass(0, 0)
+    # Only whole windows are thinned: the window the cutoff falls in waits for a later pass.
+    until = rule.window_start(rule.cutoff(now))
+    shipments = deleted = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _THINNING_LOCK):
+                return ThinningPass(shipments, deleted)  # another replica is thinning right now
+            candidates = await repository.shipments_to_thin(conn, until, limit=shipments_per_transaction)
+            deleted_now = 0
+            for candidate in candidates:
+                recorded = await repository.location_times(conn, candidate.shipment_id, candidate.thinned_until, until)
+                keep = {candidate.last_recorded_at} if candidate.last_recorded_at is not None else set()
+                doomed = domain.points_to_thin(recorded, rule, now, keep=keep)
+                deleted_now += await repository.delete_locations(conn, candidate.shipment_id, doomed)
+                await repository.set_thinned_until(conn, candidate.shipment_id, until)
+        shipments += len(candidates)
+        deleted += deleted_now
+        metrics.LOCATIONS_THINNED.inc(deleted_now)
+        if len(candidates) < shipments_per_transaction:
+            return ThinningPass(shipments, deleted)
 
 
 async def count_by_status(pool: asyncpg.Pool) -> dict[str, int]:

@@ -328,6 +328,23 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
         retried = await api.post(f"/shipments/{shipment_id}/locations", json=[newer, older], headers=courier)
         assert (retried.json()["accepted"], retried.json()["duplicates"]) == (0, 2)
 
+        # The route the map draws: every stored point, oldest first; or only the newest ones.
+        route = (await api.get(f"/shipments/{shipment_id}/locations")).json()
+        assert [p["lat"] for p in route["points"]] == [stale["lat"], older["lat"], newer["lat"]]
+        assert route["truncated"] is False
+        newest = (await api.get(f"/shipments/{shipment_id}/locations", params={"limit": 2})).json()
+        assert ([p["lat"] for p in newest["points"]], newest["truncated"]) == ([older["lat"], newer["lat"]], True)
+
+        # Operators (a courier app, the simulator) list shipments by status; nobody else can.
+        operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+        in_transit = await api.get("/shipments", params={"status": "in_transit"}, headers=operator)
+        assert [s["id"] for s in in_transit.json()] == [shipment_id]
+        assert (await api.get("/shipments", params={"status": "label_created"}, headers=operator)).json() == []
+        assert (await api.get("/shipments", params={"status": "in_transit"})).status_code == 401
+        no_filter = await api.get("/shipments", headers=operator)
+        assert (no_filter.status_code, no_filter.json()["error"]) == (422, "missing_filter")
+        assert (await api.get("/shipments", params={"status": "lost"}, headers=operator)).status_code == 422
+
     # Every stored point is on tracking.locations.v1, once, in recorded order for the shipment.
     located = await read_topic(
         kafka_bootstrap,

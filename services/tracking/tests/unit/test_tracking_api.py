@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
-from tracking.api import LocationBatchIn, ShipmentOut
+from tracking.api import LocationBatchIn, RouteOut, ShipmentOut
+from tracking.config import TrackingSettings
 from tracking.domain import Destination, Eta, Point, Shipment
+from tracking.main import page_config
 
 FIX = {"lat": 48.85, "lon": 2.35, "recorded_at": "2025-06-01T12:00:00Z", "speed": 7.5}
 
@@ -52,3 +55,19 @@ def test_the_eta_is_labelled_as_an_estimate() -> None:
         "is_estimate": True,
     }
     assert ShipmentOut.of(shipment, None).eta is None
+
+
+def test_a_route_longer_than_asked_keeps_its_newest_points_and_says_it_was_cut() -> None:
+    start = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    points = [Point(48.0 + i / 100, 2.35, start.replace(minute=i)) for i in range(4)]
+    cut = RouteOut.of(uuid.uuid4(), points, limit=3)
+    assert ([p.lat for p in cut.points], cut.truncated) == ([48.01, 48.02, 48.03], True)
+    whole = RouteOut.of(uuid.uuid4(), points[:3], limit=3)
+    assert (len(whole.points), whole.truncated) == (3, False)
+
+
+def test_the_map_page_settings_cannot_close_their_script_element() -> None:
+    settings = TrackingSettings(map_tile_url="https://tiles.example/{z}/{x}/{y}.png", map_tile_attribution="</script>x")
+    text = page_config(settings, uuid.UUID(int=1))
+    assert "</" not in text
+    assert json.loads(text)["tileAttribution"] == "</script>x"

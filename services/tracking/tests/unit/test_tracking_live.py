@@ -115,9 +115,24 @@ async def test_the_stream_sends_a_snapshot_then_newer_locations_and_skips_stale_
     assert parse(first) == ("snapshot", {"status": "in_transit", "lat": 48.90})
     hub.publish(location(60, lat=48.99))  # older than the snapshot's point
     hub.publish(location(5, lat=48.88))
-    assert parse(await next_chunk(stream)) == ("location", {"status": "in_transit", "lat": 48.88})
+    name, data = parse(await next_chunk(stream))
+    assert (name, data["status"], data["lat"]) == ("location", "in_transit", 48.88)
+    assert [p["lat"] for p in data["points"]] == [48.88]
     await stream.aclose()
     assert hub.watcher_count() == 0
+
+
+async def test_updates_that_queued_up_reach_the_watcher_as_one_with_every_new_point_in_order() -> None:
+    hub, store = live.LiveHub(), FakeStore(SHIPMENT)
+    stream = live.shipment_stream(hub, SHIPMENT.id, load=store.load, render=render, heartbeat_s=5, retry_ms=1000)
+    await next_chunk(stream)
+    for seconds_ago, lat in ((20, 48.89), (15, 48.88), (10, 48.87)):
+        hub.publish(location(seconds_ago, lat=lat))
+    name, data = parse(await next_chunk(stream))
+    assert (name, data["lat"]) == ("location", 48.87)
+    assert [p["lat"] for p in data["points"]] == [48.89, 48.88, 48.87]
+    assert data["points"][-1]["recorded_at"].endswith("Z")
+    await stream.aclose()
 
 
 async def test_the_stream_rereads_the_shipment_on_a_status_change_and_ends_once_delivered() -> None:
@@ -126,7 +141,7 @@ async def test_the_stream_rereads_the_shipment_on_a_status_change_and_ends_once_
     await next_chunk(stream)
     store.shipment = replace(SHIPMENT, status="delivered")
     hub.publish(status_changed("delivered"))
-    assert parse(await next_chunk(stream)) == ("status", {"status": "delivered", "lat": 48.90})
+    assert parse(await next_chunk(stream)) == ("status", {"status": "delivered", "lat": 48.90, "points": []})
     assert parse(await next_chunk(stream)) == ("end", {"status": "delivered"})
     assert store.loads == 2
 
@@ -154,3 +169,15 @@ async def test_closing_the_hub_ends_open_streams_and_new_ones_right_after_their_
     )
     assert parse(await next_chunk(late))[0] == "snapshot"
     assert [chunk async for chunk in late] == []
+
+
+async def test_updates_of_shipments_nobody_watches_here_are_skipped_before_decoding() -> None:
+    hub = live.LiveHub()
+    with hub.watch(SHIPMENT.id) as queue:
+        other = uuid.uuid4()
+        assert not hub.is_watched(str(other).encode())
+        # Not even decoded: garbage under another shipment's key is simply passed over.
+        hub.dispatch("tracking.locations.v1", b"{not json", str(other).encode())
+        hub.dispatch("tracking.locations.v1", location(5).to_bytes(), str(SHIPMENT.id).encode())
+        assert queue.qsize() == 1
+    assert hub.watcher_count() == 0

@@ -1,0 +1,218 @@
+// The buyer's map page: finds the order's shipment, draws its route, courier and destination on a
+// Leaflet map, and follows the live stream (server-sent events), reconnecting by itself.
+"use strict";
+(() => {
+  const config = JSON.parse(document.getElementById("track-config").textContent);
+  // The order's access token travels in the page URL (query or fragment) and is passed on to the API.
+  const token = new URLSearchParams(location.search).get("access_token")
+    || new URLSearchParams(location.hash.slice(1)).get("access_token");
+  const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token) : url);
+  const $ = (id) => document.getElementById(id);
+  const labels = {
+    label_created: "Label created", picked_up: "Picked up", in_transit: "In transit",
+    out_for_delivery: "Out for delivery", delivered: "Delivered", exception: "Delayed (exception)", cancelled: "Cancelled",
+  };
+  const connectionText = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", ended: "Finished", unavailable: "Unavailable" };
+
+  // What the page shows, readable by tests and support tools (window.__trackState).
+  const state = {
+    shipmentId: null, status: null, statusText: "", etaText: "", etaNote: "",
+    courier: null, destination: null, routePoints: 0, connection: "connecting", updates: 0,
+  };
+  window.__trackState = state;
+
+  // --- the map ---------------------------------------------------------------------------
+  const mapElement = $("map");
+  const map = L.map(mapElement, { zoomControl: true, attributionControl: Boolean(config.tileUrl) });
+  if (config.tileUrl) {
+    const attribution = document.createElement("span");
+    attribution.textContent = config.tileAttribution || "";
+    L.tileLayer(config.tileUrl, { maxZoom: 19, attribution: attribution.innerHTML }).addTo(map);
+  } else {
+    mapElement.classList.add("no-tiles");
+  }
+  L.control.scale({ imperial: false }).addTo(map);
+  map.setView([20, 0], 2);
+
+  const routeLine = L.polyline([], { color: "#1d9bf0", weight: 4, opacity: 0.85 }).addTo(map);
+  let route = []; // [{lat, lon, t}] oldest first; t = recorded_at in ms
+  let courierMarker = null;
+  let destinationMarker = null;
+  // Once the buyer pans the map themselves, updates stop re-fitting it under their finger.
+  let buyerMovedMap = false;
+  map.on("dragstart", () => { buyerMovedMap = true; });
+
+  function fit() {
+    if (buyerMovedMap) return;
+    const points = route.map((p) => [p.lat, p.lon]);
+    if (courierMarker) points.push(courierMarker.getLatLng());
+    if (destinationMarker) points.push(destinationMarker.getLatLng());
+    if (points.length === 1) map.setView(points[0], 15);
+    else if (points.length > 1) map.fitBounds(L.latLngBounds(points), { padding: [36, 36], maxZoom: 16 });
+  }
+
+  function drawRoute() {
+    routeLine.setLatLngs(route.map((p) => [p.lat, p.lon]));
+    state.routePoints = route.length;
+  }
+
+  function extendRoute(point) {
+    const t = Date.parse(point.recorded_at);
+    if (route.length && t <= route[route.length - 1].t) return; // older than the route's end: not a step forward
+    route.push({ lat: point.lat, lon: point.lon, t });
+    drawRoute();
+  }
+
+  function replaceRoute(points) {
+    const fetched = points.map((p) => ({ lat: p.lat, lon: p.lon, t: Date.parse(p.recorded_at) }));
+    const end = fetched.length ? fetched[fetched.length - 1].t : -Infinity;
+    // Live points that arrived while the route was loading are newer than what it returned: keep them.
+    route = fetched.concat(route.filter((p) => p.t > end));
+    drawRoute();
+  }
+
+  function placeMarkers(s) {
+    const dest = s.destination;
+    if (!destinationMarker) {
+      destinationMarker = L.marker([dest.lat, dest.lon], { title: "Destination", alt: "Destination" })
+        .bindTooltip(dest.city + ", " + dest.country).addTo(map);
+    }
+    state.destination = { lat: dest.lat, lon: dest.lon };
+    const p = s.last_location;
+    if (!p) return;
+    if (!courierMarker) {
+      courierMarker = L.circleMarker([p.lat, p.lon], {
+        radius: 9, color: "#fff", weight: 3, fillColor: "#e0245e", fillOpacity: 1,
+      }).bindTooltip("Courier", { className: "courier-label" }).addTo(map);
+    } else {
+      courierMarker.setLatLng([p.lat, p.lon]);
+    }
+    const at = courierMarker.getLatLng();
+    state.courier = { lat: at.lat, lon: at.lng };
+  }
+
+  // --- the panel -------------------------------------------------------------------------
+  function setConnection(name) {
+    state.connection = name;
+    const element = $("connection");
+    element.dataset.state = name;
+    element.textContent = connectionText[name];
+  }
+
+  function render(s) {
+    $("message").hidden = true;
+    $("details").hidden = false;
+    state.status = s.status;
+    state.statusText = labels[s.status] || s.status;
+    $("status").textContent = state.statusText;
+    let eta = "not known yet";
+    let note = "";
+    if (s.status === "delivered" && s.delivered_at) {
+      eta = "Delivered " + new Date(s.delivered_at).toLocaleString();
+    } else if (s.status === "cancelled") {
+      eta = "–";
+    } else if (s.eta) {
+      eta = "around " + new Date(s.eta.estimated_arrival).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      note = "estimate · " + (s.eta.remaining_m / 1000).toFixed(1) + " km to go";
+    }
+    state.etaText = eta;
+    state.etaNote = note;
+    $("eta").textContent = eta;
+    $("eta-note").textContent = note;
+    const p = s.last_location;
+    $("last-location").textContent = p
+      ? p.lat.toFixed(5) + ", " + p.lon.toFixed(5) + " at " + new Date(p.recorded_at).toLocaleTimeString()
+      : "not picked up yet";
+    $("destination").textContent = s.destination.city + ", " + s.destination.country;
+    placeMarkers(s);
+    if (p) extendRoute(p);
+    fit();
+    state.updates += 1;
+  }
+
+  // --- data ------------------------------------------------------------------------------
+  async function loadRoute(shipmentId) {
+    try {
+      const response = await fetch(withToken("/shipments/" + shipmentId + "/locations"));
+      if (!response.ok) return;
+      replaceRoute((await response.json()).points);
+      fit();
+    } catch (err) {
+      // The live stream still draws from here on; the next reconnect loads the route again.
+    }
+  }
+
+  function follow(shipmentId) {
+    let source = null;
+    let retryDelay = 1000;
+    let ended = false;
+
+    const connect = () => {
+      source = new EventSource(withToken("/shipments/" + shipmentId + "/stream"));
+      source.addEventListener("snapshot", (e) => {
+        setConnection("live");
+        retryDelay = 1000;
+        render(JSON.parse(e.data));
+        // Points sent while we were away are only in the history: fill the gap.
+        loadRoute(shipmentId);
+      });
+      // An update carries the fixes since the previous one: the route grows by all of them.
+      const update = (e) => {
+        const data = JSON.parse(e.data);
+        setConnection("live");
+        for (const point of data.points || []) extendRoute(point);
+        render(data);
+      };
+      source.addEventListener("location", update);
+      source.addEventListener("status", (e) => {
+        update(e);
+        // The stream re-read the shipment: fixes it skipped as older are in the history.
+        loadRoute(shipmentId);
+      });
+      source.addEventListener("end", () => {
+        ended = true;
+        source.close();
+        setConnection("ended");
+      });
+      source.onerror = () => {
+        if (ended) return;
+        setConnection("reconnecting");
+        // EventSource retries network errors itself; after an HTTP error it gives up (CLOSED): retry ourselves.
+        if (source.readyState === EventSource.CLOSED) {
+          setTimeout(connect, retryDelay);
+          retryDelay = Math.min(retryDelay * 2, 30000);
+        }
+      };
+    };
+    connect();
+  }
+
+  async function start() {
+    try {
+      const response = await fetch(withToken("/shipments?order_id=" + encodeURIComponent(config.orderId)));
+      if (response.ok) {
+        const shipments = await response.json();
+        if (shipments.length > 0) {
+          const shipment = shipments[0];
+          state.shipmentId = shipment.id;
+          render(shipment);
+          await loadRoute(shipment.id);
+          follow(shipment.id);
+          return;
+        }
+        $("message").textContent = "Your order is paid; the shipment is being prepared…";
+      } else {
+        $("message").textContent = "This shipment cannot be shown (" + response.status + ").";
+        if (response.status === 401 || response.status === 403 || response.status === 404) {
+          setConnection("unavailable");
+          return;
+        }
+      }
+    } catch (err) {
+      $("message").textContent = "Cannot reach the tracking service; retrying…";
+      setConnection("reconnecting");
+    }
+    setTimeout(start, 2000);
+  }
+  start();
+})();

@@ -1,0 +1,86 @@
+"""Retention against real Postgres: a pass thins old history to one point per window and keeps the rest."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+
+import asyncpg
+import pytest_asyncio
+from tracking import repository, service
+from tracking.domain import Destination, Point, Shipment, Thinning
+from tweetshop_devstack.pytest_plugin import ScratchDatabase
+from tweetshop_platform import db
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+RULE = Thinning(keep_every_s=60, older_than_s=24 * 3600)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def tracking_pool(database: ScratchDatabase) -> AsyncIterator[asyncpg.Pool]:
+    """tracking's schema, migrated, in a fresh database."""
+    dsn = await database.provision("tracking")
+    pool = await db.create_pool(dsn, "tracking", min_size=1, max_size=2)
+    try:
+        own = db.load_migrations("tracking", resources.files("tracking") / "migrations")
+        migrations = db.platform_migrations() + own
+        await db.apply_migrations(pool, "tracking", migrations)
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def a_shipment_with_history(pool: asyncpg.Pool, recorded: list[datetime]) -> Shipment:
+    shipment = Shipment(
+        id=uuid.uuid4(),
+        order_id=uuid.uuid4(),
+        status="in_transit",
+        destination=Destination("Paris", "FR", 48.853, 2.3499),
+        correlation_id="corr",
+    )
+    points = [Point(48.9 - i * 1e-4, 2.3499, t) for i, t in enumerate(recorded)]
+    async with pool.acquire() as conn:
+        await repository.insert_shipment(conn, shipment, "hash")
+        await repository.insert_locations(conn, shipment.id, points)
+        return await repository.update_progress(conn, replace(shipment, last_location=points[-1]))
+
+
+async def stored(pool: asyncpg.Pool, shipment_id: uuid.UUID) -> list[datetime]:
+    async with pool.acquire() as conn:
+        return await repository.location_times(conn, shipment_id, None, NOW + timedelta(days=1))
+
+
+async def test_a_pass_keeps_one_old_point_per_minute_all_recent_ones_and_deletes_nothing_twice(
+    tracking_pool: asyncpg.Pool,
+) -> None:
+    # Three days ago, a fix every 5 s for 3 minutes; then a recent stretch.
+    old_start = (NOW - timedelta(days=3)).replace(second=0)
+    old = [old_start + timedelta(seconds=5 * i) for i in range(36)]
+    recent = [NOW - timedelta(minutes=10) + timedelta(seconds=5 * i) for i in range(12)]
+    busy = await a_shipment_with_history(tracking_pool, old + recent)
+    # A delivered shipment whose whole history is old: its final point (the one the row repeats) stays.
+    finished_start = (NOW - timedelta(days=2)).replace(second=0)
+    finished_points = [finished_start + timedelta(seconds=10 * i) for i in range(6)]
+    finished = await a_shipment_with_history(tracking_pool, finished_points)
+
+    first = await service.thin_history(tracking_pool, RULE, now=NOW)
+
+    assert first.shipments == 2
+    assert first.deleted == (36 - 3) + (6 - 2)
+    assert await stored(tracking_pool, busy.id) == [old_start + timedelta(minutes=m) for m in range(3)] + recent
+    assert await stored(tracking_pool, finished.id) == [finished_start, finished_points[-1]]
+
+    again = await service.thin_history(tracking_pool, RULE, now=NOW + timedelta(minutes=5))
+    assert again.deleted == 0
+    assert len(await stored(tracking_pool, busy.id)) == 3 + len(recent)
+
+
+async def test_a_rule_that_keeps_every_point_thins_nothing(tracking_pool: asyncpg.Pool) -> None:
+    recorded = [NOW - timedelta(days=3) + timedelta(seconds=i) for i in range(20)]
+    shipment = await a_shipment_with_history(tracking_pool, recorded)
+    done = await service.thin_history(tracking_pool, Thinning(keep_every_s=0, older_than_s=3600), now=NOW)
+    assert done.deleted == 0
+    assert await stored(tracking_pool, shipment.id) == recorded

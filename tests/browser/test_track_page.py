@@ -1,0 +1,147 @@
+"""The buyer's map page in headless Chromium: a real shipment, a courier posting fixes, the marker moving live."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from tweetshop_contracts import Destination, OrderPaid
+from tweetshop_devstack.kafka_probe import publish_events
+from tweetshop_devstack.pytest_plugin import run_sync
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+OPERATOR_KEY = "browser-test-operator-key"
+# Lyon, Place Bellecour; the courier comes from the north.
+LYON = Destination(city="Lyon", country="FR", lat=45.7578, lon=4.8320)
+FAR = {"lat": 45.7848, "lon": 4.8320}  # ~3 km north: in transit
+NEAR = {"lat": 45.7638, "lon": 4.8320}  # ~670 m north: out for delivery
+CLOSER = {"lat": 45.7608, "lon": 4.8320}  # ~330 m north
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20, interval: float = 0.2) -> Any:
+    """The first truthy result of ``check()`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: last result {result!r}")
+        time.sleep(interval)
+
+
+def metric(api: httpx.Client, name: str) -> float:
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def track_state(page: Page) -> dict[str, Any]:
+    state: dict[str, Any] = page.evaluate("() => JSON.parse(JSON.stringify(window.__trackState || {}))")
+    return state
+
+
+@pytest.fixture
+def tracking(service_process: Any) -> Any:
+    return service_process.start("tracking", env={"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY})
+
+
+def test_the_map_page_follows_the_courier_live_on_a_phone_and_reconnects_by_itself(
+    tracking: Any, service_process: Any, kafka_bootstrap: str, page: Page
+) -> None:
+    order_id = uuid.uuid4()
+    paid = OrderPaid(
+        producer="checkout",
+        correlation_id=f"corr-{order_id}",
+        order_id=order_id,
+        product_id=uuid.uuid4(),
+        quantity=1,
+        amount_minor=1999,
+        currency="EUR",
+        payment_intent_id=f"pi_{order_id.hex[:12]}",
+        destination=LYON,
+    )
+    run_sync(publish_events(kafka_bootstrap, service_process.topic_namespace, paid))
+
+    with httpx.Client(base_url=tracking.base_url, timeout=10) as api:
+        [shipment] = eventually(lambda: api.get("/shipments", params={"order_id": str(order_id)}).json())
+        shipment_id = shipment["id"]
+        operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+        issued = api.post(f"/shipments/{shipment_id}/courier-token", headers=operator)
+        courier = {"Authorization": f"Bearer {issued.json()['courier_token']}"}
+        # The live feed reads from "latest": it must be reading before the courier posts.
+        eventually(lambda: metric(api, "tweetshop_tracking_live_partitions_assigned") > 0)
+
+        requested: list[str] = []
+        errors: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{tracking.base_url}/track/{order_id}")
+        page.wait_for_function("() => window.__trackState && window.__trackState.connection === 'live'")
+
+        before = track_state(page)
+        assert before["statusText"] == "Label created"
+        assert before["etaText"] == "not known yet"
+        assert before["courier"] is None
+        assert before["destination"] == {"lat": pytest.approx(LYON.lat), "lon": pytest.approx(LYON.lon)}
+        assert page.locator(".leaflet-marker-icon").count() == 1  # the destination pin
+
+        def post(point: dict[str, float], seconds_ago: float) -> None:
+            fix = {**point, "recorded_at": (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()}
+            response = api.post(f"/shipments/{shipment_id}/locations", json=[{**fix, "speed": 9.0}], headers=courier)
+            assert response.status_code == 200, response.text
+
+        def courier_at(point: dict[str, float]) -> str:
+            return f"""() => {{
+                const c = window.__trackState.courier;
+                return c !== null && Math.abs(c.lat - {point["lat"]}) < 1e-6 && Math.abs(c.lon - {point["lon"]}) < 1e-6;
+            }}"""
+
+        post(FAR, seconds_ago=30)
+        page.wait_for_function(courier_at(FAR))
+        page.wait_for_function("() => window.__trackState.status === 'in_transit'")
+        first = track_state(page)
+        assert first["statusText"] == "In transit"
+        assert first["etaText"].startswith("around ")
+        assert first["etaNote"] == "estimate · 3.0 km to go"
+
+        post(NEAR, seconds_ago=5)
+        page.wait_for_function(courier_at(NEAR))
+        page.wait_for_function("() => window.__trackState.status === 'out_for_delivery'")
+        second = track_state(page)
+
+        # The marker moved south with the courier, and the panel says so.
+        assert second["courier"]["lat"] < first["courier"]["lat"]
+        assert second["statusText"] == "Out for delivery"
+        assert second["etaNote"] == "estimate · 0.7 km to go"
+        assert page.locator("#status").inner_text() == "Out for delivery"
+        assert "estimate" in page.locator("#eta-note").inner_text()
+        assert page.locator("#connection").inner_text() == "Live"
+        # The route so far is drawn: one line through both fixes.
+        assert second["routePoints"] == 2
+        assert page.locator("path.leaflet-interactive").count() >= 2  # the route line and the courier's circle
+
+        # The service restarts (a deploy): the page says it is reconnecting, then follows again by itself.
+        tracking.stop()
+        page.wait_for_function("() => window.__trackState.connection === 'reconnecting'")
+        assert page.locator("#connection").inner_text() == "Reconnecting…"
+        tracking.start()
+        eventually(lambda: metric(api, "tweetshop_tracking_live_partitions_assigned") > 0)
+        page.wait_for_function("() => window.__trackState.connection === 'live'", timeout=30_000)
+        post(CLOSER, seconds_ago=1)
+        page.wait_for_function(courier_at(CLOSER))
+        third = track_state(page)
+
+    assert third["etaNote"] == "estimate · 0.3 km to go"
+    assert third["routePoints"] == 3
+    # Everything the page needed came from tracking itself (Leaflet included): nothing from the internet.
+    assert requested and all(url.startswith(tracking.base_url) for url in requested), requested
+    assert errors == []
