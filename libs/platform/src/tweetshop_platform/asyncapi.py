@@ -92,3 +92,45 @@ def install_asyncapi(app: FastAPI, service: str) -> None:
     @app.get("/asyncapi/system.json", tags=["operations"], summary="AsyncAPI 3.0: every topic of the system")
     async def asyncapi_of_system() -> JSONResponse:
         return JSONResponse(system_document())
+
+
+SERVICES = ("catalog", "feed", "checkout", "tracking")
+
+
+def render(document: JsonObject) -> str:
+    """The checked-in form of a document: sorted keys, two-space indent, final newline."""
+    import json
+
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or ``--check``) docs/asyncapi/<service>.json from the checked-in system document."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--docs", type=Path, default=Path("docs"))
+    parser.add_argument("--check", action="store_true", help="exit 1 when a checked-in file is stale")
+    args = parser.parse_args(argv)
+    system = json.loads((args.docs / "asyncapi.json").read_text(encoding="utf-8"))
+    stale = []
+    for service in SERVICES:
+        path = args.docs / "asyncapi" / f"{service}.json"
+        text = render(service_document(service, system))
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(str(path))
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if args.check and stale:
+        print("stale per-service AsyncAPI documents (run python -m tweetshop_platform.asyncapi):", *stale)
+        return 1
+    print(f"per-service AsyncAPI documents {'up to date' if not stale else 'written'}: docs/asyncapi/<service>.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
