@@ -29,8 +29,19 @@ class CheckoutSettings(ServiceSettings):
     payment_recheck_interval_s: float = Field(
         default=30, gt=0, description="How often an undecided payment (3-D Secure, processing) is checked with Stripe"
     )
-    payment_action_timeout_s: float = Field(
-        default=3600, gt=0, description="An order whose buyer has not finished 3-D Secure by then is cancelled"
+    payment_deadline_s: float = Field(
+        default=1800,
+        gt=0,
+        description=(
+            "An order not paid this long after it was placed is cancelled: its PaymentIntent is cancelled at Stripe "
+            "and catalog releases its stock (the reservation's deadline)"
+        ),
+    )
+    reconcile_interval_s: float = Field(
+        default=30, gt=0, description="How often the reconciler looks for orders still open past their deadline"
+    )
+    payment_lease_margin_s: float = Field(
+        default=30, ge=0, description="Added to Stripe's slowest answer to make a payment step's lease"
     )
     refund_recheck_after_s: float = Field(
         default=60, gt=0, description="A refund whose Stripe answer was lost is completed by the worker after this"
@@ -50,4 +61,4 @@ class CheckoutSettings(ServiceSettings):
     @property
     def payment_lease_s(self) -> float:
         """How long a claimed payment stays with its worker: longer than Stripe's slowest answer with retries."""
-        return self.stripe_timeout_s * (self.stripe_max_network_retries + 1) + 30
+        return self.stripe_timeout_s * (self.stripe_max_network_retries + 1) + self.payment_lease_margin_s

@@ -8,7 +8,10 @@ Order statuses and the only moves between them::
        ├──▶ failed ◀──┤
        └──▶ cancelled ◀┘
 
-``failed``, ``cancelled`` and ``refunded`` are terminal. A partial refund keeps
+``failed``, ``cancelled`` and ``refunded`` are terminal. An order still waiting
+for its payment at its deadline ends from Stripe's truth (paid, failed, or
+cancelled once its PaymentIntent is cancelled); a buyer may cancel an order
+that is not paid yet (``plan_buyer_cancel``). A partial refund keeps
 the order ``paid`` and adds to ``refunded_minor``; the refund that brings the
 total to the amount paid moves it to ``refunded``. Every move that other
 services care about returns its event (contract v1); ``requires_action`` has no
@@ -159,6 +162,7 @@ class Order:
     updated_at: datetime
     stock_reserved: bool = False
     payment_attempts: int = 0
+    payment_retries: int = 0
     payment_intent_id: str | None = None
     client_secret: str | None = None
     failure_reason: str | None = None
@@ -330,6 +334,45 @@ def cancel(order: Order, reason: str, now: datetime) -> tuple[Order, OrderCancel
     return cancelled, event
 
 
+# --- deadline and cancellation ---------------------------------------------------------
+
+NOT_PAID_IN_TIME = "the order was not paid in time"
+CANCELLED_BY_BUYER = "cancelled by the buyer"
+
+
+CancelPlan = Literal["already_cancelled", "cancel_now", "cancel_at_stripe"]
+
+
+class CancelRefused(Exception):
+    """The buyer cannot cancel the order (any more, or right now); ``code`` names why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def plan_buyer_cancel(order: Order) -> CancelPlan:
+    """How a buyer's cancellation goes, or CancelRefused: only an order not paid yet can be cancelled.
+
+    Without any payment attempt nothing can be charged: the order is cancelled at
+    once. With a known PaymentIntent it is cancelled at Stripe first (Stripe
+    refuses if the payment just succeeded). An attempt whose PaymentIntent is not
+    known yet is being made right now: cancelling then could race the charge.
+    """
+    if order.status == "cancelled":
+        return "already_cancelled"
+    if order.status in ("paid", "refunded"):
+        raise CancelRefused("order_already_paid", "the order is paid; ask for a refund instead of cancelling")
+    if order.status == "failed":
+        raise CancelRefused("order_ended", "the payment failed: there is nothing left to cancel")
+    if order.payment_intent_id is not None:
+        return "cancel_at_stripe"
+    if order.payment_attempts == 0:
+        return "cancel_now"
+    raise CancelRefused("payment_in_progress", "the payment is being processed right now; try again in a few seconds")
+
+
 # --- refunds ---------------------------------------------------------------------------
 
 
@@ -404,6 +447,7 @@ def outcome_of_intent(
         # A confirmed intent back at "requires_payment_method" means the attempt failed (declined, 3-D Secure failed).
         return PaymentOutcome("failed", payment_intent_id, reason=error_message or "the payment was declined")
     if status == "canceled":
-        return PaymentOutcome("failed", payment_intent_id, reason=error_message or "the payment was cancelled")
+        # Cancelled at Stripe (by us at the deadline or for the buyer, or by hand): it can never be paid.
+        return PaymentOutcome("cancelled", payment_intent_id, reason="the payment was cancelled")
     # processing, requires_capture, requires_confirmation: not decided yet; look again later.
     return PaymentOutcome("processing", payment_intent_id)

@@ -9,6 +9,7 @@ try again later, never with a second PaymentIntent).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -185,7 +186,10 @@ class StripeGateway:
     async def cancel_intent(self, payment_intent_id: str) -> Intent:
         """Cancel an intent that was never completed."""
         intent = await self._call(
-            "payment_intents.cancel", lambda: self._client.v1.payment_intents.cancel_async(payment_intent_id)
+            "payment_intents.cancel",
+            lambda: self._client.v1.payment_intents.cancel_async(
+                payment_intent_id, options={"idempotency_key": f"cancel-{payment_intent_id}"}
+            ),
         )
         return Intent.from_data(intent.to_dict())
 
@@ -220,9 +224,20 @@ class StripeGateway:
         return await self._call("refunds.list", scan)
 
 
-def verify_webhook(payload: bytes, signature: str | None, secret: str, tolerance: int) -> None:
-    """Raise ValueError unless Stripe signed this payload recently with our secret."""
+def verify_webhook(payload: bytes, signature: str | None, secret: str, tolerance: int) -> dict[str, Any]:
+    """The event Stripe signed recently with our secret, or ValueError (bad or stale signature, not a JSON object).
+
+    Only the signature is left to the library: its event parsing fails with other
+    errors than ValueError on some signed-but-odd bodies (a JSON array, say).
+    """
     try:
-        stripe.Webhook.construct_event(payload, signature or "", secret, tolerance=tolerance)
+        stripe.WebhookSignature.verify_header(payload, signature or "", secret, tolerance)
     except stripe.SignatureVerificationError as exc:
         raise ValueError(f"bad Stripe signature: {exc.user_message or exc}") from exc
+    try:
+        event = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("the event is not JSON") from None
+    if not isinstance(event, dict):
+        raise ValueError("the event is not a JSON object")
+    return event

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from . import domain, handlers, metrics, service
 from .api import OrderCreated, OrderIn, OrderOut, RefundIn, WebhookAck, idempotency_key_problem
 from .config import CheckoutSettings
 from .gateway import PaymentGateway, StripeGateway, verify_webhook
+from .reconciler import Reconciler
 from .worker import PaymentWorker
 
 log = structlog.get_logger(__name__)
@@ -28,6 +28,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     runtime = ServiceRuntime(settings, package="checkout", produces=(topics.CHECKOUT_ORDERS,))
     payments: PaymentGateway = gateway or StripeGateway(settings)
     worker = PaymentWorker(lambda: runtime.pool, payments, settings)
+    reconciler = Reconciler(lambda: runtime.pool, payments, settings)
 
     runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products")
     runtime.subscribe(topics.FEED_BUYABLE_TWEETS, handlers.on_buyable_tweet, group="tweets")
@@ -39,6 +40,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     )
     runtime.subscribe(topics.TRACKING_SHIPMENTS, handlers.on_shipment_event, group="shipments")
     runtime.add_worker("payments", worker.run)
+    runtime.add_worker("reconciler", reconciler.run)
 
     app = create_service_app(
         runtime,
@@ -49,6 +51,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         ),
     )
     app.state.payment_worker = worker
+    app.state.reconciler = reconciler
 
     @app.post(
         "/orders",
@@ -108,21 +111,30 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         order = await service.refund_order(runtime.pool, payments, settings, order_id, token, amount)
         return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
 
+    @app.post(
+        "/orders/{order_id}/cancel",
+        response_model=OrderOut,
+        tags=["orders"],
+        summary="The buyer cancels an order not paid yet (nothing is charged, the stock goes back on sale)",
+        responses={409: {"description": "Paid, failed, or a payment attempt is in flight right now"}},
+    )
+    async def cancel_order(order_id: uuid.UUID, request: Request) -> OrderOut:
+        token = bearer_token(request)
+        order = await service.cancel_order(runtime.pool, payments, settings, order_id, token)
+        return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
+
     @app.post("/webhooks/stripe", response_model=WebhookAck, tags=["stripe"], summary="Stripe's signed events")
     async def stripe_webhook(
         request: Request, stripe_signature: str | None = Header(default=None, alias="Stripe-Signature")
     ) -> WebhookAck:
         payload = await request.body()
         try:
-            verify_webhook(
+            event = verify_webhook(
                 payload,
                 stripe_signature,
                 settings.stripe_webhook_secret.get_secret_value(),
                 settings.stripe_webhook_tolerance_s,
             )
-            event = json.loads(payload)
-            if not isinstance(event, dict):
-                raise ValueError("the event is not a JSON object")
         except ValueError as exc:
             metrics.WEBHOOKS.labels("unknown", "rejected").inc()
             raise DomainError(str(exc), code="invalid_webhook") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ORDER_TRANSITIONS = Counter(
     "checkout_order_transitions_total",
@@ -25,4 +25,19 @@ WEBHOOKS = Counter("checkout_stripe_webhooks_total", "Stripe webhook deliveries 
 UNEXPECTED_PAYMENTS = Counter(
     "checkout_unexpected_payments_total",
     "Payments that succeeded for orders already failed, cancelled or paid by another intent (refund by hand)",
+)
+RECONCILER_RUNS = Counter(
+    "checkout_reconciler_runs_total", "Passes of the reconciler over overdue orders, by result", ["result"]
+)
+RECONCILED = Counter(
+    "checkout_reconciled_orders_total",
+    "Orders past their payment deadline the reconciler took up, by where they ended ('retry': Stripe unreachable)",
+    ["outcome"],
+)
+OVERDUE_ORDERS = Gauge(
+    "checkout_orders_overdue",
+    "Orders still waiting for their payment past the deadline, at the last reconciler pass (alert if it stays > 0)",
+)
+RECONCILER_LAST_RUN = Gauge(
+    "checkout_reconciler_last_run_timestamp_seconds", "When the reconciler last finished a pass (Unix time)"
 )

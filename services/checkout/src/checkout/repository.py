@@ -14,7 +14,8 @@ _PRODUCT_COLUMNS = "id, merchant_id, title, price_minor, currency, stock_availab
 _ORDER_COLUMNS = (
     "id, tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city, "
     "ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status, "
-    "correlation_id, created_at, updated_at, stock_reserved, payment_attempts, payment_intent_id, client_secret, "
+    "correlation_id, created_at, updated_at, stock_reserved, payment_attempts, payment_retries, payment_intent_id, "
+    "client_secret, "
     "failure_reason, cancel_reason, refunded_minor, shipment_id, shipment_status"
 )
 
@@ -45,6 +46,7 @@ def _order(row: asyncpg.Record) -> Order:
         updated_at=row["updated_at"],
         stock_reserved=row["stock_reserved"],
         payment_attempts=row["payment_attempts"],
+        payment_retries=row["payment_retries"],
         payment_intent_id=row["payment_intent_id"],
         client_secret=row["client_secret"],
         failure_reason=row["failure_reason"],
@@ -191,7 +193,7 @@ async def save_order(conn: asyncpg.Connection, o: Order) -> None:
     await conn.execute(
         """UPDATE orders SET status = $2, stock_reserved = $3, payment_intent_id = $4, client_secret = $5,
                failure_reason = $6, cancel_reason = $7, refunded_minor = $8, shipment_id = $9, shipment_status = $10,
-               updated_at = $11
+               updated_at = $11, payment_retries = $12
            WHERE id = $1""",
         o.id,
         o.status,
@@ -204,6 +206,7 @@ async def save_order(conn: asyncpg.Connection, o: Order) -> None:
         o.shipment_id,
         o.shipment_status,
         o.updated_at,
+        o.payment_retries,
     )
 
 
@@ -217,11 +220,19 @@ async def schedule_payment(conn: asyncpg.Connection, order_id: uuid.UUID, delay_
         )
 
 
-async def claim_due_payments(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[Order]:
+_RETURNING_ORDER = ", ".join("o." + c.strip() for c in _ORDER_COLUMNS.split(","))
+
+
+async def claim_due_payments(
+    conn: asyncpg.Connection, limit: int, lease_s: float, deadline_s: float
+) -> list[tuple[Order, bool]]:
     """Take up to ``limit`` due orders for this worker for ``lease_s`` seconds; other workers skip them.
 
-    A PaymentIntent creation attempt is counted here, committed before Stripe is called,
-    so a crash after the call is known on the next try (which then looks for the intent first).
+    Each comes with whether it is past its deadline (by the database's clock, the only one
+    every replica shares). A PaymentIntent creation attempt is counted here for an order
+    still in time, committed before Stripe is called, so a crash after the call is known on
+    the next try (which then looks for the intent first). An order past its deadline gets
+    no new attempt: it is only ended, from Stripe's truth.
     """
     rows = await conn.fetch(
         f"""WITH due AS (
@@ -230,13 +241,48 @@ async def claim_due_payments(conn: asyncpg.Connection, limit: int, lease_s: floa
                 ORDER BY payment_due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
             UPDATE orders o SET payment_due_at = now() + make_interval(secs => $2),
                 payment_attempts = o.payment_attempts
-                    + CASE WHEN o.payment_intent_id IS NULL AND o.status = 'pending' THEN 1 ELSE 0 END
+                    + CASE WHEN o.payment_intent_id IS NULL AND o.status = 'pending'
+                           AND o.created_at > now() - make_interval(secs => $3) THEN 1 ELSE 0 END
             FROM due WHERE o.id = due.id
-            RETURNING {", ".join("o." + c.strip() for c in _ORDER_COLUMNS.split(","))}""",
+            RETURNING {_RETURNING_ORDER}, o.created_at <= now() - make_interval(secs => $3) AS overdue""",
         limit,
         lease_s,
+        deadline_s,
+    )
+    return [(_order(r), bool(r["overdue"])) for r in rows]
+
+
+async def claim_overdue_orders(conn: asyncpg.Connection, limit: int, lease_s: float, deadline_s: float) -> list[Order]:
+    """Orders still waiting for their payment past the deadline and leased to no one: leased to the reconciler.
+
+    An order leased by a payment step (``payment_due_at`` ahead) is left alone until its lease
+    ends, so the reconciler never decides while a PaymentIntent may be in creation.
+    """
+    rows = await conn.fetch(
+        f"""WITH overdue AS (
+                SELECT id FROM orders
+                WHERE status IN ('pending', 'requires_action')
+                    AND created_at <= now() - make_interval(secs => $3)
+                    AND (payment_due_at IS NULL OR payment_due_at <= now())
+                ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+            UPDATE orders o SET payment_due_at = now() + make_interval(secs => $2)
+            FROM overdue WHERE o.id = overdue.id
+            RETURNING {_RETURNING_ORDER}""",
+        limit,
+        lease_s,
+        deadline_s,
     )
     return [_order(r) for r in rows]
+
+
+async def count_overdue_orders(conn: asyncpg.Connection, deadline_s: float) -> int:
+    """Orders still waiting for their payment past the deadline (should drop to 0 after each reconciler run)."""
+    count = await conn.fetchval(
+        """SELECT count(*) FROM orders
+           WHERE status IN ('pending', 'requires_action') AND created_at <= now() - make_interval(secs => $1)""",
+        deadline_s,
+    )
+    return int(count)
 
 
 async def set_shipment(

@@ -8,7 +8,10 @@ Stripe's webhooks queue, so an order is paid (or failed) exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import asyncpg
@@ -24,7 +27,7 @@ from tweetshop_contracts import (
     StockReserved,
     utc_now,
 )
-from tweetshop_platform import outbox
+from tweetshop_platform import faults, outbox
 from tweetshop_platform.errors import Conflict, DomainError, NotFound, Unprocessable
 
 from . import access, domain, metrics, repository
@@ -213,6 +216,13 @@ async def apply_payment_outcome(
         await repository.schedule_payment(conn, order.id, None)
         return order.status, order.status
 
+    if (
+        outcome.kind != "paid"
+        and order.payment_intent_id is not None
+        and outcome.payment_intent_id not in (None, order.payment_intent_id)
+    ):
+        return order.status, order.status  # news of another intent than the order's: only a success would matter
+
     events: list[Envelope] = []
     next_look: float | None = None
     updated = order
@@ -234,6 +244,8 @@ async def apply_payment_outcome(
     else:  # processing: Stripe has not decided yet
         updated = replace(order, payment_intent_id=outcome.payment_intent_id or order.payment_intent_id)
         next_look = settings.payment_recheck_interval_s
+    if updated.payment_retries:
+        updated = replace(updated, payment_retries=0)  # Stripe answered: the outage backoff starts over
     if updated != order:
         await repository.save_order(conn, updated)
     await repository.schedule_payment(conn, order.id, next_look)
@@ -241,16 +253,29 @@ async def apply_payment_outcome(
     return order.status, updated.status
 
 
-async def claim_due_payments(pool: asyncpg.Pool, settings: CheckoutSettings) -> list[Order]:
+@dataclass(frozen=True)
+class PaymentStep:
+    """An order leased for one step with Stripe; ``overdue``: past its deadline, so it is only ended."""
+
+    order: Order
+    overdue: bool
+
+
+async def claim_due_payments(pool: asyncpg.Pool, settings: CheckoutSettings) -> list[PaymentStep]:
     """Orders due for a payment step, leased to this worker; the attempt is committed before Stripe is called."""
     async with pool.acquire() as conn, conn.transaction():
-        return await repository.claim_due_payments(conn, settings.payment_batch_size, settings.payment_lease_s)
+        claimed = await repository.claim_due_payments(
+            conn, settings.payment_batch_size, settings.payment_lease_s, settings.payment_deadline_s
+        )
+    return [PaymentStep(order, overdue) for order, overdue in claimed]
 
 
-async def _ask_stripe(gateway: PaymentGateway, settings: CheckoutSettings, order: Order) -> PaymentOutcome:
+async def _ask_stripe(gateway: PaymentGateway, order: Order, *, overdue: bool) -> PaymentOutcome:
     try:
+        if overdue:
+            return await _end_overdue(gateway, order)
         if order.payment_intent_id is not None:
-            return await _check_intent(gateway, settings, order, order.payment_intent_id)
+            return (await gateway.retrieve_intent(order.payment_intent_id)).outcome()
         if order.payment_attempts > 1:
             # An earlier attempt was recorded without its intent id (a crash or a lost answer): adopt what it made.
             found = await gateway.find_intent_for_order(order.id)
@@ -263,46 +288,190 @@ async def _ask_stripe(gateway: PaymentGateway, settings: CheckoutSettings, order
         return PaymentOutcome("failed", declined.payment_intent_id, reason=declined.message)
 
 
-async def _check_intent(
-    gateway: PaymentGateway, settings: CheckoutSettings, order: Order, payment_intent_id: str
-) -> PaymentOutcome:
-    outcome = (await gateway.retrieve_intent(payment_intent_id)).outcome()
-    waited = (utc_now() - order.created_at).total_seconds()
-    if outcome.kind == "requires_action" and waited > settings.payment_action_timeout_s:
-        try:
-            await gateway.cancel_intent(payment_intent_id)
-        except PaymentDeclined:
-            # Stripe would not cancel: the buyer finished paying meanwhile. Take what Stripe says now.
-            return (await gateway.retrieve_intent(payment_intent_id)).outcome()
-        return PaymentOutcome("cancelled", payment_intent_id, reason="the payment was not completed in time")
-    return outcome
+async def _end_overdue(gateway: PaymentGateway, order: Order) -> PaymentOutcome:
+    """An order past its deadline ends as Stripe says: paid or failed if decided, else its intent is cancelled first.
+
+    The caller holds the order's lease, so no attempt of ours is creating an intent meanwhile:
+    an attempt recorded without an intent id left one at Stripe (found by metadata) or none.
+    """
+    intent: Intent | None = None
+    if order.payment_intent_id is not None:
+        intent = await gateway.retrieve_intent(order.payment_intent_id)
+    elif order.payment_attempts > 0:
+        intent = await gateway.find_intent_for_order(order.id)
+    if intent is None:
+        return PaymentOutcome("cancelled", None, reason=domain.NOT_PAID_IN_TIME)
+    outcome = intent.outcome()
+    if outcome.kind not in ("requires_action", "processing"):
+        return outcome
+    return await _cancel_at_stripe(gateway, intent.id, domain.NOT_PAID_IN_TIME)
 
 
-def retry_delay(attempts: int, settings: CheckoutSettings) -> float:
-    """Backoff while Stripe is unreachable: 0.5 s, 1 s, 2 s, ... up to the configured maximum."""
-    return float(min(0.5 * 2 ** max(attempts - 1, 0), settings.payment_retry_max_backoff_s))
+async def _cancel_at_stripe(gateway: PaymentGateway, payment_intent_id: str, reason: str) -> PaymentOutcome:
+    """Cancel the intent so it can never be paid; if Stripe refuses, what the intent is now decides."""
+    try:
+        await gateway.cancel_intent(payment_intent_id)
+    except PaymentDeclined:
+        # Too late to cancel: the buyer finished paying (or the payment is processing) meanwhile.
+        return (await gateway.retrieve_intent(payment_intent_id)).outcome()
+    return PaymentOutcome("cancelled", payment_intent_id, reason=reason)
 
 
-async def settle_payment(pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings, order: Order) -> None:
-    """Take one claimed order one step further with Stripe: create, adopt or check its PaymentIntent."""
+def retry_delay(
+    failures: int, settings: CheckoutSettings, jitter: float | None = None, *, at_least: float = 0.0
+) -> float:
+    """Backoff while Stripe is unreachable or limits our rate: 0.5 s, 1 s, 2 s, ... up to the maximum, ±25 %.
+
+    The jitter (``random.random()`` unless given) spreads the retries of orders that failed together,
+    so a Stripe that comes back (or a rate limit that lifts) is not hit by all of them at once.
+    """
+    base = min(0.5 * 2 ** max(failures - 1, 0), settings.payment_retry_max_backoff_s)
+    spread = 0.75 + 0.5 * (random.random() if jitter is None else jitter)
+    return float(max(min(base * spread, settings.payment_retry_max_backoff_s), at_least))
+
+
+async def _retry_later(pool: asyncpg.Pool, settings: CheckoutSettings, order_id: uuid.UUID, error: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        current = await repository.get_order(conn, order_id, for_update=True)
+        if current is None or current.status not in AWAITING_PAYMENT:
+            return
+        failures = current.payment_retries + 1
+        # A creation whose answer was lost may still land at Stripe: the next attempt, which searches for it
+        # before creating, waits at least as long as a call may take.
+        creating = current.payment_intent_id is None
+        delay = retry_delay(failures, settings, at_least=settings.stripe_timeout_s if creating else 0.0)
+        await repository.save_order(conn, replace(current, payment_retries=failures))
+        await repository.schedule_payment(conn, order_id, delay)
+    metrics.PAYMENT_RETRIES.inc()
+    log.warning("stripe unavailable; payment will be retried", error=error, failures=failures, retry_in=delay)
+
+
+async def settle_payment(
+    pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings, step: PaymentStep
+) -> tuple[OrderStatus, OrderStatus] | None:
+    """Take one leased order one step further with Stripe: create, adopt, check or end its PaymentIntent.
+
+    Returns the (before, after) statuses, or None when Stripe could not be asked (retried later).
+    """
+    order = step.order
     with structlog.contextvars.bound_contextvars(correlation_id=order.correlation_id, order_id=str(order.id)):
         try:
-            outcome = await _ask_stripe(gateway, settings, order)
+            outcome = await _ask_stripe(gateway, order, overdue=step.overdue)
         except PaymentProviderUnavailable as exc:
-            delay = retry_delay(order.payment_attempts, settings)
-            metrics.PAYMENT_RETRIES.inc()
-            log.warning("stripe unavailable; payment will be retried", error=str(exc), retry_in=delay)
-            async with pool.acquire() as conn, conn.transaction():
-                current = await repository.get_order(conn, order.id, for_update=True)
-                if current is not None and current.status in AWAITING_PAYMENT:
-                    await repository.schedule_payment(conn, order.id, delay)
-            return
+            await _retry_later(pool, settings, order.id, str(exc))
+            return None
+        # Chaos tests only (off by default): die after Stripe acted and before the database knows.
+        faults.maybe_crash("checkout_after_stripe")
         async with pool.acquire() as conn, conn.transaction():
             change = await apply_payment_outcome(conn, order.id, outcome, settings)
         if change is not None:
             _count(*change)
             if change[0] != change[1]:
                 log.info("payment step applied", transition=f"{change[0]}->{change[1]}", outcome=outcome.kind)
+        return change
+
+
+# --- the reconciler: orders still open past their deadline ------------------------------
+
+
+@dataclass(frozen=True)
+class ReconcileRun:
+    """What one reconciler pass found and did."""
+
+    taken: int
+    ended: dict[str, int]  # final status (or "retry" when Stripe could not be asked) → orders
+    still_overdue: int
+
+
+async def reconcile_overdue(pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings) -> ReconcileRun:
+    """Drive orders still waiting for their payment past the deadline to a final status, from Stripe's truth.
+
+    Each overdue order is leased (so no payment step works on it meanwhile), then asked of
+    Stripe: a succeeded intent pays it, a failed one fails it, anything undecided is
+    cancelled at Stripe before the order is cancelled and its stock released.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        overdue = await repository.claim_overdue_orders(
+            conn, settings.payment_batch_size, settings.payment_lease_s, settings.payment_deadline_s
+        )
+    changes = await asyncio.gather(
+        *(settle_payment(pool, gateway, settings, PaymentStep(order, overdue=True)) for order in overdue),
+        return_exceptions=True,
+    )
+    ended: Counter[str] = Counter()
+    for order, change in zip(overdue, changes, strict=True):
+        if isinstance(change, BaseException):
+            # One order's failure must not stop the others; its lease ends and the next pass tries again.
+            log.error("reconciling an order failed", order_id=str(order.id), error=repr(change))
+            ended["error"] += 1
+        else:
+            ended["retry" if change is None else change[1]] += 1
+    for outcome, count in ended.items():
+        metrics.RECONCILED.labels(outcome).inc(count)
+    async with pool.acquire() as conn:
+        still_overdue = await repository.count_overdue_orders(conn, settings.payment_deadline_s)
+    metrics.OVERDUE_ORDERS.set(still_overdue)
+    if overdue:
+        log.info("reconciled overdue orders", taken=len(overdue), ended=dict(ended), still_overdue=still_overdue)
+    return ReconcileRun(taken=len(overdue), ended=dict(ended), still_overdue=still_overdue)
+
+
+# --- the buyer cancels ------------------------------------------------------------------
+
+
+async def cancel_order(
+    pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings, order_id: uuid.UUID, access_token: str
+) -> Order:
+    """The buyer gives up an order not paid yet: nothing is charged, OrderCancelled releases its stock."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _authorize(conn, order_id, access_token)
+        order = await repository.get_order(conn, order_id, for_update=True)
+        assert order is not None
+        try:
+            plan = domain.plan_buyer_cancel(order)
+        except domain.CancelRefused as refused:
+            raise Conflict(refused.message, code=refused.code, status_now=order.status) from None
+        if plan == "already_cancelled":
+            return order
+        cancelled: Order | None = None
+        if plan == "cancel_now":
+            cancelled, event = domain.cancel(order, domain.CANCELLED_BY_BUYER, utc_now())
+            await repository.save_order(conn, cancelled)
+            await repository.schedule_payment(conn, order.id, None)
+            await outbox.enqueue(conn, event)
+    if cancelled is not None:
+        _count(order.status, cancelled.status)
+        log.info("order cancelled by the buyer", order_id=str(order.id))
+        return cancelled
+    assert order.payment_intent_id is not None
+    try:
+        outcome = await _cancel_at_stripe(gateway, order.payment_intent_id, domain.CANCELLED_BY_BUYER)
+    except PaymentProviderUnavailable:
+        raise DomainError(
+            "the payment provider did not answer; nothing was cancelled, try again",
+            code="payment_provider_unavailable",
+            status=503,
+        ) from None
+    except PaymentDeclined as declined:
+        raise Conflict(f"Stripe refused the cancellation: {declined.message}", code="cancel_refused") from None
+    async with pool.acquire() as conn, conn.transaction():
+        change = await apply_payment_outcome(conn, order.id, outcome, settings)
+        current = await repository.get_order(conn, order.id)
+    assert current is not None
+    if change is not None:
+        _count(*change)
+    if current.status == "cancelled":
+        log.info("order cancelled by the buyer", order_id=str(order.id), payment_intent_id=order.payment_intent_id)
+        return current
+    try:
+        domain.plan_buyer_cancel(current)
+    except domain.CancelRefused as refused:
+        raise Conflict(refused.message, code=refused.code, status_now=current.status) from None
+    raise Conflict(
+        "the payment is being processed right now; try again in a few seconds",
+        code="payment_in_progress",
+        status_now=current.status,
+    )
 
 
 # --- Stripe webhooks -------------------------------------------------------------------
@@ -310,7 +479,7 @@ async def settle_payment(pool: asyncpg.Pool, gateway: PaymentGateway, settings: 
 _WEBHOOK_OUTCOMES = {
     "payment_intent.succeeded": "paid",
     "payment_intent.payment_failed": "failed",
-    "payment_intent.canceled": "failed",
+    "payment_intent.canceled": "cancelled",
 }
 
 
@@ -333,9 +502,10 @@ async def handle_stripe_event(pool: asyncpg.Pool, settings: CheckoutSettings, ev
     intent = Intent.from_data(obj)
     if kind == "paid":
         outcome = PaymentOutcome("paid", intent.id)
+    elif kind == "cancelled":
+        outcome = PaymentOutcome("cancelled", intent.id, reason="the payment was cancelled")
     else:
-        reason = intent.error_message or ("the payment was cancelled" if "canceled" in event_type else None)
-        outcome = PaymentOutcome("failed", intent.id, reason=reason or "the payment failed")
+        outcome = PaymentOutcome("failed", intent.id, reason=intent.error_message or "the payment failed")
     order_id = _uuid_or_none(intent.order_id)
     async with pool.acquire() as conn, conn.transaction():
         if order_id is None:

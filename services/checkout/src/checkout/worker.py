@@ -18,7 +18,6 @@ from tweetshop_contracts import Envelope, StockReserved
 
 from . import service
 from .config import CheckoutSettings
-from .domain import Order
 from .gateway import PaymentGateway
 
 log = structlog.get_logger(__name__)
@@ -54,18 +53,18 @@ class PaymentWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.payment_poll_interval_s)
 
-    async def run_once(self) -> list[Order]:
+    async def run_once(self) -> list[service.PaymentStep]:
         """Claim one batch of due orders and take each one step further, concurrently."""
         claimed = await service.claim_due_payments(self._pool(), self._settings)
         if claimed:
-            await asyncio.gather(*(self._settle(order) for order in claimed))
+            await asyncio.gather(*(self._settle(step) for step in claimed))
         return claimed
 
-    async def _settle(self, order: Order) -> None:
+    async def _settle(self, step: service.PaymentStep) -> None:
         try:
-            await service.settle_payment(self._pool(), self._gateway, self._settings, order)
+            await service.settle_payment(self._pool(), self._gateway, self._settings, step)
         except Exception as exc:  # one bad order must not stop the batch; its lease expires and it is retried
-            log.exception("payment step failed", order_id=str(order.id), error=repr(exc))
+            log.exception("payment step failed", order_id=str(step.order.id), error=repr(exc))
 
     async def _resume_refunds(self) -> None:
         try:

@@ -12,6 +12,7 @@ from checkout import access, domain
 from checkout.domain import (
     ORDER_STATUSES,
     Buyer,
+    CancelRefused,
     Order,
     OrderStatus,
     ProductView,
@@ -223,6 +224,45 @@ def test_long_reasons_are_cut_to_fit_the_event() -> None:
     assert len(event.reason) == domain.MAX_REASON
 
 
+# --- deadline and the buyer's cancellation ----------------------------------------------
+
+
+def test_a_buyer_cancels_an_order_without_any_payment_attempt_at_once() -> None:
+    assert domain.plan_buyer_cancel(an_order("pending")) == "cancel_now"
+    assert domain.plan_buyer_cancel(an_order("pending", stock_reserved=True)) == "cancel_now"
+
+
+@pytest.mark.parametrize("status", ["pending", "requires_action"])
+def test_a_buyer_cancels_an_order_with_a_payment_intent_at_stripe_first(status: OrderStatus) -> None:
+    order = an_order(status, payment_attempts=1, payment_intent_id="pi_1")
+    assert domain.plan_buyer_cancel(order) == "cancel_at_stripe"
+
+
+def test_cancelling_while_an_attempt_may_be_creating_its_intent_is_refused_for_now() -> None:
+    with pytest.raises(CancelRefused) as refused:
+        domain.plan_buyer_cancel(an_order("pending", payment_attempts=1))
+    assert refused.value.code == "payment_in_progress"
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("paid", "order_already_paid"), ("refunded", "order_already_paid"), ("failed", "order_ended")]
+)
+def test_an_order_that_was_paid_or_failed_cannot_be_cancelled(status: OrderStatus, code: str) -> None:
+    with pytest.raises(CancelRefused) as refused:
+        domain.plan_buyer_cancel(an_order(status, payment_intent_id="pi_1"))
+    assert refused.value.code == code
+
+
+def test_cancelling_a_cancelled_order_again_changes_nothing() -> None:
+    assert domain.plan_buyer_cancel(an_order("cancelled")) == "already_cancelled"
+
+
+def test_a_buyer_cancel_after_the_reservation_tells_catalog_to_release_the_stock() -> None:
+    cancelled, event = domain.cancel(an_order("pending", stock_reserved=True), domain.CANCELLED_BY_BUYER, NOW)
+    assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "cancelled by the buyer")
+    assert isinstance(event, OrderCancelled) and event.stock_reserved is True and event.quantity == 2
+
+
 # --- refunds ---------------------------------------------------------------------------
 
 
@@ -278,7 +318,7 @@ def test_a_refunded_order_cannot_be_refunded_again() -> None:
         ("succeeded", "paid"),
         ("requires_action", "requires_action"),
         ("requires_payment_method", "failed"),
-        ("canceled", "failed"),
+        ("canceled", "cancelled"),
         ("processing", "processing"),
         ("requires_capture", "processing"),
     ],
