@@ -253,7 +253,7 @@ class SseWatcher:
         try:
             writer.write(
                 f"GET /shipments/{self.shipment_id}/stream HTTP/1.1\r\nHost: {self.host}\r\n"
-                "Accept: text/event-stream\r\n\r\n".encode()
+                f"Authorization: Bearer {OPERATOR_KEY}\r\nAccept: text/event-stream\r\n\r\n".encode()
             )
             status = await reader.readline()
             if b" 200 " not in status:

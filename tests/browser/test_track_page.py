@@ -13,11 +13,13 @@ import pytest
 from tweetshop_contracts import Destination, OrderPaid
 from tweetshop_devstack.kafka_probe import publish_events
 from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_platform.auth import hash_secret
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 OPERATOR_KEY = "browser-test-operator-key"
+BUYER_TOKEN = "tso_browser-test-buyer"  # the order's access token, as checkout issues it
 # Lyon, Place Bellecour; the courier comes from the north.
 LYON = Destination(city="Lyon", country="FR", lat=45.7578, lon=4.8320)
 FAR = {"lat": 45.7848, "lon": 4.8320}  # ~3 km north: in transit
@@ -68,11 +70,18 @@ def test_the_map_page_follows_the_courier_live_on_a_phone_and_reconnects_by_itse
         currency="EUR",
         payment_intent_id=f"pi_{order_id.hex[:12]}",
         destination=LYON,
+        buyer_access_sha256=hash_secret(BUYER_TOKEN),
     )
     run_sync(publish_events(kafka_bootstrap, service_process.topic_namespace, paid))
 
     with httpx.Client(base_url=tracking.base_url, timeout=10) as api:
-        [shipment] = eventually(lambda: api.get("/shipments", params={"order_id": str(order_id)}).json())
+        buyer = {"Authorization": f"Bearer {BUYER_TOKEN}"}
+
+        def shipments() -> Any:
+            answer = api.get("/shipments", params={"order_id": str(order_id)}, headers=buyer)
+            return answer.json() if answer.status_code == 200 else None
+
+        [shipment] = eventually(shipments)
         shipment_id = shipment["id"]
         operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
         issued = api.post(f"/shipments/{shipment_id}/courier-token", headers=operator)
@@ -84,7 +93,8 @@ def test_the_map_page_follows_the_courier_live_on_a_phone_and_reconnects_by_itse
         errors: list[str] = []
         page.on("request", lambda request: requested.append(request.url))
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(f"{tracking.base_url}/track/{order_id}")
+        # The link checkout gives the buyer: the order's access token rides in the query.
+        page.goto(f"{tracking.base_url}/track/{order_id}?token={BUYER_TOKEN}")
         page.wait_for_function("() => window.__trackState && window.__trackState.connection === 'live'")
 
         before = track_state(page)

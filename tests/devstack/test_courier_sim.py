@@ -19,6 +19,7 @@ from tweetshop_devstack import courier_sim
 from tweetshop_devstack.courier_sim import CourierSimulator, distance_m, plan_route
 from tweetshop_devstack.kafka_probe import publish_events
 from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_platform.auth import hash_secret
 
 MARSEILLE = (43.2965, 5.3698)
 
@@ -190,6 +191,7 @@ def test_the_simulator_delivers_a_real_paid_order(service_process: Any, kafka_bo
         currency="EUR",
         payment_intent_id=f"pi_{order_id.hex[:12]}",
         destination=Destination(city="Marseille", country="FR", lat=MARSEILLE[0], lon=MARSEILLE[1]),
+        buyer_access_sha256=hash_secret("tso_the-buyer"),
     )
     run_sync(publish_events(kafka_bootstrap, service_process.topic_namespace, paid))
 
@@ -201,11 +203,13 @@ def test_the_simulator_delivers_a_real_paid_order(service_process: Any, kafka_bo
     runner = threading.Thread(target=sim.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        with httpx.Client(base_url=tracking.base_url, timeout=10) as api:
+        buyer = {"Authorization": "Bearer tso_the-buyer"}
+        with httpx.Client(base_url=tracking.base_url, timeout=10, headers=buyer) as api:
             deadline = time.monotonic() + 45
             shipment: dict[str, Any] = {}
             while time.monotonic() < deadline:
-                found = api.get("/shipments", params={"order_id": str(order_id)}).json()
+                answer = api.get("/shipments", params={"order_id": str(order_id)})
+                found = answer.json() if answer.status_code == 200 else []
                 shipment = found[0] if found else {}
                 if shipment.get("status") == "delivered":
                     break

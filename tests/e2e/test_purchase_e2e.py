@@ -170,16 +170,23 @@ def test_a_buyer_pays_for_a_tweeted_product_and_follows_the_parcel(
     )
     assert stock["stock_available"] == 3
 
-    shipments = eventually(
-        lambda: httpx.get(
+    def buyers_shipments() -> list[dict[str, Any]] | None:
+        # 404 until the shipment exists: only the holder of the order's token may learn it does.
+        answer = httpx.get(
             f"{stack['tracking']}/shipments", params={"order_id": order["id"]}, headers=bearer(order["access_token"])
-        ).json(),
-        what="a shipment for the paid order",
-    )
+        )
+        return answer.json() if answer.status_code == 200 else None
+
+    shipments = eventually(buyers_shipments, what="a shipment for the paid order")
     assert len(shipments) == 1
     shipment = shipments[0]
     assert shipment["status"] == "label_created"
-    assert eventually(lambda: order_status(stack, order).get("tracking_url"), what="tracking_url on the order")
+    tracking_url = eventually(lambda: order_status(stack, order).get("tracking_url"), what="tracking_url on the order")
+    # The buyer's link opens the map page; the same page without the token, or with another, does not.
+    assert httpx.get(tracking_url).status_code == 200
+    page_url = f"{stack['tracking']}/track/{order['id']}"
+    assert httpx.get(page_url).status_code == 401
+    assert httpx.get(page_url, params={"token": "tso_not-the-buyer"}).status_code == 404
 
     token = httpx.post(f"{stack['tracking']}/shipments/{shipment['id']}/courier-token", headers=bearer(OPERATOR_KEY))
     assert token.status_code in (200, 201), token.text

@@ -163,6 +163,14 @@ class OrderPaid(_OrderEvent):
     currency: Currency
     payment_intent_id: str
     destination: Destination
+    buyer_access_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "SHA-256 (hex) of the buyer's order access token: tracking checks the buyer's token with it without "
+            "ever seeing the token. A verifier of a random 256-bit secret, not the secret and not personal data."
+        ),
+    )
 
 
 class OrderPaymentFailed(_OrderEvent):

@@ -278,8 +278,10 @@ def require_action(order: Order, payment_intent_id: str, client_secret: str | No
     return _move(order, "requires_action", now, payment_intent_id=payment_intent_id, client_secret=client_secret)
 
 
-def pay(order: Order, payment_intent_id: str, now: datetime) -> tuple[Order, OrderPaid]:
-    """The payment succeeded: tracking ships the order."""
+def pay(
+    order: Order, payment_intent_id: str, now: datetime, buyer_access_sha256: str | None = None
+) -> tuple[Order, OrderPaid]:
+    """The payment succeeded: tracking ships the order (and lets the holder of the order's token follow it)."""
     paid = _move(order, "paid", now, payment_intent_id=payment_intent_id, client_secret=None)
     event = OrderPaid(
         producer=PRODUCER,
@@ -291,6 +293,7 @@ def pay(order: Order, payment_intent_id: str, now: datetime) -> tuple[Order, Ord
         currency=order.currency,
         payment_intent_id=payment_intent_id,
         destination=order.shipping.destination(),
+        buyer_access_sha256=buyer_access_sha256,
     )
     return paid, event
 

@@ -227,7 +227,8 @@ async def apply_payment_outcome(
     next_look: float | None = None
     updated = order
     if outcome.kind == "paid" and outcome.payment_intent_id:
-        updated, paid = domain.pay(order, outcome.payment_intent_id, now)
+        access_hash = await repository.get_access_token_hash(conn, order.id)
+        updated, paid = domain.pay(order, outcome.payment_intent_id, now, buyer_access_sha256=access_hash)
         events.append(paid)
     elif outcome.kind == "failed":
         updated, failed = domain.fail_payment(

@@ -140,8 +140,28 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     def render(shipment: Shipment) -> dict[str, Any]:
         return view(shipment).model_dump(mode="json")
 
+    def presented_token(request: Request) -> str:
+        """The caller's token: ``Authorization: Bearer``, or ``access_token``/``token`` in the query (EventSource
+        and the map page's link cannot send headers); 401 when there is none."""
+        if "authorization" not in request.headers:
+            for name in ("access_token", "token"):
+                value = request.query_params.get(name, "").strip()
+                if value:
+                    return value
+        return bearer_token(request)
+
+    def is_operator(token: str) -> bool:
+        return hmac.compare_digest(token.encode(), settings.operator_key.get_secret_value().encode())
+
     async def authorize_order_reader(request: Request, order_id: uuid.UUID) -> None:
-        """Seam for the security issue: it checks the order's access token here (401/403/404)."""
+        """The order's buyer (its access token) or an operator; 401 without a token, 404 with any other one.
+
+        404, not 403: whether an order has a shipment is itself private to its buyer.
+        """
+        token = presented_token(request)
+        if is_operator(token):
+            return
+        await service.authorize_buyer(runtime.pool, order_id, token)
 
     async def authorize_shipment_reader(request: Request, shipment: Shipment) -> None:
         """Seam for the security issue: reading a shipment needs its order's access token."""
@@ -156,8 +176,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         return token
 
     def operator(request: Request) -> None:
-        presented = bearer_token(request)
-        if not hmac.compare_digest(presented.encode(), settings.operator_key.get_secret_value().encode()):
+        if not is_operator(bearer_token(request)):
             raise Forbidden("not an operator key")
 
     @app.get(
@@ -170,8 +189,9 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
             "for operators (bearer: the operator key); page with `created_after` = the last one's `created_at`."
         ),
         responses={
-            401: {"description": "status given without the operator key"},
-            403: {"description": "Not the operator key"},
+            401: {"description": "No token (order_id: the order's access token; status: the operator key)"},
+            403: {"description": "status given with another key than the operator key"},
+            404: {"description": "order_id: no shipment of this order can be read with this token"},
             422: {"description": "Neither order_id nor status given"},
         },
     )
@@ -191,7 +211,18 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         found = await service.shipments_in_status(runtime.pool, status, limit=limit, created_after=created_after)
         return [view(s) for s in found]
 
-    @app.get("/shipments/{shipment_id}", response_model=ShipmentOut, tags=["shipments"])
+    reader_responses: dict[int | str, dict[str, Any]] = {
+        401: {"description": "No token: send the order's access token (bearer, or `access_token` in the query)"},
+        404: {"description": "Unknown shipment, or one this token may not read"},
+    }
+
+    @app.get(
+        "/shipments/{shipment_id}",
+        response_model=ShipmentOut,
+        tags=["shipments"],
+        summary="One shipment (bearer: its order's access token, or the operator key)",
+        responses=reader_responses,
+    )
     async def get_shipment(shipment_id: uuid.UUID, request: Request) -> ShipmentOut:
         shipment = await service.get_shipment(runtime.pool, shipment_id)
         await authorize_shipment_reader(request, shipment)
@@ -202,6 +233,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         response_model=RouteOut,
         tags=["shipments"],
         summary="The route so far: the newest stored points, oldest first (what the map page draws)",
+        responses=reader_responses,
     )
     async def get_route(
         shipment_id: uuid.UUID,
@@ -261,7 +293,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         tags=["shipments"],
         summary="Live updates as server-sent events: snapshot, then location / status, end once closed",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={200: {"content": {"text/event-stream": {}}}, **reader_responses},
     )
     async def stream_shipment(shipment_id: uuid.UUID, request: Request) -> StreamingResponse:
         shipment = await service.get_shipment(runtime.pool, shipment_id)  # 404 as JSON, before streaming
@@ -289,7 +321,13 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
             headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
         )
 
-    @app.get("/track/{order_id}", response_class=HTMLResponse, tags=["buyers"], summary="The buyer's tracking page")
+    @app.get(
+        "/track/{order_id}",
+        response_class=HTMLResponse,
+        tags=["buyers"],
+        summary="The buyer's tracking page (the link carries the order's access token: `?token=`)",
+        responses=reader_responses,
+    )
     async def track_page(order_id: uuid.UUID, request: Request) -> HTMLResponse:
         await authorize_order_reader(request, order_id)
         html = page_template.replace("__CONFIG_JSON__", page_config(settings, order_id))

@@ -45,12 +45,14 @@ def _shipment(row: asyncpg.Record) -> Shipment:
     )
 
 
-async def insert_shipment(conn: asyncpg.Connection, s: Shipment, courier_token_hash: str) -> Shipment | None:
+async def insert_shipment(
+    conn: asyncpg.Connection, s: Shipment, courier_token_hash: str, buyer_access_hash: str | None = None
+) -> Shipment | None:
     """The new shipment, or None when the order already has one."""
     row = await conn.fetchrow(
         f"""INSERT INTO shipments (id, order_id, status, dest_city, dest_country, dest_lat, dest_lon,
-                                   correlation_id, courier_token_hash)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                   correlation_id, courier_token_hash, buyer_access_hash)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (order_id) DO NOTHING
             RETURNING {_SHIPMENT_COLUMNS}""",
         s.id,
@@ -62,8 +64,15 @@ async def insert_shipment(conn: asyncpg.Connection, s: Shipment, courier_token_h
         s.destination.lon,
         s.correlation_id,
         courier_token_hash,
+        buyer_access_hash,
     )
     return _shipment(row) if row else None
+
+
+async def get_buyer_access_hash(conn: asyncpg.Connection, order_id: uuid.UUID) -> str | None:
+    """The hash of the token that reads this order's shipment; None: no shipment yet, or none a buyer may read."""
+    found: str | None = await conn.fetchval("SELECT buyer_access_hash FROM shipments WHERE order_id = $1", order_id)
+    return found
 
 
 async def get_shipment(

@@ -80,7 +80,7 @@ async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
         ),
         correlation_id=event.correlation_id,
     )
-    created = await repository.insert_shipment(conn, shipment, token_hash)
+    created = await repository.insert_shipment(conn, shipment, token_hash, event.buyer_access_sha256)
     if created is None:
         return  # the order already has its shipment
     await outbox.enqueue(
@@ -245,6 +245,14 @@ def _first_of_each(points: Sequence[Point], stored: set[datetime]) -> list[Point
 
 
 # --- reads -----------------------------------------------------------------------------
+
+
+async def authorize_buyer(pool: asyncpg.Pool, order_id: uuid.UUID, access_token: str) -> None:
+    """NotFound unless ``access_token`` is the token of this order (the one whose hash came with OrderPaid)."""
+    async with pool.acquire() as conn:
+        expected = await repository.get_buyer_access_hash(conn, order_id)
+    if expected is None or not secret_matches(access_token, expected):
+        raise NotFound("no shipment of this order can be read with this token", code="unknown_shipment")
 
 
 async def shipments_for_order(pool: asyncpg.Pool, order_id: uuid.UUID) -> list[Shipment]:

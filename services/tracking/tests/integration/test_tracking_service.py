@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -24,9 +25,19 @@ from tweetshop_contracts import (
     decode_event,
     topics,
 )
+from tweetshop_platform.auth import hash_secret
 
 OPERATOR_KEY = "integration-operator-key"
 PARIS = Destination(city="Paris", country="FR", lat=48.8530, lon=2.3499)
+
+
+def buyer_token(order_id: uuid.UUID) -> str:
+    """The order's access token as checkout would have issued it (only its hash travels on the topic)."""
+    return f"tso_buyer-of-{order_id.hex}"
+
+
+def as_buyer(order_id: uuid.UUID) -> dict[str, str]:
+    return {"Authorization": f"Bearer {buyer_token(order_id)}"}
 
 
 # --- helpers: checkout's side of the broker, a topic reader, an SSE reader -------------------
@@ -62,6 +73,7 @@ def order_paid(order_id: uuid.UUID) -> OrderPaid:
         currency="EUR",
         payment_intent_id=f"pi_{order_id.hex[:12]}",
         destination=PARIS,
+        buyer_access_sha256=hash_secret(buyer_token(order_id)),
     )
 
 
@@ -98,7 +110,9 @@ async def eventually(check: Callable[[], Any], timeout: float = 20, interval: fl
 
 
 @contextlib.asynccontextmanager
-async def sse_events(base_url: str, path: str) -> AsyncIterator[asyncio.Queue[tuple[str, dict[str, Any]]]]:
+async def sse_events(
+    base_url: str, path: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.Queue[tuple[str, dict[str, Any]]]]:
     """A live stream read in the background: a queue of (event name, data)."""
     queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
     opened = asyncio.Event()
@@ -106,7 +120,7 @@ async def sse_events(base_url: str, path: str) -> AsyncIterator[asyncio.Queue[tu
     async def read() -> None:
         async with (
             httpx.AsyncClient(base_url=base_url, timeout=None) as client,
-            client.stream("GET", path) as response,
+            client.stream("GET", path, headers=headers) as response,
         ):
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
@@ -171,8 +185,10 @@ async def test_a_paid_order_gets_exactly_one_shipment_and_a_refund_before_pickup
         async with httpx.AsyncClient(base_url=tracking.base_url) as api:
 
             async def shipments_of(order: uuid.UUID) -> list[dict[str, Any]]:
-                response = await api.get("/shipments", params={"order_id": str(order)})
-                assert response.status_code == 200
+                response = await api.get("/shipments", params={"order_id": str(order)}, headers=as_buyer(order))
+                if response.status_code == 404:
+                    return []  # not created yet: until then nobody can read it
+                assert response.status_code == 200, response.text
                 return list(response.json())
 
             [shipment] = await eventually(lambda: shipments_of(order_id))
@@ -250,7 +266,8 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
     async with httpx.AsyncClient(base_url=tracking.base_url) as api:
 
         async def shipment_of_order() -> list[dict[str, Any]]:
-            return list((await api.get("/shipments", params={"order_id": str(order_id)})).json())
+            found = await api.get("/shipments", params={"order_id": str(order_id)}, headers=as_buyer(order_id))
+            return list(found.json()) if found.status_code == 200 else []
 
         [shipment] = await eventually(shipment_of_order)
         shipment_id = shipment["id"]
@@ -289,7 +306,8 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
         assert bad.status_code == 422
         assert "future" in bad.json()["message"]
 
-        async with sse_events(tracking.base_url, f"/shipments/{shipment_id}/stream") as live:
+        stream = f"/shipments/{shipment_id}/stream"
+        async with sse_events(tracking.base_url, stream, headers=as_buyer(order_id)) as live:
             name, snapshot = await next_event(live, lambda n, _: True)
             assert (name, snapshot["status"], snapshot["last_location"]) == ("snapshot", "label_created", None)
 
@@ -329,10 +347,12 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
         assert (retried.json()["accepted"], retried.json()["duplicates"]) == (0, 2)
 
         # The route the map draws: every stored point, oldest first; or only the newest ones.
-        route = (await api.get(f"/shipments/{shipment_id}/locations")).json()
+        route = (await api.get(f"/shipments/{shipment_id}/locations", headers=as_buyer(order_id))).json()
         assert [p["lat"] for p in route["points"]] == [stale["lat"], older["lat"], newer["lat"]]
         assert route["truncated"] is False
-        newest = (await api.get(f"/shipments/{shipment_id}/locations", params={"limit": 2})).json()
+        newest = (
+            await api.get(f"/shipments/{shipment_id}/locations", params={"limit": 2}, headers=as_buyer(order_id))
+        ).json()
         assert ([p["lat"] for p in newest["points"]], newest["truncated"]) == ([older["lat"], newer["lat"]], True)
 
         # Operators (a courier app, the simulator) list shipments by status; nobody else can.
@@ -370,3 +390,70 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
         ("ShipmentStatusChanged", "picked_up"),
         ("ShipmentStatusChanged", "in_transit"),
     ]
+
+
+async def test_only_the_orders_buyer_or_an_operator_can_read_its_shipment_route_stream_and_map_page(
+    tracking: Any, service_process: Any, kafka_bootstrap: str
+) -> None:
+    namespace = service_process.topic_namespace
+    order_id, other_order_id = uuid.uuid4(), uuid.uuid4()
+    async with Checkout(kafka_bootstrap, namespace) as checkout:
+        await checkout.publish(order_paid(order_id))
+        await checkout.publish(order_paid(other_order_id))
+
+    async with httpx.AsyncClient(base_url=tracking.base_url) as api:
+
+        async def shipment_of(order: uuid.UUID) -> list[dict[str, Any]]:
+            found = await api.get("/shipments", params={"order_id": str(order)}, headers=as_buyer(order))
+            return list(found.json()) if found.status_code == 200 else []
+
+        [shipment] = await eventually(lambda: shipment_of(order_id))
+        await eventually(lambda: shipment_of(other_order_id))
+        sid = shipment["id"]
+        readers = {
+            "list": ("/shipments", {"order_id": str(order_id)}),
+            "one": (f"/shipments/{sid}", {}),
+            "route": (f"/shipments/{sid}/locations", {}),
+            "stream": (f"/shipments/{sid}/stream", {}),
+            "map page": (f"/track/{order_id}", {}),
+        }
+        operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+        for name, (path, params) in readers.items():
+            nobody = await api.get(path, params=params)
+            assert nobody.status_code == 401, (name, nobody.text)
+            wrong = await api.get(path, params=params, headers={"Authorization": "Bearer tso_guessed"})
+            assert (wrong.status_code, wrong.json()["error"]) == (404, "unknown_shipment"), name
+            # Another buyer's genuine token opens their own order only.
+            someone_else = await api.get(path, params=params, headers=as_buyer(other_order_id))
+            assert someone_else.status_code == 404, name
+            in_query = await api.get(path, params={**params, "token": "tso_guessed"})
+            assert in_query.status_code == 404, name
+            if name == "stream":
+                for headers, query in ((as_buyer(order_id), {}), ({}, {"access_token": buyer_token(order_id)})):
+                    async with sse_events(tracking.base_url, path + "?" + urlencode(query), headers) as live:
+                        event, _ = await asyncio.wait_for(live.get(), 10)
+                        assert event == "snapshot"
+                continue
+            for headers, query in (
+                (as_buyer(order_id), {}),
+                ({}, {"token": buyer_token(order_id)}),  # the tracking_url checkout hands out
+                ({}, {"access_token": buyer_token(order_id)}),  # what the map page's script sends
+                (operator, {}),
+            ):
+                allowed = await api.get(path, params={**params, **query}, headers=headers)
+                assert allowed.status_code == 200, (name, query, allowed.text)
+        # An order whose OrderPaid carried no verifier (an older checkout): operators only.
+        legacy = uuid.uuid4()
+        async with Checkout(kafka_bootstrap, namespace) as checkout:
+            await checkout.publish(order_paid(legacy).model_copy(update={"buyer_access_sha256": None}))
+        listed = await eventually(
+            lambda: _json_if_ok(api.get("/shipments", params={"order_id": str(legacy)}, headers=operator))
+        )
+        assert listed[0]["order_id"] == str(legacy)
+        refused = await api.get("/shipments", params={"order_id": str(legacy)}, headers=as_buyer(legacy))
+        assert refused.status_code == 404
+
+
+async def _json_if_ok(pending: Any) -> Any:
+    response = await pending
+    return response.json() if response.status_code == 200 else None

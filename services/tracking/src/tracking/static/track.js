@@ -4,8 +4,9 @@
 (() => {
   const config = JSON.parse(document.getElementById("track-config").textContent);
   // The order's access token travels in the page URL (query or fragment) and is passed on to the API.
-  const token = new URLSearchParams(location.search).get("access_token")
-    || new URLSearchParams(location.hash.slice(1)).get("access_token");
+  const query = new URLSearchParams(location.search);
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = query.get("token") || query.get("access_token") || fragment.get("token") || fragment.get("access_token");
   const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token) : url);
   const $ = (id) => document.getElementById(id);
   const labels = {
