@@ -46,6 +46,25 @@ class MerchantRegistered(Envelope):
     merchant_id: uuid.UUID
     handle: str = Field(max_length=50)
     name: str = Field(max_length=200)
+    api_key_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "SHA-256 (hex) of the merchant's API key: feed and checkout check the key a merchant presents with it "
+            "without ever seeing the key. A verifier of a random 256-bit secret, not the secret."
+        ),
+    )
+
+
+class MerchantApiKeyRotated(Envelope):
+    """A merchant replaced its API key: from this event on only the new key works, in every service."""
+
+    TOPIC = topics.CATALOG_MERCHANTS
+    KEY_FIELD = "merchant_id"
+
+    event_type: Literal["MerchantApiKeyRotated"] = "MerchantApiKeyRotated"
+    merchant_id: uuid.UUID
+    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the new API key")
 
 
 # --- catalog.products.v1 ---------------------------------------------------------------
@@ -253,6 +272,7 @@ class ShipmentLocationUpdated(Envelope):
     accuracy: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False, description="metres")
 
 
+MerchantEvent = Annotated[MerchantRegistered | MerchantApiKeyRotated, Field(discriminator="event_type")]
 ProductEvent = Annotated[ProductListed | ProductUpdated, Field(discriminator="event_type")]
 ReservationEvent = Annotated[StockReserved | StockRejected | StockReleased, Field(discriminator="event_type")]
 BuyableTweetEvent = BuyableTweetPosted
@@ -264,6 +284,7 @@ LocationEvent = ShipmentLocationUpdated
 
 EVENT_TYPES: tuple[type[Envelope], ...] = (
     MerchantRegistered,
+    MerchantApiKeyRotated,
     ProductListed,
     ProductUpdated,
     StockReserved,
@@ -281,7 +302,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
 )
 
 TOPIC_EVENTS: dict[str, TypeAdapter[Envelope]] = {
-    topics.CATALOG_MERCHANTS: TypeAdapter(MerchantRegistered),
+    topics.CATALOG_MERCHANTS: TypeAdapter(MerchantEvent),
     topics.CATALOG_PRODUCTS: TypeAdapter(ProductEvent),
     topics.CATALOG_RESERVATIONS: TypeAdapter(ReservationEvent),
     topics.FEED_BUYABLE_TWEETS: TypeAdapter(BuyableTweetEvent),
@@ -310,7 +331,7 @@ def decode_event(topic: str, value: bytes) -> Envelope:
         raise ValueError(f"no v1 contract for topic {topic!r}")
     try:
         raw = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also numbers past Python's digit limit, and deep nesting
         raise ValueError(f"message is not JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ValueError("message is not a JSON object")

@@ -13,7 +13,7 @@ from .envelope import Envelope
 from .events import EVENT_TYPES
 
 # The version of the AsyncAPI document: bump the minor version with every compatible extension.
-CONTRACT_VERSION = "1.0.0"
+CONTRACT_VERSION = "1.1.0"
 
 DEFAULT_PARTITIONS = 6
 PARTITIONS_SETTING = "TWEETSHOP_KAFKA_TOPIC_PARTITIONS"
@@ -50,9 +50,15 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         name=topics.CATALOG_MERCHANTS,
         producer="catalog",
-        summary="Merchants who joined (an extension of contract v1): feed shows their handle and name on tweets.",
+        summary=(
+            "Merchants who joined, and their API key changes (an extension of contract v1): feed shows their handle "
+            "and name on tweets; feed and checkout check a merchant's key against the hash carried here."
+        ),
         retention="Forever (`retention.ms=-1`): a new consumer rebuilds its merchant directory from the start.",
-        consumers=(Consumer("feed", "keeps the merchant handle and name it shows on tweets"),),
+        consumers=(
+            Consumer("feed", "keeps the merchant handle and name it shows on tweets, and the key it posts with"),
+            Consumer("checkout", "checks the API key of a merchant refunding one of its orders"),
+        ),
     ),
     TopicSpec(
         name=topics.CATALOG_PRODUCTS,

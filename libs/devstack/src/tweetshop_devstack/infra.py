@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shlex
 import signal
 import socket
@@ -45,12 +46,35 @@ class PortInUseError(StartupError):
         self.port = port
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = LOCALHOST) -> int:
-    """A TCP port nobody listens on right now, chosen by the OS."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port nobody listens on right now, below the OS's ephemeral range, never handed out twice here.
+
+    A port the OS picks for ``bind(0)`` comes from the range it also uses for outgoing connections:
+    between choosing it and the server binding it, a client socket of any process (a Kafka or Postgres
+    connection, say) can take it ("address already in use"). Below that range only listeners bind.
+    """
+    low, _ = _ephemeral_range()
+    top = max(low - 1, 10_001)
+    for _ in range(200):
+        port = random.randint(10_000, top)
+        if port not in _HANDED_OUT and port_is_free(port, host):
+            _HANDED_OUT.add(port)
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded machine: let the OS choose
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def port_is_free(port: int, host: str = LOCALHOST) -> bool:

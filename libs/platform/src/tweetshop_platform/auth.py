@@ -7,6 +7,7 @@ import hmac
 import secrets
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from .errors import Unauthorized
 
@@ -25,6 +26,11 @@ def hash_secret(secret: str) -> str:
 def secret_matches(secret: str, stored_hash: str) -> bool:
     """Constant-time comparison of a presented secret with a stored hash."""
     return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+def is_operator_key(presented: str, operator_key: SecretStr) -> bool:
+    """Whether the presented bearer token is the operator key (constant time)."""
+    return hmac.compare_digest(presented.encode(), operator_key.get_secret_value().encode())
 
 
 def bearer_token(request: Request) -> str:

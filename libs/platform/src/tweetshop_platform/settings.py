@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEV_OPERATOR_KEY = "dev-operator-key"
+
 
 class ServiceSettings(BaseSettings):
     """Settings every service shares: broker, database, HTTP, consumers, logging."""
@@ -52,6 +54,14 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_s: float = Field(default=0.2, ge=0)
     outbox_batch_size: int = 500
     outbox_poll_interval_s: float = 0.5
+
+    operator_key: SecretStr = Field(
+        default=SecretStr(DEV_OPERATOR_KEY),
+        description=(
+            "Bearer key of operators, for what acts across merchants and buyers (courier tokens, reconciler runs, "
+            "any shipment or refund); set a strong one outside development"
+        ),
+    )
 
     max_request_body_bytes: int = 1_000_000
     log_level: str = "INFO"

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from tweetshop_contracts import (
     Envelope,
+    MerchantApiKeyRotated,
     MerchantRegistered,
     OrderCancelled,
     OrderPaid,
@@ -60,7 +61,12 @@ async def register_merchant(pool: asyncpg.Pool, handle: str, name: str, correlat
         await outbox.enqueue(
             conn,
             MerchantRegistered(
-                producer=PRODUCER, correlation_id=correlation_id, merchant_id=merchant_id, handle=handle, name=name
+                producer=PRODUCER,
+                correlation_id=correlation_id,
+                merchant_id=merchant_id,
+                handle=handle,
+                name=name,
+                api_key_sha256=key_hash,
             ),
         )
     return merchant_id, api_key
@@ -84,12 +90,22 @@ async def merchant_for_key(pool: asyncpg.Pool, api_key: str) -> dict[str, Any]:
     return merchant
 
 
-async def rotate_key(pool: asyncpg.Pool, merchant_id: uuid.UUID, api_key: str) -> str:
-    """Replace the merchant's key; the old one stops working at once."""
+async def rotate_key(pool: asyncpg.Pool, merchant_id: uuid.UUID, api_key: str, correlation_id: str = "") -> str:
+    """Replace the merchant's key; the old one stops working at once here, and in feed and checkout once they
+    read MerchantApiKeyRotated (committed in the same transaction)."""
     new_key, key_hash = new_secret("tsk")
     async with pool.acquire() as conn, conn.transaction():
         await authorize_merchant(conn, merchant_id, api_key)
         await repository.set_merchant_key(conn, merchant_id, key_hash)
+        await outbox.enqueue(
+            conn,
+            MerchantApiKeyRotated(
+                producer=PRODUCER,
+                correlation_id=correlation_id or f"rotate-{merchant_id}",
+                merchant_id=merchant_id,
+                api_key_sha256=key_hash,
+            ),
+        )
     return new_key
 
 

@@ -51,7 +51,10 @@ class OrderIn(BaseModel):
     buyer: BuyerIn
     shipping: ShippingIn
     payment_method: str = Field(
-        max_length=203, description="A Stripe PaymentMethod id (pm_…) made by Stripe.js in the browser"
+        max_length=203,
+        description="A Stripe PaymentMethod id (pm_…) made by Stripe.js in the browser",
+        # Documented; checked by the validator below, whose message never echoes the value.
+        json_schema_extra={"pattern": PAYMENT_METHOD_ID.pattern},
     )
 
     @field_validator("payment_method")
@@ -156,7 +159,9 @@ class OrderOut(BaseModel):
             refunded_minor=o.refunded_minor,
             shipment_id=o.shipment_id,
             shipment_status=o.shipment_status,
-            tracking_url=access.tracking_url(tracking_base_url, o.id, access_token) if o.shipment_id else None,
+            tracking_url=(
+                access.tracking_url(tracking_base_url, o.id, access_token) if o.shipment_id and access_token else None
+            ),
             shipping=ShippingOut(
                 name=o.shipping.name,
                 line1=o.shipping.line1,
@@ -176,6 +181,12 @@ class RefundIn(BaseModel):
     amount_minor: int | None = Field(
         default=None, gt=0, le=10**12, strict=True, description="Amount to refund; default: all that is left"
     )
+
+
+class ReconcileOut(BaseModel):
+    taken: int = Field(description="Orders past their deadline this pass took up")
+    ended: dict[str, int] = Field(description="Where they ended: final status (or 'retry': Stripe unreachable) → count")
+    still_overdue: int = Field(description="Orders still open past their deadline after the pass")
 
 
 class WebhookAck(BaseModel):

@@ -6,6 +6,8 @@ import asyncpg
 from tweetshop_contracts import (
     BuyableTweetPosted,
     Envelope,
+    MerchantApiKeyRotated,
+    MerchantRegistered,
     ProductListed,
     ProductUpdated,
     ShipmentCreated,
@@ -16,6 +18,15 @@ from tweetshop_contracts import (
 )
 
 from . import service
+
+
+async def on_merchant_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """catalog.merchants.v1 → who may refund a merchant's orders (the hash of its API key)."""
+    match event:
+        case MerchantRegistered():
+            await service.record_merchant_key(conn, event.merchant_id, event.api_key_sha256, rotated=False)
+        case MerchantApiKeyRotated():
+            await service.record_merchant_key(conn, event.merchant_id, event.api_key_sha256, rotated=True)
 
 
 async def on_product_event(conn: asyncpg.Connection, event: Envelope) -> None:

@@ -6,14 +6,14 @@ import uuid
 from typing import Annotated
 
 import structlog
-from fastapi import Body, FastAPI, Header, Request, Response, status
+from fastapi import Body, Depends, FastAPI, Header, Request, Response, status
 from tweetshop_contracts import topics
-from tweetshop_platform.auth import bearer_token
-from tweetshop_platform.errors import DomainError
+from tweetshop_platform.auth import bearer_token, is_operator_key
+from tweetshop_platform.errors import DomainError, Forbidden
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, metrics, service
-from .api import OrderCreated, OrderIn, OrderOut, RefundIn, WebhookAck, idempotency_key_problem
+from .api import OrderCreated, OrderIn, OrderOut, ReconcileOut, RefundIn, WebhookAck, idempotency_key_problem
 from .config import CheckoutSettings
 from .gateway import PaymentGateway, StripeGateway, verify_webhook
 from .reconciler import Reconciler
@@ -30,6 +30,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     worker = PaymentWorker(lambda: runtime.pool, payments, settings)
     reconciler = Reconciler(lambda: runtime.pool, payments, settings)
 
+    runtime.subscribe(topics.CATALOG_MERCHANTS, handlers.on_merchant_event, group="merchants")
     runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products")
     runtime.subscribe(topics.FEED_BUYABLE_TWEETS, handlers.on_buyable_tweet, group="tweets")
     runtime.subscribe(
@@ -101,7 +102,13 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         "/orders/{order_id}/refund",
         response_model=OrderOut,
         tags=["orders"],
-        summary="Refund a paid order (all that is left, or amount_minor)",
+        summary="Refund a paid order (all that is left, or amount_minor); bearer: its merchant's API key",
+        responses={
+            401: {"description": "No key"},
+            403: {"description": "Not the key of the order's merchant (a buyer cannot refund their own order)"},
+            404: {"description": "No such order"},
+            409: {"description": "Not paid, or more than is left to refund"},
+        },
     )
     async def refund_order(
         order_id: uuid.UUID, request: Request, body: Annotated[RefundIn | None, Body()] = None
@@ -109,7 +116,8 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         token = bearer_token(request)
         amount = body.amount_minor if body is not None else None
         order = await service.refund_order(runtime.pool, payments, settings, order_id, token, amount)
-        return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
+        # The merchant's view: no tracking link (it would carry the merchant's key, and the map is the buyer's).
+        return OrderOut.of(order, access_token="", tracking_base_url=settings.tracking_public_url)
 
     @app.post(
         "/orders/{order_id}/cancel",
@@ -122,6 +130,24 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         token = bearer_token(request)
         order = await service.cancel_order(runtime.pool, payments, settings, order_id, token)
         return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
+
+    def operator(request: Request) -> None:
+        if not is_operator_key(bearer_token(request), settings.operator_key):
+            raise Forbidden("not an operator key")
+
+    @app.post(
+        "/ops/reconcile",
+        response_model=ReconcileOut,
+        tags=["operators"],
+        summary="Run one reconciler pass now (bearer: the operator key): orders open past their deadline end",
+        dependencies=[Depends(operator)],
+        responses={401: {"description": "No operator key"}, 403: {"description": "Not the operator key"}},
+    )
+    async def reconcile_now() -> ReconcileOut:
+        result = await reconciler.run_once()
+        if result is None:
+            raise DomainError("the reconciler pass failed; see the logs", code="reconcile_failed", status=503)
+        return ReconcileOut(taken=result.taken, ended=result.ended, still_overdue=result.still_overdue)
 
     @app.post("/webhooks/stripe", response_model=WebhookAck, tags=["stripe"], summary="Stripe's signed events")
     async def stripe_webhook(

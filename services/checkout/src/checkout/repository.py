@@ -183,6 +183,24 @@ async def get_order_id_by_intent(conn: asyncpg.Connection, payment_intent_id: st
     return order_id
 
 
+async def record_merchant_key(
+    conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key_hash: str | None, *, rotated: bool
+) -> None:
+    """The merchant's API key hash: a registration sets it only while none is stored, a rotation always."""
+    keep = "EXCLUDED.api_key_hash" if rotated else "COALESCE(merchants.api_key_hash, EXCLUDED.api_key_hash)"
+    await conn.execute(
+        f"""INSERT INTO merchants (id, api_key_hash) VALUES ($1, $2)
+            ON CONFLICT (id) DO UPDATE SET api_key_hash = {keep}, updated_at = now()""",
+        merchant_id,
+        api_key_hash,
+    )
+
+
+async def get_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID) -> str | None:
+    found: str | None = await conn.fetchval("SELECT api_key_hash FROM merchants WHERE id = $1", merchant_id)
+    return found
+
+
 async def get_access_token_hash(conn: asyncpg.Connection, order_id: uuid.UUID) -> str | None:
     token_hash: str | None = await conn.fetchval("SELECT access_token_hash FROM orders WHERE id = $1", order_id)
     return token_hash

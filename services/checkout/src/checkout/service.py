@@ -28,7 +28,8 @@ from tweetshop_contracts import (
     utc_now,
 )
 from tweetshop_platform import faults, outbox
-from tweetshop_platform.errors import Conflict, DomainError, NotFound, Unprocessable
+from tweetshop_platform.auth import is_operator_key
+from tweetshop_platform.errors import Conflict, DomainError, Forbidden, NotFound, Unprocessable
 
 from . import access, domain, metrics, repository
 from .config import CheckoutSettings
@@ -523,20 +524,41 @@ async def handle_stripe_event(pool: asyncpg.Pool, settings: CheckoutSettings, ev
 # --- refunds ---------------------------------------------------------------------------
 
 
+async def record_merchant_key(
+    conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key_hash: str | None, *, rotated: bool
+) -> None:
+    """Who may refund this merchant's orders, from catalog.merchants.v1."""
+    await repository.record_merchant_key(conn, merchant_id, api_key_hash, rotated=rotated)
+
+
+async def _authorize_refund(conn: asyncpg.Connection, settings: CheckoutSettings, order: Order, key: str) -> None:
+    """Refunds are the merchant's (its API key) or an operator's; 403 for anyone else, the buyer included."""
+    if is_operator_key(key, settings.operator_key):
+        return
+    merchant_key_hash = await repository.get_merchant_key_hash(conn, order.merchant_id)
+    if merchant_key_hash is not None and access.secret_matches(key, merchant_key_hash):
+        return
+    buyer_token_hash = await repository.get_access_token_hash(conn, order.id)
+    if buyer_token_hash is not None and access.secret_matches(key, buyer_token_hash):
+        raise Forbidden("refunds are made by the merchant: ask the shop", code="refund_by_merchant_only")
+    raise Forbidden("this key is not the key of the order's merchant", code="not_the_merchant")
+
+
 async def refund_order(
     pool: asyncpg.Pool,
     gateway: PaymentGateway,
     settings: CheckoutSettings,
     order_id: uuid.UUID,
-    access_token: str,
+    merchant_key: str,
     amount_minor: int | None,
 ) -> Order:
     """Give money back (all that is left by default); OrderRefunded goes out with the new status."""
     refund_id = uuid.uuid4()
     async with pool.acquire() as conn, conn.transaction():
-        await _authorize(conn, order_id, access_token)
         order = await repository.get_order(conn, order_id, for_update=True)
-        assert order is not None
+        if order is None:
+            raise NotFound("no such order", code="order_not_found")
+        await _authorize_refund(conn, settings, order, merchant_key)
         in_flight = await repository.refunds_in_flight_minor(conn, order_id)
         try:
             amount = domain.plan_refund(order, amount_minor, in_flight)

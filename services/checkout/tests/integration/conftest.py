@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 import pytest
-from tweetshop_contracts import Envelope, ProductListed, StockRejected, StockReserved, topics
+from tweetshop_contracts import (
+    Envelope,
+    MerchantApiKeyRotated,
+    MerchantRegistered,
+    ProductListed,
+    StockRejected,
+    StockReserved,
+    topics,
+)
 from tweetshop_devstack.kafka_probe import events_of, publish_events, read_topic
 from tweetshop_devstack.pytest_plugin import (
     KafkaServer,
@@ -110,6 +118,27 @@ class Checkout:
         )
         await publish_events(self.kafka, self.namespace, product)
         return product
+
+    async def merchant_key(self, merchant_id: uuid.UUID, *, rotate: bool = False) -> str:
+        """The merchant's API key as catalog issued it: only its hash reaches checkout, on catalog.merchants.v1."""
+        key = f"tsk_{uuid.uuid4().hex}"
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        event: Envelope = (
+            MerchantApiKeyRotated(
+                producer="catalog", correlation_id="rotate", merchant_id=merchant_id, api_key_sha256=digest
+            )
+            if rotate
+            else MerchantRegistered(
+                producer="catalog",
+                correlation_id="onboard",
+                merchant_id=merchant_id,
+                handle="shop",
+                name="Shop",
+                api_key_sha256=digest,
+            )
+        )
+        await publish_events(self.kafka, self.namespace, event)
+        return key
 
     async def reserve(self, order: dict[str, Any], product: ProductListed, quantity: int = 1) -> StockReserved:
         """Stock set aside for the order."""

@@ -6,6 +6,7 @@ One checkout process serves the whole module (the ``checkout`` fixture in confte
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -282,20 +283,51 @@ async def test_a_shipment_gives_the_buyer_a_tracking_url_with_their_token(checko
 
 async def test_a_paid_order_is_refunded_in_part_then_in_full(checkout: Checkout) -> None:
     product = await checkout.list_product(price_minor=1000)
+    key = await checkout.merchant_key(product.merchant_id)
     order = (await checkout.place(checkout.order_body(product.product_id, quantity=2))).json()
-    auth = {"Authorization": f"Bearer {order['access_token']}"}
+    auth = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=checkout.url, timeout=10) as http:
-        unpaid = await http.post(f"/orders/{order['id']}/refund", headers=auth)
+
+        async def refund_answered() -> httpx.Response | None:
+            # 403 until checkout has read the merchant's key from catalog.merchants.v1.
+            answer = await http.post(f"/orders/{order['id']}/refund", headers=auth)
+            return None if answer.status_code == 403 else answer
+
+        unpaid = await checkout.eventually(refund_answered, what="the merchant's key reaching checkout")
         assert unpaid.status_code == 409 and unpaid.json()["error"] == "order_not_paid"
         await checkout.reserve(order, product, quantity=2)
         await checkout.until_status(order, "paid")
+
+        # Only the merchant refunds: not the buyer, not another merchant, not without a key.
+        buyer = await http.post(
+            f"/orders/{order['id']}/refund", headers={"Authorization": f"Bearer {order['access_token']}"}
+        )
+        assert (buyer.status_code, buyer.json()["error"]) == (403, "refund_by_merchant_only")
+        other_key = await checkout.merchant_key(uuid.uuid4())
+        other = await http.post(f"/orders/{order['id']}/refund", headers={"Authorization": f"Bearer {other_key}"})
+        assert (other.status_code, other.json()["error"]) == (403, "not_the_merchant")
+        assert (await http.post(f"/orders/{order['id']}/refund")).status_code == 401
+        unknown = await http.post(f"/orders/{uuid.uuid4()}/refund", headers=auth)
+        assert unknown.status_code == 404
+        assert (await checkout.get_order(order["id"], order["access_token"]))["refunded_minor"] == 0
 
         part = await http.post(f"/orders/{order['id']}/refund", json={"amount_minor": 500}, headers=auth)
         assert part.status_code == 200, part.text
         assert (part.json()["status"], part.json()["refunded_minor"]) == ("paid", 500)
         too_much = await http.post(f"/orders/{order['id']}/refund", json={"amount_minor": 1501}, headers=auth)
         assert too_much.status_code == 409 and too_much.json()["error"] == "refund_exceeds_remaining"
-        rest = await http.post(f"/orders/{order['id']}/refund", headers=auth)
+        # A rotated key stops working once checkout has read the rotation; the new one takes over.
+        new_key = await checkout.merchant_key(product.merchant_id, rotate=True)
+        new_auth = {"Authorization": f"Bearer {new_key}"}
+
+        async def rotation_read() -> bool | None:
+            rows = await checkout.sql("SELECT api_key_hash FROM merchants WHERE id = $1", product.merchant_id)
+            return True if rows and rows[0]["api_key_hash"] == hashlib.sha256(new_key.encode()).hexdigest() else None
+
+        await checkout.eventually(rotation_read, what="checkout to read the key rotation")
+        old = await http.post(f"/orders/{order['id']}/refund", json={"amount_minor": 1}, headers=auth)
+        assert (old.status_code, old.json()["error"]) == (403, "not_the_merchant")
+        rest = await http.post(f"/orders/{order['id']}/refund", headers=new_auth)
         assert (rest.json()["status"], rest.json()["refunded_minor"]) == ("refunded", 2000)
 
     events = await checkout.order_events(order["id"], lambda es: sum(isinstance(e, OrderRefunded) for e in es) >= 2)
@@ -398,10 +430,16 @@ async def test_a_signed_event_about_someone_elses_payment_changes_nothing(checko
 
 async def test_a_refund_of_an_order_never_paid_is_refused_and_writes_nothing(checkout: Checkout) -> None:
     product = await checkout.list_product()
+    key = await checkout.merchant_key(product.merchant_id)
     order = (await checkout.place(checkout.order_body(product.product_id))).json()
-    auth = {"Authorization": f"Bearer {order['access_token']}"}
+    auth = {"Authorization": f"Bearer {key}"}
     async with checkout.http() as http:
-        refused = await http.post(f"/orders/{order['id']}/refund", json={"amount_minor": 100}, headers=auth)
+
+        async def refund_answered() -> httpx.Response | None:
+            answer = await http.post(f"/orders/{order['id']}/refund", json={"amount_minor": 100}, headers=auth)
+            return None if answer.status_code == 403 else answer
+
+        refused = await checkout.eventually(refund_answered, what="the merchant's key reaching checkout")
     assert refused.status_code == 409 and refused.json()["error"] == "order_not_paid"
     rows = await checkout.sql("SELECT count(*) AS n FROM refunds WHERE order_id = $1", uuid.UUID(order["id"]))
     assert rows[0]["n"] == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-from tweetshop_contracts import Envelope, MerchantRegistered, ProductListed, ProductUpdated
+from tweetshop_contracts import Envelope, MerchantApiKeyRotated, MerchantRegistered, ProductListed, ProductUpdated
 
 from . import service
 
@@ -13,6 +13,8 @@ async def on_merchant_event(conn: asyncpg.Connection, event: Envelope) -> None:
     match event:
         case MerchantRegistered():
             await service.record_merchant(conn, event)
+        case MerchantApiKeyRotated():
+            await service.record_key_rotation(conn, event)
 
 
 async def on_product_event(conn: asyncpg.Connection, event: Envelope) -> None:

@@ -60,15 +60,33 @@ def _tweet_view(row: asyncpg.Record) -> TweetView:
 # --- read models -----------------------------------------------------------------------
 
 
-async def upsert_merchant(conn: asyncpg.Connection, m: Merchant) -> None:
-    """Record a merchant (a redelivered event rewrites the same values)."""
+async def upsert_merchant(conn: asyncpg.Connection, m: Merchant, api_key_hash: str | None = None) -> None:
+    """Record a merchant (a redelivered event rewrites the same values).
+
+    A key hash from the registration is taken only while none is stored: a later rotation wins over it.
+    """
     await conn.execute(
-        """INSERT INTO merchants (id, handle, name) VALUES ($1, $2, $3)
-           ON CONFLICT (id) DO UPDATE SET handle = EXCLUDED.handle, name = EXCLUDED.name, updated_at = now()""",
+        """INSERT INTO merchants (id, handle, name, api_key_hash) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (id) DO UPDATE SET handle = EXCLUDED.handle, name = EXCLUDED.name,
+               api_key_hash = COALESCE(merchants.api_key_hash, EXCLUDED.api_key_hash), updated_at = now()""",
         m.id,
         m.handle,
         m.name,
+        api_key_hash,
     )
+
+
+async def set_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key_hash: str) -> bool:
+    """The merchant's new key (MerchantApiKeyRotated); False when the merchant is not known."""
+    done = await conn.execute(
+        "UPDATE merchants SET api_key_hash = $2, updated_at = now() WHERE id = $1", merchant_id, api_key_hash
+    )
+    return bool(done != "UPDATE 0")
+
+
+async def get_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID) -> str | None:
+    found: str | None = await conn.fetchval("SELECT api_key_hash FROM merchants WHERE id = $1", merchant_id)
+    return found
 
 
 async def get_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID) -> Merchant | None:

@@ -6,9 +6,17 @@ import uuid
 
 import asyncpg
 import structlog
-from tweetshop_contracts import BuyableTweetPosted, MerchantRegistered, ProductListed, ProductUpdated, utc_now
+from tweetshop_contracts import (
+    BuyableTweetPosted,
+    MerchantApiKeyRotated,
+    MerchantRegistered,
+    ProductListed,
+    ProductUpdated,
+    utc_now,
+)
 from tweetshop_platform import outbox
-from tweetshop_platform.errors import NotFound, Unauthorized, Unprocessable
+from tweetshop_platform.auth import secret_matches
+from tweetshop_platform.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 
 from . import domain, metrics, repository
 from .domain import Follow, Merchant, Product, Tweet, TweetView
@@ -19,12 +27,10 @@ log = structlog.get_logger(__name__)
 
 
 async def authorize_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key: str) -> Merchant:
-    """The merchant a tweet is posted as, if the caller may post as it.
+    """The merchant a tweet is posted as, if ``api_key`` is its key: 401 without one, 403 with another.
 
-    Catalog issues the merchants' API keys and feed has no copy of them yet, so for now this only
-    requires that a bearer token was presented (401 otherwise) and that the merchant is known to
-    feed's read model (404 ``unknown_merchant`` otherwise). It is the one place where the security
-    work adds the real check that ``api_key`` belongs to ``merchant_id`` (403 when it does not).
+    Catalog issues the keys; feed holds only their SHA-256, announced on catalog.merchants.v1
+    (MerchantRegistered, MerchantApiKeyRotated), so it never sees a key it did not receive in a request.
     """
     if not api_key:
         raise Unauthorized("missing credentials: send Authorization: Bearer <key>")
@@ -34,6 +40,9 @@ async def authorize_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID, a
             f"merchant {merchant_id} is not known to feed (if it was just registered, retry in a moment)",
             code="unknown_merchant",
         )
+    expected = await repository.get_merchant_key_hash(conn, merchant_id)
+    if expected is None or not secret_matches(api_key, expected):
+        raise Forbidden("this key does not belong to the merchant (a rotated key stops working)")
     return merchant
 
 
@@ -159,8 +168,15 @@ async def following(pool: asyncpg.Pool, buyer_id: str) -> list[Follow]:
 
 
 async def record_merchant(conn: asyncpg.Connection, event: MerchantRegistered) -> None:
-    """Remember a merchant's handle and name for posting and for the timeline."""
-    await repository.upsert_merchant(conn, Merchant(event.merchant_id, event.handle, event.name))
+    """Remember a merchant's handle and name for posting and for the timeline, and the hash of its key."""
+    await repository.upsert_merchant(conn, Merchant(event.merchant_id, event.handle, event.name), event.api_key_sha256)
+
+
+async def record_key_rotation(conn: asyncpg.Connection, event: MerchantApiKeyRotated) -> None:
+    """From now on only the merchant's new key posts for it."""
+    if not await repository.set_merchant_key_hash(conn, event.merchant_id, event.api_key_sha256):
+        # Same key (merchant id) as its registration, so it cannot come first: a bug upstream, worth a dead letter.
+        raise LookupError(f"key rotation for merchant {event.merchant_id}, which feed does not know")
 
 
 async def apply_product_state(conn: asyncpg.Connection, event: ProductListed | ProductUpdated) -> bool:

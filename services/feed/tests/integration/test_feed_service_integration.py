@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from tweetshop_contracts import (
     BuyableTweetPosted,
     Envelope,
+    MerchantApiKeyRotated,
     MerchantRegistered,
     ProductListed,
     ProductUpdated,
@@ -31,6 +32,7 @@ from tweetshop_contracts import (
 )
 from tweetshop_devstack.pytest_plugin import RunningService, ServiceProcesses, dsn_with_database
 from tweetshop_devstack.services import service_dsn
+from tweetshop_platform.auth import hash_secret
 from tweetshop_platform.db import provision_service
 
 T = TypeVar("T")
@@ -147,7 +149,8 @@ def any_json(response: httpx.Response) -> Any:
 
 # --- catalog stand-in -----------------------------------------------------------------------
 
-AUTH = {"Authorization": "Bearer tsk_any-key-feed-cannot-check-yet"}
+MERCHANT_KEY = "tsk_the-merchants-key"  # every merchant of these tests registers with it, unless told otherwise
+AUTH = {"Authorization": f"Bearer {MERCHANT_KEY}"}
 
 
 def product_state(
@@ -178,10 +181,15 @@ def product_state(
     )
 
 
-async def known_merchant(feed: RunningFeed, handle: str = "fancy") -> uuid.UUID:
-    """A merchant registered at catalog whose event feed has consumed."""
+async def known_merchant(feed: RunningFeed, handle: str = "fancy", key: str = MERCHANT_KEY) -> uuid.UUID:
+    """A merchant registered at catalog whose event feed has consumed (only its key's hash travels)."""
     event = MerchantRegistered(
-        producer="catalog", correlation_id="feed-it", merchant_id=uuid.uuid4(), handle=handle, name="Fancy Inc."
+        producer="catalog",
+        correlation_id="feed-it",
+        merchant_id=uuid.uuid4(),
+        handle=handle,
+        name="Fancy Inc.",
+        api_key_sha256=hash_secret(key),
     )
     await feed.publish(event)
     await eventually(lambda: feed.handled(event), what="MerchantRegistered to be consumed")
@@ -368,6 +376,38 @@ async def test_a_merchant_cannot_tweet_another_merchants_product(feed: RunningFe
     response = await post(feed, {"merchant_id": str(other), "text": "mine now", "product_id": str(product_id)})
 
     assert (response.status_code, any_json(response)["error"]) == (403, "product_of_another_merchant")
+
+
+async def test_only_the_merchants_current_key_posts_as_it(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed, key="tsk_first")
+    tweet = {"merchant_id": str(merchant_id), "text": "hello"}
+
+    assert (await post(feed, tweet, headers={})).status_code == 401
+    # Another merchant's genuine key (the shared test key) does not post as this one.
+    someone_else = await post(feed, tweet)
+    assert (someone_else.status_code, any_json(someone_else)["error"]) == (403, "forbidden")
+    assert (await post(feed, tweet, headers={"Authorization": "Bearer tsk_first"})).status_code == 201
+
+    rotated = MerchantApiKeyRotated(
+        producer="catalog", correlation_id="rotate", merchant_id=merchant_id, api_key_sha256=hash_secret("tsk_second")
+    )
+    await feed.publish(rotated)
+    await eventually(lambda: feed.handled(rotated), what="MerchantApiKeyRotated to be consumed")
+    assert (await post(feed, tweet, headers={"Authorization": "Bearer tsk_first"})).status_code == 403
+    assert (await post(feed, tweet, headers={"Authorization": "Bearer tsk_second"})).status_code == 201
+    # A redelivered registration does not bring the old key back.
+    replayed = MerchantRegistered(
+        producer="catalog",
+        correlation_id="feed-it",
+        merchant_id=merchant_id,
+        handle="fancy",
+        name="Fancy Inc.",
+        api_key_sha256=hash_secret("tsk_first"),
+    )
+    await feed.publish(replayed)
+    await eventually(lambda: feed.handled(replayed), what="the replayed registration to be consumed")
+    assert (await post(feed, tweet, headers={"Authorization": "Bearer tsk_first"})).status_code == 403
+    assert len((await timeline_of(feed, merchant_id))["tweets"]) == 2
 
 
 async def test_an_unknown_tweet_is_404(feed: RunningFeed) -> None:

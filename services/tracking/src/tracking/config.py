@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from tweetshop_platform.settings import ServiceSettings
+from pydantic import Field
+from tweetshop_platform.settings import DEV_OPERATOR_KEY, ServiceSettings
 
-DEV_OPERATOR_KEY = "dev-operator-key"
+__all__ = ["DEV_OPERATOR_KEY", "TrackingSettings"]
 
 
 class TrackingSettings(ServiceSettings):
@@ -15,11 +15,6 @@ class TrackingSettings(ServiceSettings):
 
     # Every courier POST holds a connection for its whole transaction: the busiest path needs more than the default.
     database_pool_max: int = Field(default=30, ge=1, description="Most Postgres connections this process opens")
-
-    operator_key: SecretStr = Field(
-        default=SecretStr(DEV_OPERATOR_KEY),
-        description="Bearer key of operators (issues courier tokens); set a strong one outside development",
-    )
 
     # Status rules: arriving near the destination moves a shipment along.
     delivery_radius_m: float = Field(default=50, gt=0, description="A point this close to the destination: delivered")

@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: FastAPI must see the closures' real types (Depends).
 import asyncio
 import hashlib
-import hmac
 import json
 import uuid
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from tweetshop_contracts import topics
-from tweetshop_platform.auth import bearer_token
+from tweetshop_platform.auth import bearer_token, is_operator_key
 from tweetshop_platform.errors import DomainError, Forbidden, Unprocessable
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
@@ -151,7 +150,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         return bearer_token(request)
 
     def is_operator(token: str) -> bool:
-        return hmac.compare_digest(token.encode(), settings.operator_key.get_secret_value().encode())
+        return is_operator_key(token, settings.operator_key)
 
     async def authorize_order_reader(request: Request, order_id: uuid.UUID) -> None:
         """The order's buyer (its access token) or an operator; 401 without a token, 404 with any other one.
