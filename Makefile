@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PKGS := -e libs/contracts -e libs/platform -e libs/devstack -e libs/cli \
         -e services/catalog -e services/feed -e services/checkout -e services/tracking -e services/webapp
 
-.PHONY: install run test lint typecheck unit up down clean bench
+.PHONY: install run test lint typecheck unit up down clean bench fuzz
 
 $(STAMP): constraints.txt libs/*/pyproject.toml services/*/pyproject.toml requirements-dev.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,6 +31,12 @@ test: $(STAMP) lint typecheck
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+
+# The generated hostile-input tests (schemathesis on every OpenAPI document, hypothesis on every consumed topic)
+# at a size too large for `make test`; FUZZ_EXAMPLES per operation / per topic, FUZZ_SEED to try other inputs.
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	TWEETSHOP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(if $(FUZZ_SEED),TWEETSHOP_FUZZ_SEED=$(FUZZ_SEED)) $(PY) -m pytest tests/security -p no:cacheprovider
 
 up:
 	docker compose up -d --build

@@ -9,12 +9,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import stripe
 from tweetshop_contracts import topics
 from tweetshop_devstack.kafka_probe import Record, events_of, read_topic
-from tweetshop_devstack.services import DEV_STRIPE_API_KEY
+from tweetshop_devstack.services import DEV_STRIPE_API_KEY, DEV_STRIPE_WEBHOOK_SECRET
 
 OPERATOR_KEY = "dev-operator-key"
 
@@ -268,3 +269,134 @@ def test_ordering_more_than_the_stock_is_refused_and_nothing_is_charged(
 
     bad = httpx.post(f"{stack['checkout']}/orders", json={"quantity": -1}, headers={"Idempotency-Key": "k"})
     assert bad.status_code == 422 and bad.json()["error"] == "validation_error"
+
+
+# --- secrets and roles: every credential in play, none of them anywhere it should not be --------------------------
+
+OWN_OPERATOR_KEY = "e2e-operator-key-0f3c9a"
+ALL_TOPICS = (
+    topics.CATALOG_MERCHANTS,
+    topics.CATALOG_PRODUCTS,
+    topics.CATALOG_RESERVATIONS,
+    topics.FEED_BUYABLE_TWEETS,
+    topics.CHECKOUT_ORDERS,
+    topics.TRACKING_SHIPMENTS,
+    topics.TRACKING_LOCATIONS,
+)
+
+
+@pytest.fixture
+def processes(service_process: Any) -> dict[str, Any]:
+    env = {"TWEETSHOP_OPERATOR_KEY": OWN_OPERATOR_KEY}
+    started = [
+        service_process.start(name, env, wait_ready=False) for name in ("catalog", "feed", "checkout", "tracking")
+    ]
+    for service in started:
+        service.wait_ready()
+    return {service.name: service for service in started}
+
+
+def test_no_secret_reaches_a_log_a_topic_or_another_callers_answer(
+    processes: dict[str, Any], service_process: Any, kafka_bootstrap: str
+) -> None:
+    stack = {name: s.base_url for name, s in processes.items()}
+    product, api_key = a_listed_product(stack, stock=3)
+    tweet = a_buyable_tweet(stack, product, api_key)
+    placed = place_order(stack, order_body(tweet, product, 1, "pm_card_visa"), str(uuid.uuid4()))
+    assert placed.status_code == 202, placed.text
+    order = placed.json()
+    wait_for_status(stack, order, "paid")
+
+    def shipment() -> Any:
+        answer = httpx.get(
+            f"{stack['tracking']}/shipments", params={"order_id": order["id"]}, headers=bearer(order["access_token"])
+        )
+        return answer.json() if answer.status_code == 200 else None
+
+    [shipped] = eventually(shipment, what="the shipment")
+    issued = httpx.post(
+        f"{stack['tracking']}/shipments/{shipped['id']}/courier-token", headers=bearer(OWN_OPERATOR_KEY)
+    )
+    courier_token = issued.json()["courier_token"]
+    point = {"lat": 48.85, "lon": 2.35, "recorded_at": datetime.now(UTC).isoformat()}
+    posted = httpx.post(
+        f"{stack['tracking']}/shipments/{shipped['id']}/locations", json=[point], headers=bearer(courier_token)
+    )
+    assert posted.status_code == 200, posted.text
+
+    rotated = httpx.post(f"{stack['catalog']}/merchants/{product['merchant_id']}/api-key", headers=bearer(api_key))
+    assert rotated.status_code == 200, rotated.text
+    new_key = rotated.json()["api_key"]
+
+    def refunded() -> httpx.Response | None:
+        # The old key stops working in checkout once it has read the rotation; the new one refunds.
+        answer = httpx.post(f"{stack['checkout']}/orders/{order['id']}/refund", headers=bearer(new_key))
+        return None if answer.status_code == 403 else answer
+
+    refund = eventually(refunded, what="checkout to accept the rotated key")
+    assert refund.status_code == 200, refund.text
+    assert refund.json()["tracking_url"] is None  # the merchant's answer carries no link with its key in it
+    old = httpx.post(f"{stack['checkout']}/orders/{order['id']}/refund", headers=bearer(api_key))
+    assert old.status_code == 403
+    reconcile = httpx.post(f"{stack['checkout']}/ops/reconcile", headers=bearer(OWN_OPERATOR_KEY))
+    assert reconcile.status_code == 200, reconcile.text
+    assert httpx.post(f"{stack['checkout']}/ops/reconcile", headers=bearer(api_key)).status_code == 403
+    assert httpx.post(f"{stack['checkout']}/ops/reconcile").status_code == 401
+
+    secrets = {
+        "merchant API key": api_key,
+        "rotated merchant API key": new_key,
+        "order access token": order["access_token"],
+        "courier token": courier_token,
+        "operator key": OWN_OPERATOR_KEY,
+        "Stripe secret key": DEV_STRIPE_API_KEY,
+        "Stripe webhook secret": DEV_STRIPE_WEBHOOK_SECRET,
+    }
+
+    # What a caller sees of someone else's credentials: the buyer's order view, the merchant's refund answer.
+    buyer_view = httpx.get(f"{stack['checkout']}/orders/{order['id']}", headers=bearer(order["access_token"])).text
+    leaks = [
+        f"{what} in the buyer's order view"
+        for what, value in secrets.items()
+        if what != "order access token" and value in buyer_view
+    ]
+    leaks += [f"{what} in the refund answer" for what, value in secrets.items() if value in refund.text]
+
+    for name, service in processes.items():
+        log = service.log_path.read_text(encoding="utf-8", errors="replace")
+        assert "payment step applied" in log or name != "checkout", "checkout logged the purchase"
+        leaks += [f"{what} in {name}'s log" for what, value in secrets.items() if value in log]
+
+    ns = service_process.topic_namespace
+    for topic in ALL_TOPICS:
+        records = asyncio.run(read_topic(kafka_bootstrap, ns + topic, timeout=10))
+        blob = "".join(r.value.decode(errors="replace") + "".join(r.headers.values()) for r in records)
+        leaks += [f"{what} on {topic}" for what, value in secrets.items() if value in blob]
+    assert leaks == []
+
+
+def test_each_services_role_reads_only_its_own_schema(processes: dict[str, Any]) -> None:
+    async def probe() -> list[str]:
+        wrong: list[str] = []
+        for name, service in processes.items():
+            conn = await asyncpg.connect(service.database_url)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM outbox") >= 0  # its own tables: fine
+                for other, table in (
+                    ("catalog", "products"),
+                    ("checkout", "orders"),
+                    ("feed", "tweets"),
+                    ("tracking", "shipments"),
+                ):
+                    if other == name:
+                        continue
+                    try:
+                        await conn.fetch(f"SELECT * FROM {other}.{table} LIMIT 1")
+                        wrong.append(f"{name} read {other}.{table}")
+                    except asyncpg.InsufficientPrivilegeError:
+                        pass
+            finally:
+                await conn.close()
+        return wrong
+
+    assert asyncio.run(probe()) == []

@@ -24,6 +24,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("catalog", "catalog.orders", topics.CHECKOUT_ORDERS),
     Subscription("feed", "feed.merchants", topics.CATALOG_MERCHANTS),
     Subscription("feed", "feed.products", topics.CATALOG_PRODUCTS),
+    Subscription("checkout", "checkout.merchants", topics.CATALOG_MERCHANTS),
     Subscription("checkout", "checkout.products", topics.CATALOG_PRODUCTS),
     Subscription("checkout", "checkout.tweets", topics.FEED_BUYABLE_TWEETS),
     Subscription("checkout", "checkout.reservations", topics.CATALOG_RESERVATIONS),
@@ -65,6 +66,15 @@ READ_MODELS: dict[str, ReadModel] = {
             ("merchants",),
             "feed.handlers:on_merchant_event",
             "merchant handles and names shown on tweets",
+        ),
+        ReadModel(
+            "checkout.merchants",
+            "checkout",
+            topics.CATALOG_MERCHANTS,
+            "checkout.merchants",
+            ("merchants",),
+            "checkout.handlers:on_merchant_event",
+            "whose API key refunds a merchant's orders (the key's hash)",
         ),
         ReadModel(
             "checkout.products",

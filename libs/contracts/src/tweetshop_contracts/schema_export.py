@@ -31,6 +31,7 @@ from .topology import (
     CONTRACT_VERSION,
     DEFAULT_PARTITIONS,
     DLQ_HEADERS,
+    DLQ_OPTIONAL_HEADERS,
     DLQ_RETENTION,
     PARTITIONS_SETTING,
     PERSONAL_DATA,
@@ -194,7 +195,10 @@ def _dead_letter_message() -> JsonObject:
         "headers": {
             "type": "object",
             "required": sorted(DLQ_HEADERS),
-            "properties": {name: {"type": "string", "description": text} for name, text in DLQ_HEADERS.items()}
+            "properties": {
+                name: {"type": "string", "description": text}
+                for name, text in (DLQ_HEADERS | DLQ_OPTIONAL_HEADERS).items()
+            }
             | {
                 "event_type": {"type": "string", "description": "Copied from the original message"},
                 "correlation_id": {"type": "string", "description": "Copied from the original message"},

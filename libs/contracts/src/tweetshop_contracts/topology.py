@@ -158,3 +158,10 @@ DLQ_HEADERS: dict[str, str] = {
     "dlq_attempts": "How many times it was tried",
     "dlq_failed_at": "When it was parked (UTC, ISO-8601)",
 }
+# Present only on some dead letters.
+DLQ_OPTIONAL_HEADERS: dict[str, str] = {
+    "dlq_value_truncated_from": (
+        "Only on a message too large to park whole: its original size in bytes (the value kept is its first 64 KiB, "
+        "each header cut to 1000 characters; the original stays on its topic)"
+    ),
+}

@@ -8,6 +8,7 @@ NACK_ON_ERROR blocks the partition forever; so subscribers here use MANUAL acks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -44,6 +46,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# What is kept of a message whose DLQ copy is too large for the producer or the broker.
+_DLQ_VALUE_CUT_BYTES = 64 * 1024
+_DLQ_HEADER_CUT_CHARS = 1000
+
+
 class PermanentError(Exception):
     """A message that can never be handled (it is parked on the DLQ without retries)."""
 
@@ -52,7 +59,7 @@ def _unknown_event_type(topic: str, value: bytes) -> str | None:
     """The event type of a well-formed message whose type the topic's v1 contract does not define."""
     try:
         raw = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
         return None
     if not isinstance(raw, dict):
         return None
@@ -60,6 +67,34 @@ def _unknown_event_type(topic: str, value: bytes) -> str | None:
     if isinstance(event_type, str) and event_type and event_type not in event_types_of(topic):
         return event_type
     return None
+
+
+async def _parse_leniently(record: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's parser, given headers it can decode: it reads every header value as UTF-8, and one
+    value that is not (or a null one) made it drop the message before ``_consume`` ran: never parked, and
+    its offset committed with the next message's."""
+    headers = record.headers or ()
+    if not all(_is_utf8(v) for _, v in headers):
+        fixed = tuple((k, v.decode(errors="replace").encode() if isinstance(v, bytes) else b"") for k, v in headers)
+        record = dataclasses.replace(record, headers=fixed)
+    return await original(record)
+
+
+def _is_utf8(value: object) -> bool:
+    if not isinstance(value, bytes):
+        return False
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _raw_body(msg: Any) -> bytes:
+    """The value as bytes: decoding is ``_consume``'s job. FastStream's own decoder raised (and so dropped
+    the message unparked) on garbage under a JSON content-type, deep nesting and numbers past the digit limit."""
+    body: bytes = msg.body
+    return body
 
 
 def _header(headers: dict[str, Any], name: str) -> str:
@@ -100,6 +135,11 @@ class ReliableSubscriber:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=fetch_max_wait_ms,
             ack_policy=AckPolicy.MANUAL,
+            parser=_parse_leniently,
+            decoder=_raw_body,
+            # Never answer a message's `reply_to` header: any producer could make us publish to a topic of its
+            # choosing (an empty message was injected), and an invalid name flooded the log with metadata errors.
+            no_reply=True,
             title=f"{group_id}:{topic}",
             description=f"{self.handler_name} in consumer group {group_id}",
         )(self._consume)
@@ -212,6 +252,14 @@ class ReliableSubscriber:
                     correlation_id=dlq_headers.get("correlation_id") or None,
                 )
                 break
+            except MessageSizeTooLargeError as too_large:
+                # The same bytes can never fit (the copy carries more headers than the original): park a cut
+                # copy, marked, rather than stall the partition. The original stays on the topic (by offset).
+                log.error("message too large for the DLQ; parking a truncated copy", error=repr(too_large))
+                cut = _DLQ_VALUE_CUT_BYTES if "dlq_value_truncated_from" not in dlq_headers else 0
+                dlq_headers = {k: v[:_DLQ_HEADER_CUT_CHARS] for k, v in dlq_headers.items()}
+                dlq_headers["dlq_value_truncated_from"] = str(len(raw.value or b""))  # type: ignore[union-attr]
+                value = value[:cut]
             except Exception as publish_error:
                 log.error("could not park message on DLQ; retrying", error=repr(publish_error))
                 await asyncio.sleep(delay)

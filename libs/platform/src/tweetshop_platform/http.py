@@ -151,7 +151,12 @@ def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the database and the broker answer")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: the database and the broker answer",
+        responses={503: {"description": "Not ready: which check failed", "content": {"application/json": {}}}},
+    )
     async def readyz() -> JSONResponse:
         results: dict[str, str] = {}
         ready = True
@@ -168,6 +173,12 @@ def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_
             {"status": "ready" if ready else "unready", "checks": results}, status_code=200 if ready else 503
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,  # the text exposition format, not JSON (as the OpenAPI document said)
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -26,6 +26,7 @@ from .http import install_common
 from .kafka import TopicNames, create_broker, ensure_topics
 from .lag import ConsumerLagMonitor
 from .logs import configure_logging
+from .openapi import install_error_documentation
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 
@@ -194,6 +195,7 @@ def create_service_app(runtime: ServiceRuntime, *, title: str, description: str,
         max_body_bytes=s.max_request_body_bytes,
     )
     install_asyncapi(app, s.service_name)
+    install_error_documentation(app)
     app.state.runtime = runtime
     return app
 

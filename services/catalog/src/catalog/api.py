@@ -6,11 +6,12 @@ import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from tweetshop_platform.validation import RequestBody
 
 from .domain import Product
 
 
-class MerchantIn(BaseModel):
+class MerchantIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     handle: str = Field(pattern=r"^[a-z0-9_]{2,30}$", description="Lower-case handle, as in @fancy")
@@ -31,7 +32,7 @@ class ApiKeyOut(BaseModel):
     api_key: str
 
 
-class ProductIn(BaseModel):
+class ProductIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     merchant_id: uuid.UUID
@@ -43,7 +44,7 @@ class ProductIn(BaseModel):
     stock: int = Field(ge=0, le=1_000_000, description="Units on sale")
 
 
-class ProductPatch(BaseModel):
+class ProductPatch(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(default=None, min_length=1, max_length=200)

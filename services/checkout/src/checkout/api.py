@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tweetshop_platform.validation import RequestBody
 
 from . import access
 from .domain import Buyer, Order, OrderStatus, PurchaseRequest, ShippingAddress
@@ -17,14 +18,14 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{16,255}$")
 MAX_QUANTITY = 100
 
 
-class BuyerIn(BaseModel):
+class BuyerIn(RequestBody):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     id: str = Field(min_length=1, max_length=200, description="The buyer's opaque id")
     email: str = Field(max_length=254, pattern=EMAIL, description="Where the receipt goes; never put on topics")
 
 
-class ShippingIn(BaseModel):
+class ShippingIn(RequestBody):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=200)
@@ -40,7 +41,7 @@ class ShippingIn(BaseModel):
         return value.upper()
 
 
-class OrderIn(BaseModel):
+class OrderIn(RequestBody):
     """A purchase from a tweet. Price and currency come from catalog, never from the buyer."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

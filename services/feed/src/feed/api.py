@@ -105,6 +105,7 @@ class FollowIn(BaseModel):
         min_length=1,
         max_length=domain.BUYER_ID_MAX_CHARS,
         description="The buyer's opaque id (1 to 200 visible ASCII characters), as sent with its orders",
+        json_schema_extra={"pattern": domain.BUYER_ID_PATTERN},  # checked by the validator below
     )
     merchant_id: uuid.UUID = Field(description="The merchant to follow")
 

@@ -15,7 +15,8 @@ from tweetshop_platform.errors import Conflict, Forbidden, Unprocessable
 TWEET_MAX_CHARS = 280
 BUYER_ID_MAX_CHARS = 200
 # Visible ASCII only: a buyer id travels in URLs (`?buyer_id=`) and logs, so no spaces or control characters.
-_BUYER_ID = re.compile(rf"[\x21-\x7e]{{1,{BUYER_ID_MAX_CHARS}}}")
+BUYER_ID_PATTERN = rf"^[\x21-\x7e]{{1,{BUYER_ID_MAX_CHARS}}}$"  # as documented in the OpenAPI document
+_BUYER_ID = re.compile(BUYER_ID_PATTERN)
 ProductStatus = Literal["active", "delisted"]
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response, status
 from tweetshop_contracts import topics
 from tweetshop_platform.auth import bearer_token
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
-from . import handlers, service
+from . import domain, handlers, service
 from .api import FollowIn, FollowingOut, FollowOut, TimelineOut, TweetIn, TweetOut
 from .config import FeedSettings
+
+# Documented only: the service checks it itself (domain.check_buyer_id answers 422 invalid_buyer_id).
+BUYER_ID_DOC: dict[str, Any] = {"pattern": domain.BUYER_ID_PATTERN}
 
 
 def create_app(settings: FeedSettings | None = None) -> FastAPI:
@@ -54,7 +57,12 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
         merchant_id: Annotated[uuid.UUID | None, Query(description="Only this merchant's tweets")] = None,
         buyer_id: Annotated[
-            str | None, Query(max_length=200, description="Only the tweets of the merchants this buyer follows")
+            str | None,
+            Query(
+                max_length=200,
+                description="Only the tweets of the merchants this buyer follows",
+                json_schema_extra=BUYER_ID_DOC,
+            ),
         ] = None,
     ) -> TimelineOut:
         views, next_cursor = await service.timeline_page(
@@ -83,13 +91,16 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
         summary="A buyer stops following a merchant (204 also when it did not follow it)",
     )
     async def unfollow(
-        buyer_id: Annotated[str, Query(max_length=200)], merchant_id: Annotated[uuid.UUID, Query()]
+        buyer_id: Annotated[str, Query(max_length=200, json_schema_extra=BUYER_ID_DOC)],
+        merchant_id: Annotated[uuid.UUID, Query()],
     ) -> Response:
         await service.unfollow(runtime.pool, buyer_id, merchant_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.get("/follows", response_model=FollowingOut, tags=["follows"], summary="The merchants a buyer follows")
-    async def following(buyer_id: Annotated[str, Query(max_length=200)]) -> FollowingOut:
+    async def following(
+        buyer_id: Annotated[str, Query(max_length=200, json_schema_extra=BUYER_ID_DOC)],
+    ) -> FollowingOut:
         follows = await service.following(runtime.pool, buyer_id)
         return FollowingOut(buyer_id=buyer_id, following=[FollowOut.of(f) for f in follows])
 
