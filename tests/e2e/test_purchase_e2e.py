@@ -15,6 +15,7 @@ import pytest
 import stripe
 from tweetshop_contracts import topics
 from tweetshop_devstack.kafka_probe import Record, events_of, read_topic
+from tweetshop_devstack.reconciliation import TOPICS as ALL_TOPICS
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY, DEV_STRIPE_WEBHOOK_SECRET
 
 OPERATOR_KEY = "dev-operator-key"
@@ -274,15 +275,6 @@ def test_ordering_more_than_the_stock_is_refused_and_nothing_is_charged(
 # --- secrets and roles: every credential in play, none of them anywhere it should not be --------------------------
 
 OWN_OPERATOR_KEY = "e2e-operator-key-0f3c9a"
-ALL_TOPICS = (
-    topics.CATALOG_MERCHANTS,
-    topics.CATALOG_PRODUCTS,
-    topics.CATALOG_RESERVATIONS,
-    topics.FEED_BUYABLE_TWEETS,
-    topics.CHECKOUT_ORDERS,
-    topics.TRACKING_SHIPMENTS,
-    topics.TRACKING_LOCATIONS,
-)
 
 
 @pytest.fixture
@@ -368,7 +360,7 @@ def test_no_secret_reaches_a_log_a_topic_or_another_callers_answer(
         leaks += [f"{what} in {name}'s log" for what, value in secrets.items() if value in log]
 
     ns = service_process.topic_namespace
-    for topic in ALL_TOPICS:
+    for topic in ALL_TOPICS:  # every v1 topic
         records = asyncio.run(read_topic(kafka_bootstrap, ns + topic, timeout=10))
         blob = "".join(r.value.decode(errors="replace") + "".join(r.headers.values()) for r in records)
         leaks += [f"{what} on {topic}" for what, value in secrets.items() if value in blob]

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tweetshop_contracts import OrderPlaced
 from tweetshop_devstack.kafka_probe import publish_events
 from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_platform.settings import DEV_OPERATOR_KEY
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -155,6 +156,10 @@ class Ops:
         self.bootstrap = bootstrap
         self.namespace = namespace
 
+    def confirm_operator_via(self, service_url: str) -> None:
+        """Operator commands confirm their key with this running service."""
+        self.cli.env["TWEETSHOP_OPERATOR_CHECK_URL"] = service_url
+
     def publish(self, *events: Any) -> None:
         """Publish contract events into this test's namespace."""
         run_sync(publish_events(self.bootstrap, self.namespace, *events))
@@ -167,6 +172,9 @@ def ops(service_process: Any, kafka_bootstrap: str, database: Any) -> Iterator[O
         "TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "TWEETSHOP_TOPIC_NAMESPACE": service_process.topic_namespace,
         "TWEETSHOP_DATABASE_URL": database.admin_dsn,
+        # The services of these tests run with the development operator key; each test that replays or
+        # dismisses names one of its running services as TWEETSHOP_OPERATOR_CHECK_URL (Ops.confirm_operator_via).
+        "TWEETSHOP_OPERATOR_KEY": DEV_OPERATOR_KEY,
     }
     yield Ops(Cli(env), kafka_bootstrap, service_process.topic_namespace)
 

@@ -35,7 +35,7 @@ def test_an_unreachable_database_exits_2_naming_its_address(make_cli: Callable[.
             "TWEETSHOP_CONNECT_TIMEOUT_S": "3",
         }
     )
-    result = cli("replay", "feed.products", "--yes")
+    result = cli("replay", "feed.products", "--dry-run")  # a dry run needs no operator key
     assert result.code == 2, result
     assert f"cannot connect to the database at feed@127.0.0.1:{port}/tweetshop" in result.stderr
     assert "secret-password" not in result.stderr and "Traceback" not in result.stderr
@@ -58,3 +58,24 @@ def test_the_tweetshop_command_is_installed_next_to_python() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("lag", "tail", "dlq", "replay", "trace"):
         assert command in result.stdout
+
+
+def test_an_operator_command_whose_key_cannot_be_confirmed_exits_2_naming_the_service(
+    make_cli: Callable[..., Any], kafka_bootstrap: str
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    cli = make_cli(
+        {
+            "TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "TWEETSHOP_OPERATOR_KEY": "some-key",
+            "TWEETSHOP_OPERATOR_CHECK_URL": nobody,
+            "TWEETSHOP_CONNECT_TIMEOUT_S": "3",
+        }
+    )
+    for command in (["dlq", "replay", "checkout.orders.v1", "--yes"], ["dlq", "dismiss", "checkout.orders.v1"]):
+        result = cli(*command)
+        assert result.code == 2, result
+        assert f"cannot confirm the operator key: {nobody}/ops/operator does not answer" in result.stderr
+        assert "some-key" not in result.stderr and "Traceback" not in result.stderr
+    without_key = cli("replay", "feed.products", "--yes", env={"TWEETSHOP_OPERATOR_KEY": ""})
+    assert without_key.code == 1 and "set TWEETSHOP_OPERATOR_KEY" in without_key.stderr, without_key

@@ -39,6 +39,7 @@ def test_a_parked_order_is_replayed_after_the_fix_and_reserved_exactly_once(
     catalog = service_process.start(
         "catalog", env={"TWEETSHOP_CONSUMER_MAX_RETRIES": "1", "TWEETSHOP_CONSUMER_RETRY_BACKOFF_S": "0.05"}
     )
+    ops.confirm_operator_via(catalog.base_url)
     shop = ops.open_shop(catalog.base_url, stock=10)
     run_sync(_execute(database.admin_dsn, BREAK))
     order = shop.order(quantity=2)
@@ -71,6 +72,9 @@ def test_a_parked_order_is_replayed_after_the_fix_and_reserved_exactly_once(
     assert dry.code == 0 and "would replay 1 message" in dry.stdout, dry
     refused = ops.cli("dlq", "replay", ORDERS)  # not a terminal and no --yes: nothing is sent
     assert refused.code == 1 and "--yes" in refused.stderr, refused
+    for key, refusal in (("", "set TWEETSHOP_OPERATOR_KEY"), ("not-the-operator-key", "refused the operator key")):
+        denied = ops.cli("dlq", "replay", ORDERS, "--yes", env={"TWEETSHOP_OPERATOR_KEY": key})
+        assert denied.code == 1 and refusal in denied.stderr, denied
     replayed = ops.cli("dlq", "replay", ORDERS, "--yes")
     assert replayed.code == 0, replayed
     assert f"replayed 1 message(s) from {DLQ} to {ORDERS}" in replayed.stdout

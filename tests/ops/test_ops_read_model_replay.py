@@ -37,7 +37,8 @@ async def _query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 def test_replay_rebuilds_feeds_product_cards_from_the_topic_while_feed_runs(
     service_process: Any, ops: Any, database: Any
 ) -> None:
-    service_process.start("feed")
+    feed = service_process.start("feed")
+    ops.confirm_operator_via(feed.base_url)
     mug, cup = uuid.uuid4(), uuid.uuid4()
     ops.publish(
         _product(ProductListed, mug),

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -131,3 +132,27 @@ async def database(settings: CliSettings, schema: str) -> AsyncIterator[asyncpg.
         yield conn
     finally:
         await conn.close()
+
+
+async def confirm_operator(settings: CliSettings, action: str) -> None:
+    """Go on only if a running service confirms the operator key (``GET /ops/operator``, served by every one).
+
+    The command itself talks to the broker and the database directly; the key ties what it changes
+    for every merchant and buyer to the one operator credential the services enforce.
+    """
+    key = settings.operator_key.get_secret_value() if settings.operator_key is not None else ""
+    if not key:
+        raise CommandError(f"{action} acts for every merchant and buyer: set TWEETSHOP_OPERATOR_KEY (the operator key)")
+    url = settings.operator_check_url.rstrip("/") + "/ops/operator"
+    try:
+        async with httpx.AsyncClient(timeout=settings.connect_timeout_s) as client:
+            answer = await client.get(url, headers={"Authorization": f"Bearer {key}"})
+    except httpx.HTTPError as exc:
+        raise Unreachable(
+            f"cannot confirm the operator key: {url} does not answer ({_reason(exc)}); "
+            "set TWEETSHOP_OPERATOR_CHECK_URL to any running tweetshop service"
+        ) from None
+    if answer.status_code in (401, 403):
+        raise CommandError(f"{url} refused the operator key: it is not this deployment's TWEETSHOP_OPERATOR_KEY")
+    if answer.status_code != 204:
+        raise Unreachable(f"cannot confirm the operator key: {url} answered {answer.status_code}")

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr, ValidationError
 
 from . import dlq, lag, replay, tail, trace
-from .connect import EXIT_FAILED, EXIT_UNREACHABLE, CommandError, Unreachable
+from .connect import EXIT_FAILED, EXIT_UNREACHABLE, CommandError, Unreachable, confirm_operator
 from .settings import CliSettings
 
 EXIT_INTERRUPTED = 130
@@ -30,7 +30,8 @@ EPILOG = """settings (environment, as the services read them; options above over
   TWEETSHOP_DATABASE_URL             the database, for `replay` (default postgresql://postgres@localhost:5432/tweetshop)
   TWEETSHOP_TOPIC_NAMESPACE          topic and group prefix (empty in production)
   TWEETSHOP_CONNECT_TIMEOUT_S        give up on an unreachable broker or database (default 5)
-  TWEETSHOP_OPERATOR_KEY             operator key (not checked yet)
+  TWEETSHOP_OPERATOR_KEY             the operator key: `dlq replay`, `dlq dismiss` and `replay` need it
+  TWEETSHOP_OPERATOR_CHECK_URL       a running service that confirms it (default http://localhost:8003)
 
 exit codes: 0 done, 1 could not do it, 2 broker/database unreachable or bad usage, 130 interrupted.
 runbook: docs/runbook.md"""
@@ -142,12 +143,17 @@ async def dispatch(args: argparse.Namespace, settings: CliSettings) -> int:
                 case "show":
                     return await dlq.show(settings, args.topic, at=args.at, everything=args.all, as_json=args.json)
                 case "replay":
+                    if not args.dry_run:
+                        await confirm_operator(settings, "`tweetshop dlq replay`")
                     return await dlq.replay(
                         settings, args.topic, event_id=args.event_id, dry_run=args.dry_run, yes=args.yes, quiet=quiet
                     )
                 case "dismiss":
+                    await confirm_operator(settings, "`tweetshop dlq dismiss`")
                     return await dlq.dismiss(settings, args.topic, yes=args.yes)
         case "replay":
+            if not args.dry_run:
+                await confirm_operator(settings, "`tweetshop replay`")
             return await replay.run(settings, args.read_model, dry_run=args.dry_run, yes=args.yes, quiet=quiet)
         case "trace":
             return await trace.run(

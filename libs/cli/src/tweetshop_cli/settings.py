@@ -20,5 +20,11 @@ class CliSettings(BaseSettings):
         default="", pattern=r"^[a-z0-9_.-]*$", description="Topic and group prefix (empty in production)"
     )
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Give up on an unreachable broker or database")
-    # Seam for the security issue: operator commands will present this key; nothing checks it yet.
-    operator_key: SecretStr | None = Field(default=None, description="Operator key (not required yet)")
+    operator_key: SecretStr | None = Field(
+        default=None,
+        description="The operator key: `dlq replay`, `dlq dismiss` and `replay` act for every merchant and buyer",
+    )
+    operator_check_url: str = Field(
+        default="http://localhost:8003",
+        description="Any running tweetshop service (checkout by default): it confirms the operator key first",
+    )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 
 from fastapi import Request
 from pydantic import SecretStr
 
-from .errors import Unauthorized
+from .errors import Forbidden, Unauthorized
 
 
 def new_secret(prefix: str) -> tuple[str, str]:
@@ -31,6 +32,16 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
 def is_operator_key(presented: str, operator_key: SecretStr) -> bool:
     """Whether the presented bearer token is the operator key (constant time)."""
     return hmac.compare_digest(presented.encode(), operator_key.get_secret_value().encode())
+
+
+def operator_only(operator_key: SecretStr) -> Callable[[Request], None]:
+    """A FastAPI dependency (or a plain check): 401 without a bearer token, 403 unless it is the operator key."""
+
+    def check(request: Request) -> None:
+        if not is_operator_key(bearer_token(request), operator_key):
+            raise Forbidden("not an operator key")
+
+    return check
 
 
 def bearer_token(request: Request) -> str:

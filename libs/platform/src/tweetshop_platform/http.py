@@ -9,14 +9,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
+from .auth import operator_only
 from .errors import DomainError
 
 log = structlog.get_logger(__name__)
@@ -112,6 +114,22 @@ class ObserveRequests:
                 route = getattr(scope.get("route"), "path", "unmatched")
                 metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
                 metrics.HTTP_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+def install_operator_check(app: FastAPI, operator_key: SecretStr) -> None:
+    """``GET /ops/operator``: 204 for the operator key. The `tweetshop` command confirms its key here."""
+
+    @app.get(
+        "/ops/operator",
+        status_code=204,
+        response_class=Response,
+        tags=["operators"],
+        summary="204 when the bearer is the operator key (the `tweetshop` command checks its key here)",
+        dependencies=[Depends(operator_only(operator_key))],
+        responses={401: {"description": "No key"}, 403: {"description": "Not the operator key"}},
+    )
+    async def confirm_operator() -> Response:
+        return Response(status_code=204)
 
 
 def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_bytes: int) -> None:

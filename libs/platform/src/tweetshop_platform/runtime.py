@@ -22,7 +22,7 @@ from tweetshop_contracts.topics import dlq_topic
 from . import db
 from .asyncapi import install_asyncapi
 from .consumer import AfterCommit, Handler, ReliableSubscriber
-from .http import install_common
+from .http import install_common, install_operator_check
 from .kafka import TopicNames, create_broker, ensure_topics
 from .lag import ConsumerLagMonitor
 from .logs import configure_logging
@@ -194,6 +194,7 @@ def create_service_app(runtime: ServiceRuntime, *, title: str, description: str,
         {"database": runtime.check_database, "broker": runtime.check_broker},
         max_body_bytes=s.max_request_body_bytes,
     )
+    install_operator_check(app, s.operator_key)
     install_asyncapi(app, s.service_name)
     install_error_documentation(app)
     app.state.runtime = runtime

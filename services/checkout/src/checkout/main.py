@@ -8,8 +8,8 @@ from typing import Annotated
 import structlog
 from fastapi import Body, Depends, FastAPI, Header, Request, Response, status
 from tweetshop_contracts import topics
-from tweetshop_platform.auth import bearer_token, is_operator_key
-from tweetshop_platform.errors import DomainError, Forbidden
+from tweetshop_platform.auth import bearer_token, operator_only
+from tweetshop_platform.errors import DomainError
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, metrics, service
@@ -131,9 +131,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         order = await service.cancel_order(runtime.pool, payments, settings, order_id, token)
         return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
 
-    def operator(request: Request) -> None:
-        if not is_operator_key(bearer_token(request), settings.operator_key):
-            raise Forbidden("not an operator key")
+    operator = operator_only(settings.operator_key)
 
     @app.post(
         "/ops/reconcile",

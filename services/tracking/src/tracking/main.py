@@ -14,8 +14,8 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from tweetshop_contracts import topics
-from tweetshop_platform.auth import bearer_token, is_operator_key
-from tweetshop_platform.errors import DomainError, Forbidden, Unprocessable
+from tweetshop_platform.auth import bearer_token, is_operator_key, operator_only
+from tweetshop_platform.errors import DomainError, Unprocessable
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, live, metrics, service
@@ -174,9 +174,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         await courier_tokens.authorize(runtime.pool, shipment_id, token)
         return token
 
-    def operator(request: Request) -> None:
-        if not is_operator(bearer_token(request)):
-            raise Forbidden("not an operator key")
+    operator = operator_only(settings.operator_key)
 
     @app.get(
         "/shipments",
