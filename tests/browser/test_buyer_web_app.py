@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import httpx
 import pytest
-from tweetshop_devstack.pytest_plugin import KafkaServer, ScratchDatabase, ServiceProcesses, dsn_with_database, run_sync
+from tweetshop_devstack.pytest_plugin import KafkaServer, eventually, scratch_processes
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
 
 if TYPE_CHECKING:
@@ -57,28 +55,6 @@ class Listed:
     tweet: dict[str, Any]
 
 
-def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
-
-
-async def _create_database(admin_dsn: str, name: str, *, drop: bool = False) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        if drop:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def shop(
     request: pytest.FixtureRequest,
@@ -88,16 +64,8 @@ def shop(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Shop]:
     """The whole system once for this module (starting five processes per test would cost more than the tests)."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = dsn_with_database(postgres_admin_dsn, "postgres")
-    run_sync(_create_database(admin, name))
-    processes = ServiceProcesses(
-        request,
-        ScratchDatabase(name, dsn_with_database(postgres_admin_dsn, name)),
-        kafka_server,
-        tmp_path_factory.mktemp("buyer-web-app"),
-    )
-    try:
+    log_dir = tmp_path_factory.mktemp("buyer-web-app")
+    with scratch_processes(request, postgres_admin_dsn, kafka_server, log_dir) as processes:
         env = {
             "TWEETSHOP_STRIPE_URL": stripe_base_url,
             "TWEETSHOP_STRIPE_PUBLISHABLE_KEY": "pk_test_browser_tests",
@@ -107,9 +75,6 @@ def shop(
         started = processes.start_many(["catalog", "feed", "checkout", "tracking", "webapp"], env=env)
         urls = {s.name: s.base_url for s in started}
         yield Shop(stripe=stripe_base_url, **urls)
-    finally:
-        processes.stop_all()
-        run_sync(_create_database(admin, name, drop=True))
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +10,7 @@ import httpx
 import pytest
 from tweetshop_contracts import Destination, OrderPaid
 from tweetshop_devstack.kafka_probe import publish_events
-from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_devstack.pytest_plugin import eventually, run_sync
 from tweetshop_platform.auth import hash_secret
 
 if TYPE_CHECKING:
@@ -25,18 +23,6 @@ LYON = Destination(city="Lyon", country="FR", lat=45.7578, lon=4.8320)
 FAR = {"lat": 45.7848, "lon": 4.8320}  # ~3 km north: in transit
 NEAR = {"lat": 45.7638, "lon": 4.8320}  # ~670 m north: out for delivery
 CLOSER = {"lat": 45.7608, "lon": 4.8320}  # ~330 m north
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20, interval: float = 0.2) -> Any:
-    """The first truthy result of ``check()`` within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: last result {result!r}")
-        time.sleep(interval)
 
 
 def metric(api: httpx.Client, name: str) -> float:

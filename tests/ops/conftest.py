@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tweetshop_contracts import OrderPlaced
 from tweetshop_devstack.kafka_probe import publish_events
-from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_devstack.pytest_plugin import eventually, run_sync
 from tweetshop_platform.settings import DEV_OPERATOR_KEY
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -63,18 +62,6 @@ class Cli:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 45.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
 
 
 def scrape(base_url: str) -> Samples:

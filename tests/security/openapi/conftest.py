@@ -8,7 +8,6 @@ carries so that it gets past authentication and reaches the body validation and 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tweetshop_devstack.pytest_plugin import eventually
 
 OPERATOR_KEY = "openapi-fuzz-operator-key"
 ENV = {"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY}
@@ -38,18 +38,6 @@ class Target:
     credential: Callable[[str, str, dict[str, Any]], str | None] = lambda _m, _p, _q: None
     # Called with every response: keeps credentials that an operation rotates up to date.
     observe: Callable[[str, str, int, Any], None] = lambda _m, _p, _s, _b: None
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 45.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy (the services learn from each other by events)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -22,8 +22,9 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Coroutine, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,40 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     # A worker thread has no loop of its own: asyncio.run there never touches pytest-asyncio's session loop.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="devstack-sync") as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def eventually(
+    check: Callable[[], Any], *, timeout: float = 45.0, interval: float = 0.2, what: str = "condition"
+) -> Any:
+    """The first truthy result of ``check()``, polled until ``timeout`` (the services learn from each other by
+    events, so what one did shows in another a moment later); AssertionError with the last result after it."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+
+
+@contextlib.contextmanager
+def scratch_processes(
+    request: pytest.FixtureRequest, postgres_admin_dsn: str, kafka: KafkaServer, log_dir: Path
+) -> Iterator[ServiceProcesses]:
+    """Service processes on their own fresh database, for a fixture wider than one test (``service_process``
+    is per test); every process is stopped and the database dropped at the end."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin_dsn = dsn_with_database(postgres_admin_dsn, "postgres")
+    run_sync(_create_database(admin_dsn, name))
+    processes = ServiceProcesses(
+        request, ScratchDatabase(name, dsn_with_database(postgres_admin_dsn, name)), kafka, log_dir
+    )
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+        run_sync(_drop_database(admin_dsn, name))
 
 
 def _truthy(value: str) -> bool:

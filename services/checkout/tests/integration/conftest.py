@@ -29,14 +29,7 @@ from tweetshop_contracts import (
     topics,
 )
 from tweetshop_devstack.kafka_probe import events_of, publish_events, read_topic
-from tweetshop_devstack.pytest_plugin import (
-    KafkaServer,
-    RunningService,
-    ScratchDatabase,
-    ServiceProcesses,
-    dsn_with_database,
-    run_sync,
-)
+from tweetshop_devstack.pytest_plugin import KafkaServer, RunningService, scratch_processes
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY, DEV_STRIPE_WEBHOOK_SECRET
 
 T = TypeVar("T")
@@ -266,17 +259,6 @@ class Checkout:
                 params["starting_after"] = page["data"][-1]["id"]
 
 
-async def _create_database(admin_dsn: str, name: str, *, drop: bool = False) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        if drop:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def checkout(
     request: pytest.FixtureRequest,
@@ -286,19 +268,8 @@ def checkout(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Checkout]:
     """One checkout process, its own database and topic namespace, for every test of the module."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = dsn_with_database(postgres_admin_dsn, "postgres")
-    run_sync(_create_database(admin, name))
-    processes = ServiceProcesses(
-        request,
-        ScratchDatabase(name, dsn_with_database(postgres_admin_dsn, name)),
-        kafka_server,
-        tmp_path_factory.mktemp("checkout"),
-    )
-    try:
+    log_dir = tmp_path_factory.mktemp("checkout")
+    with scratch_processes(request, postgres_admin_dsn, kafka_server, log_dir) as processes:
         env = {**BASE_ENV, **getattr(request.module, "CHECKOUT_ENV", {})}
         service = processes.start("checkout", env=env)
         yield Checkout(service, processes.topic_namespace, kafka_server.bootstrap_servers, stripe_base_url)
-    finally:
-        processes.stop_all()
-        run_sync(_create_database(admin, name, drop=True))
