@@ -7,19 +7,23 @@ services are:
 - intake (in the load generator, instead of checkout's HTTP API): one transaction
   inserts the order and its outbox row; the row is produced as ``OrderPlaced`` and
   marked published (marks are batched, as our relay marks a batch);
-- ``reserve`` (catalog's part): ``OrderPlaced`` → one transaction (inbox row, stock
-  row locked and decremented, reservation, outbox rows) → ``StockReserved`` and
-  ``ProductUpdated``; ``OrderPaid`` → the reservation becomes a sale (one transaction);
-- ``pay`` (checkout's part): ``StockReserved`` → one transaction marks the order
-  reserved, a second records the payment attempt, the stand-in is called (same
+- ``reserve`` (catalog's part): ``OrderPlaced`` → inbox row, stock row locked and
+  decremented, reservation, outbox rows → ``StockReserved`` and ``ProductUpdated``;
+  ``OrderPaid`` → the reservation becomes a sale;
+- ``pay`` (checkout's part): ``StockReserved`` → the order is marked reserved, a
+  second transaction records the payment attempt, the stand-in is called (same
   latency, same form body as the Stripe library sends), a third marks it paid with
   the ``OrderPaid`` outbox row; ``ProductUpdated`` and ``ShipmentCreated`` update its
-  read models (one transaction each);
+  read models;
 - ``ship`` (tracking's part): every ``checkout`` event is claimed in its inbox;
   ``OrderPaid`` creates the shipment and its ``ShipmentCreated`` outbox row.
 
-Each consumer takes a batch, handles its messages concurrently (one transaction
-each), produces what they wrote, marks those outbox rows, then commits offsets.
+Each consumer takes a batch (up to 100 records, fetch wait 50 ms: the services'
+settings), applies it in one transaction as the shop's reliable subscribers do,
+produces what it wrote, marks those outbox rows, then commits offsets. The pay
+stage, as checkout's payment worker, then claims the reserved orders in one
+transaction, calls the stand-in for each concurrently and applies each answer in
+one transaction of its own.
 What the shop does and this does not: HTTP and JSON validation at the edge,
 Stripe webhooks, feed's read model of products, FastStream and pydantic.
 
@@ -115,7 +119,13 @@ async def claim_inbox(conn: asyncpg.Connection, consumer: str, body: dict[str, A
     )
 
 
-Handler = Callable[[dict[str, Any]], Awaitable[list[Out]]]
+# A consumer's work on one batch, in one transaction: the outbox rows it wrote, and what to do after the commit.
+Handler = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[tuple[list[Out], Callable[[], None] | None]]]
+
+# As the shop's services have them (tweetshop_platform.settings): the consumer's longest fetch wait, and the batch.
+FETCH_MAX_WAIT_MS = 50
+BATCH_MAX_RECORDS = 100
+BATCH_TIMEOUT_MS = 10
 
 
 class Stage:
@@ -126,31 +136,37 @@ class Stage:
         self.pool = pool
         self.producer = producer
         self.namespace = namespace
+        self.background: set[asyncio.Task[None]] = set()
 
     def t(self, logical: str) -> str:
         """Physical topic name."""
         return self.namespace + logical
 
     async def consume(self, bootstrap: str, topic: str, handler: Handler) -> None:
-        """Batch → handle each message concurrently → produce → mark → commit offsets, forever."""
+        """Batch → one transaction for all of it → produce → mark → commit offsets → after-commit, forever."""
         consumer = AIOKafkaConsumer(
             self.t(topic),
             bootstrap_servers=bootstrap,
             group_id=f"{self.namespace}{self.name}.{topic}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await consumer.start()
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+                batch = await consumer.getmany(timeout_ms=BATCH_TIMEOUT_MS, max_records=BATCH_MAX_RECORDS)
                 messages = [m for ms in batch.values() for m in ms]
                 if not messages:
+                    await asyncio.sleep(BATCH_TIMEOUT_MS / 1000)  # as FastStream's batch subscriber does
                     continue
-                results = await asyncio.gather(*(handler(json.loads(m.value or b"{}")) for m in messages))
-                outs = [o for r in results for o in r]
+                bodies = [json.loads(m.value or b"{}") for m in messages]
+                async with self.pool.acquire() as conn, conn.transaction():
+                    outs, after = await handler(conn, bodies)
                 await self.publish(outs)
                 await consumer.commit()
+                if after is not None:
+                    after()
         finally:
             await consumer.stop()
 
@@ -164,16 +180,26 @@ class Stage:
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [o.outbox_id for o in outs]
         )
 
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` in the background (the payment calls, as the shop's payment worker has them)."""
+
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
 
 # --- reserve (catalog's part) -----------------------------------------------------------------------------------
 
 
 def reserve_handlers(stage: Stage) -> dict[str, Handler]:
-    async def on_order(body: dict[str, Any]) -> list[Out]:
+    async def on_orders(conn: asyncpg.Connection, bodies: list[dict[str, Any]]) -> tuple[list[Out], None]:
         outs: list[Out] = []
-        async with stage.pool.acquire() as conn, conn.transaction():
+        for body in bodies:
             if not await claim_inbox(conn, "reserve.orders", body):
-                return []
+                continue
             order_id = uuid.UUID(body["order_id"])
             if body["event_type"] == "OrderPlaced":
                 product = await conn.fetchrow(
@@ -216,9 +242,9 @@ def reserve_handlers(stage: Stage) -> dict[str, Handler]:
                         reservation["quantity"],
                     )
                     await conn.execute("UPDATE reservations SET status = 'sold' WHERE order_id = $1", order_id)
-        return outs
+        return outs, None
 
-    return {ORDERS: on_order}
+    return {ORDERS: on_orders}
 
 
 # --- pay (checkout's part) --------------------------------------------------------------------------------------
@@ -232,34 +258,18 @@ def pay_handlers(stage: Stage, standin_url: str) -> dict[str, Handler]:
         headers={"Authorization": "Bearer sk_test_baseline"},
     )
 
-    async def on_reservation(body: dict[str, Any]) -> list[Out]:
-        order_id = uuid.UUID(body["order_id"])
-        async with stage.pool.acquire() as conn, conn.transaction():
-            if not await claim_inbox(conn, "pay.reservations", body):
-                return []
-            await conn.execute(
-                "UPDATE orders SET stock_reserved = true, updated_at = now() WHERE id = $1 AND status = 'pending'",
-                order_id,
-            )
-        async with stage.pool.acquire() as conn, conn.transaction():
-            order = await conn.fetchrow(
-                """UPDATE orders SET payment_attempts = payment_attempts + 1, updated_at = now()
-                   WHERE id = $1 AND status = 'pending' RETURNING amount_minor, currency, payment_attempts""",
-                order_id,
-            )
-        if order is None:
-            return []
+    async def pay(order_id: uuid.UUID, amount_minor: int, currency: str, attempt: int) -> None:
         response = await client.post(
             "/v1/payment_intents",
             data={
-                "amount": str(order["amount_minor"]),
-                "currency": order["currency"].lower(),
+                "amount": str(amount_minor),
+                "currency": currency.lower(),
                 "payment_method": "pm_card_visa",
                 "confirm": "true",
                 "payment_method_types[0]": "card",
                 "metadata[order_id]": str(order_id),
             },
-            headers={"Idempotency-Key": f"baseline-{order_id}-{order['payment_attempts']}"},
+            headers={"Idempotency-Key": f"baseline-{order_id}-{attempt}"},
         )
         response.raise_for_status()
         intent = response.json()
@@ -270,10 +280,44 @@ def pay_handlers(stage: Stage, standin_url: str) -> dict[str, Handler]:
                 intent["id"],
             )
             paid = event("OrderPaid", order_id=str(order_id), payment_intent_id=intent["id"])
-            return [await write_outbox(conn, ORDERS, str(order_id), paid)]
+            out = await write_outbox(conn, ORDERS, str(order_id), paid)
+        await stage.publish([out])
 
-    async def on_product(body: dict[str, Any]) -> list[Out]:
+    async def on_reservations(
+        conn: asyncpg.Connection, bodies: list[dict[str, Any]]
+    ) -> tuple[list[Out], Callable[[], None]]:
+        # As the shop: the reservations are recorded in the consumer's transaction; the payment worker then claims
+        # them in a transaction of its own (the attempt is committed before the call), and each answer is applied
+        # in one more.
+        reserved: list[uuid.UUID] = []
+        for body in bodies:
+            if not await claim_inbox(conn, "pay.reservations", body):
+                continue
+            order_id = uuid.UUID(body["order_id"])
+            await conn.execute(
+                "UPDATE orders SET stock_reserved = true, updated_at = now() WHERE id = $1 AND status = 'pending'",
+                order_id,
+            )
+            reserved.append(order_id)
+
+        def after() -> None:
+            if reserved:
+                stage.spawn(claim_and_pay(reserved))
+
+        return [], after
+
+    async def claim_and_pay(order_ids: list[uuid.UUID]) -> None:
         async with stage.pool.acquire() as conn, conn.transaction():
+            claimed = await conn.fetch(
+                """UPDATE orders SET payment_attempts = payment_attempts + 1, updated_at = now()
+                   WHERE id = ANY($1::uuid[]) AND status = 'pending'
+                   RETURNING id, amount_minor, currency, payment_attempts""",
+                order_ids,
+            )
+        await asyncio.gather(*(pay(r["id"], r["amount_minor"], r["currency"], r["payment_attempts"]) for r in claimed))
+
+    async def on_products(conn: asyncpg.Connection, bodies: list[dict[str, Any]]) -> tuple[list[Out], None]:
+        for body in bodies:
             if await claim_inbox(conn, "pay.products", body):
                 await conn.execute(
                     """INSERT INTO product_views (id, stock_available, version) VALUES ($1, $2, $3)
@@ -283,29 +327,30 @@ def pay_handlers(stage: Stage, standin_url: str) -> dict[str, Handler]:
                     int(body["stock_available"]),
                     int(body["version"]),
                 )
-        return []
+        return [], None
 
-    async def on_shipment(body: dict[str, Any]) -> list[Out]:
-        async with stage.pool.acquire() as conn, conn.transaction():
+    async def on_shipments(conn: asyncpg.Connection, bodies: list[dict[str, Any]]) -> tuple[list[Out], None]:
+        for body in bodies:
             if await claim_inbox(conn, "pay.shipments", body):
                 await conn.execute(
                     "UPDATE orders SET shipment_id = $2, updated_at = now() WHERE id = $1",
                     uuid.UUID(body["order_id"]),
                     uuid.UUID(body["shipment_id"]),
                 )
-        return []
+        return [], None
 
-    return {RESERVATIONS: on_reservation, PRODUCTS: on_product, SHIPMENTS: on_shipment}
+    return {RESERVATIONS: on_reservations, PRODUCTS: on_products, SHIPMENTS: on_shipments}
 
 
 # --- ship (tracking's part) -------------------------------------------------------------------------------------
 
 
 def ship_handlers(stage: Stage) -> dict[str, Handler]:
-    async def on_order(body: dict[str, Any]) -> list[Out]:
-        async with stage.pool.acquire() as conn, conn.transaction():
+    async def on_orders(conn: asyncpg.Connection, bodies: list[dict[str, Any]]) -> tuple[list[Out], None]:
+        outs: list[Out] = []
+        for body in bodies:
             if not await claim_inbox(conn, "ship.orders", body) or body["event_type"] != "OrderPaid":
-                return []
+                continue
             shipment_id = uuid.uuid4()
             await conn.execute(
                 "INSERT INTO shipments (id, order_id, status) VALUES ($1, $2, 'label_created')",
@@ -313,9 +358,10 @@ def ship_handlers(stage: Stage) -> dict[str, Handler]:
                 uuid.UUID(body["order_id"]),
             )
             created = event("ShipmentCreated", order_id=body["order_id"], shipment_id=str(shipment_id))
-            return [await write_outbox(conn, SHIPMENTS, str(shipment_id), created)]
+            outs.append(await write_outbox(conn, SHIPMENTS, str(shipment_id), created))
+        return outs, None
 
-    return {ORDERS: on_order}
+    return {ORDERS: on_orders}
 
 
 async def run_stage(name: str, dsn: str, bootstrap: str, namespace: str, standin_url: str) -> None:

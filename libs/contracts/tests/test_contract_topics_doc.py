@@ -57,6 +57,7 @@ def test_the_doc_states_the_partition_and_retry_defaults_of_the_platform() -> No
     assert fields["kafka_topic_partitions"].default == topology.DEFAULT_PARTITIONS
     assert f"`{topology.PARTITIONS_SETTING}` partitions, {topology.DEFAULT_PARTITIONS} by" in DOC
     assert f"`TWEETSHOP_CONSUMER_MAX_RETRIES`, {fields['consumer_max_retries'].default} by default" in DOC
+    assert f"`TWEETSHOP_CONSUMER_BATCH_MAX_RECORDS`, {fields['consumer_batch_max_records'].default} by default" in DOC
 
 
 def test_the_doc_covers_ordering_personal_data_envelope_versioning_and_dead_letters() -> None:

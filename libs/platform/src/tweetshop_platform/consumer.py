@@ -3,6 +3,15 @@ times, park on ``<topic>.dlq``, and commit the offset only after all of that.
 
 FastStream's default ACK_FIRST commits before the handler runs (at-most-once) and
 NACK_ON_ERROR blocks the partition forever; so subscribers here use MANUAL acks.
+
+Messages arrive in batches (FastStream's batch subscriber: what one ``getmany`` has, up
+to ``batch_max_records``). A batch's events are applied in order in *one* transaction,
+each with its inbox row, and the offsets are committed once after it: one durable
+commit and one offset commit per batch instead of per message. When any event of the
+batch fails, the whole transaction rolls back (nothing of the batch is half-applied)
+and its events are handled one by one with the per-message rules: bounded retries,
+then the DLQ. A crash anywhere redelivers the batch, and the inbox skips what was
+already committed.
 """
 
 from __future__ import annotations
@@ -69,15 +78,21 @@ def _unknown_event_type(topic: str, value: bytes) -> str | None:
     return None
 
 
-async def _parse_leniently(record: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+def _decodable_headers(record: Any) -> Any:
+    headers = record.headers or ()
+    if all(_is_utf8(v) for _, v in headers):
+        return record
+    fixed = tuple((k, v.decode(errors="replace").encode() if isinstance(v, bytes) else b"") for k, v in headers)
+    return dataclasses.replace(record, headers=fixed)
+
+
+async def _parse_leniently(records: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
     """FastStream's parser, given headers it can decode: it reads every header value as UTF-8, and one
     value that is not (or a null one) made it drop the message before ``_consume`` ran: never parked, and
-    its offset committed with the next message's."""
-    headers = record.headers or ()
-    if not all(_is_utf8(v) for _, v in headers):
-        fixed = tuple((k, v.decode(errors="replace").encode() if isinstance(v, bytes) else b"") for k, v in headers)
-        record = dataclasses.replace(record, headers=fixed)
-    return await original(record)
+    its offset committed with the next message's. ``records``: a batch (a tuple) or one record."""
+    if isinstance(records, tuple | list):  # a list from FastStream's test broker
+        return await original(type(records)(_decodable_headers(r) for r in records))
+    return await original(_decodable_headers(records))
 
 
 def _is_utf8(value: object) -> bool:
@@ -102,6 +117,22 @@ def _header(headers: dict[str, Any], name: str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Delivery:
+    """One record of a batch, decoded."""
+
+    record: Any  # aiokafka's ConsumerRecord
+    value: bytes
+    headers: dict[str, Any]
+    event: Envelope
+
+    def bound(self) -> Any:
+        e = self.event
+        return structlog.contextvars.bound_contextvars(
+            correlation_id=e.correlation_id, event_id=str(e.event_id), event_type=e.event_type
+        )
+
+
 class ReliableSubscriber:
     """Binds one handler to one topic in one consumer group with the delivery rules of DESIGN.md."""
 
@@ -118,6 +149,8 @@ class ReliableSubscriber:
         max_retries: int = 5,
         retry_backoff: float = 0.2,
         fetch_max_wait_ms: int = 500,
+        batch_max_records: int = 100,
+        batch_timeout_ms: int = 10,
     ) -> None:
         self.topic = topic
         self.group_id = group_id
@@ -134,6 +167,11 @@ class ReliableSubscriber:
             group_id=group_id,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=fetch_max_wait_ms,
+            # What the fetcher has buffered, up to batch_max_records; getmany returns as soon as records are there,
+            # and after an empty wait FastStream sleeps batch_timeout_ms once more: keep it short.
+            batch=True,
+            max_records=batch_max_records,
+            batch_timeout_ms=batch_timeout_ms,
             ack_policy=AckPolicy.MANUAL,
             parser=_parse_leniently,
             decoder=_raw_body,
@@ -145,14 +183,25 @@ class ReliableSubscriber:
         )(self._consume)
 
     async def _consume(self, msg: KafkaMessage) -> None:
-        labels = (self.topic, self.handler_name)
-        metrics.MESSAGES_RECEIVED.labels(*labels).inc()
-        started = time.perf_counter()
         raw = msg.raw_message
-        value: bytes = raw.value or b""  # type: ignore[union-attr]
-        headers = dict(msg.headers)
+        records: tuple[Any, ...] = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+        deliveries: list[_Delivery] = []
+        for record in records:
+            delivery = await self._decode(record)
+            if delivery is not None:
+                deliveries.append(delivery)
+        if deliveries:
+            await self._apply(deliveries)
+        # Every record of the batch is applied, skipped or parked: only now are the offsets committed.
+        await msg.ack()
+
+    async def _decode(self, record: Any) -> _Delivery | None:
+        """The record's event; None when it was parked (undecodable) or skipped (an unknown event type)."""
+        metrics.MESSAGES_RECEIVED.labels(self.topic, self.handler_name).inc()
+        value: bytes = record.value or b""
+        headers = {k: v for k, v in (record.headers or ())}
         try:
-            event = decode_event(self.topic, value)
+            return _Delivery(record, value, headers, decode_event(self.topic, value))
         except ValueError as exc:
             # The header still ties an undecodable message to its order in the logs.
             correlation = {"correlation_id": c} if (c := _header(headers, "correlation_id")) else {}
@@ -164,27 +213,46 @@ class ReliableSubscriber:
                     metrics.UNKNOWN_EVENT_TYPES_SKIPPED.labels(self.topic, unknown[:100]).inc()
                     log.warning("unknown event type skipped", topic=self.topic, event_type=unknown)
                 else:
-                    await self._dead_letter(msg, value, headers, exc, attempts=1)
-            await msg.ack()
-            return
-        bound = structlog.contextvars.bound_contextvars(
-            correlation_id=event.correlation_id, event_id=str(event.event_id), event_type=event.event_type
-        )
-        with bound:
-            await self._handle_with_retries(msg, value, headers, event)
-        await msg.ack()
-        metrics.PROCESSING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+                    await self._dead_letter(record, value, headers, exc, attempts=1)
+            return None
 
-    async def _handle_with_retries(
-        self, msg: KafkaMessage, value: bytes, headers: dict[str, Any], event: Envelope
-    ) -> None:
+    async def _apply(self, deliveries: list[_Delivery]) -> None:
+        started = time.perf_counter()
+        labels = (self.topic, self.handler_name)
+        if len(deliveries) > 1:
+            try:
+                applied = await self.handle_batch([d.event for d in deliveries])
+            except Exception as exc:
+                # Rolled back whole: handle them one by one, so only the bad one is retried and parked.
+                metrics.BATCHES_SPLIT.labels(*labels).inc()
+                log.warning(
+                    "batch failed; handling its messages one by one",
+                    topic=self.topic,
+                    group=self.group_id,
+                    size=len(deliveries),
+                    error=repr(exc),
+                )
+            else:
+                metrics.BATCH_SIZE.labels(*labels).observe(len(deliveries))
+                elapsed = time.perf_counter() - started
+                for delivery, was_applied in zip(deliveries, applied, strict=True):
+                    with delivery.bound():
+                        await self._handled(delivery.event, was_applied, attempts=1)
+                    metrics.PROCESSING_SECONDS.labels(*labels).observe(elapsed)
+                return
+        for delivery in deliveries:
+            with delivery.bound():
+                await self._handle_with_retries(delivery)
+            metrics.PROCESSING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+
+    async def _handle_with_retries(self, delivery: _Delivery) -> None:
         labels = (self.topic, self.handler_name)
         attempt = 0
         transient_delay = self._retry_backoff
         while True:
             attempt += 1
             try:
-                applied = await self.handle(event)
+                applied = await self.handle(delivery.event)
             except TRANSIENT_ERRORS as exc:
                 metrics.MESSAGES_FAILED.labels(*labels, type(exc).__name__).inc()
                 log.warning("transient failure; retrying", error=repr(exc), retry_in=transient_delay)
@@ -195,51 +263,64 @@ class ReliableSubscriber:
             except Exception as exc:
                 metrics.MESSAGES_FAILED.labels(*labels, type(exc).__name__).inc()
                 if isinstance(exc, PermanentError) or attempt > self._max_retries:
-                    await self._dead_letter(msg, value, headers, exc, attempts=attempt)
+                    await self._dead_letter(delivery.record, delivery.value, delivery.headers, exc, attempts=attempt)
                     return
                 log.warning("handler failed; retrying", error=repr(exc), attempt=attempt)
                 await asyncio.sleep(self._retry_backoff * attempt)
                 continue
-            if applied:
-                metrics.MESSAGES_PROCESSED.labels(*labels).inc()
-                # One line per business event handled: with correlation_id bound, one grep follows an order.
-                log.info("event handled", topic=self.topic, group=self.group_id, attempts=attempt)
-                if self._after_commit is not None:
-                    try:
-                        await self._after_commit(event)
-                    except Exception as exc:  # a wake-up hint only: the committed state is the truth
-                        log.warning("after-commit hook failed", error=repr(exc))
-            else:
-                metrics.DUPLICATES_SKIPPED.labels(*labels).inc()
-                log.info("duplicate event skipped", topic=self.topic, group=self.group_id)
+            await self._handled(delivery.event, applied, attempts=attempt)
             return
+
+    async def _handled(self, event: Envelope, applied: bool, *, attempts: int) -> None:
+        """After the commit: count, log, and run the after-commit hook of an applied event."""
+        labels = (self.topic, self.handler_name)
+        if applied:
+            metrics.MESSAGES_PROCESSED.labels(*labels).inc()
+            # One line per business event handled: with correlation_id bound, one grep follows an order.
+            log.info("event handled", topic=self.topic, group=self.group_id, attempts=attempts)
+            if self._after_commit is not None:
+                try:
+                    await self._after_commit(event)
+                except Exception as exc:  # a wake-up hint only: the committed state is the truth
+                    log.warning("after-commit hook failed", error=repr(exc))
+        else:
+            metrics.DUPLICATES_SKIPPED.labels(*labels).inc()
+            log.info("duplicate event skipped", topic=self.topic, group=self.group_id)
 
     async def handle(self, event: Envelope) -> bool:
         """Apply one event in one transaction with its inbox row; False if it was a duplicate."""
+        return (await self.handle_batch([event]))[0]
+
+    async def handle_batch(self, events: list[Envelope]) -> list[bool]:
+        """Apply events in order in one transaction, each with its inbox row; per event, False if a duplicate
+        (also of an earlier event of the same batch). Any error rolls back all of them."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await inbox.claim(conn, self.group_id, event):
-                return False
-            await self._handler(conn, event)
-            return True
+            if len(events) == 1:
+                claimed = [await inbox.claim(conn, self.group_id, events[0])]
+            else:
+                claimed = await inbox.claim_many(conn, self.group_id, events)
+            for event, new in zip(events, claimed, strict=True):
+                if new:
+                    await self._handler(conn, event)
+        return claimed
 
     async def _dead_letter(
-        self, msg: KafkaMessage, value: bytes, headers: dict[str, Any], exc: BaseException, *, attempts: int
+        self, raw: Any, value: bytes, headers: dict[str, Any], exc: BaseException, *, attempts: int
     ) -> None:
-        raw = msg.raw_message
         dlq_headers = {k: _header(headers, k) for k in headers}
         dlq_headers.update(
             {
                 "dlq_error": str(exc)[:2000] or type(exc).__name__,
                 "dlq_error_type": type(exc).__name__,
                 "dlq_original_topic": self.topic,
-                "dlq_original_partition": str(raw.partition),  # type: ignore[union-attr]
-                "dlq_original_offset": str(raw.offset),  # type: ignore[union-attr]
+                "dlq_original_partition": str(raw.partition),
+                "dlq_original_offset": str(raw.offset),
                 "dlq_consumer_group": self.group_id,
                 "dlq_attempts": str(attempts),
                 "dlq_failed_at": datetime.now(UTC).isoformat(),
             }
         )
-        key = raw.key  # type: ignore[union-attr]
+        key = raw.key
         # Publishing the DLQ copy must succeed before the offset is committed: retry until it does.
         delay = self._retry_backoff
         while True:
@@ -258,7 +339,7 @@ class ReliableSubscriber:
                 log.error("message too large for the DLQ; parking a truncated copy", error=repr(too_large))
                 cut = _DLQ_VALUE_CUT_BYTES if "dlq_value_truncated_from" not in dlq_headers else 0
                 dlq_headers = {k: v[:_DLQ_HEADER_CUT_CHARS] for k, v in dlq_headers.items()}
-                dlq_headers["dlq_value_truncated_from"] = str(len(raw.value or b""))  # type: ignore[union-attr]
+                dlq_headers["dlq_value_truncated_from"] = str(len(raw.value or b""))
                 value = value[:cut]
             except Exception as publish_error:
                 log.error("could not park message on DLQ; retrying", error=repr(publish_error))

@@ -60,6 +60,27 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+# Server process ids of pooled connections that took session state (a session advisory lock, LISTEN).
+_SESSION_STATE: set[int] = set()
+
+
+def holds_session_state(conn: asyncpg.Connection) -> None:
+    """Mark a pooled connection that takes a session advisory lock or LISTENs: it gets asyncpg's full reset
+    when it goes back to the pool. Every other connection skips that round trip (see ``_reset``)."""
+    _SESSION_STATE.add(conn.get_server_pid())
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    # asyncpg resets every connection it takes back with a query (unlock all advisory locks, close cursors,
+    # UNLISTEN, RESET ALL): one more round trip per transaction. Our connections set nothing for the session
+    # (search_path and the application name are connection parameters), except the ones marked above.
+    # An open transaction is rolled back by asyncpg itself before this is called.
+    pid = conn.get_server_pid()
+    if pid in _SESSION_STATE:
+        _SESSION_STATE.discard(pid)
+        await conn.execute(conn.get_reset_query())
+
+
 async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections use the service's schema and JSON codecs."""
     pool = await asyncpg.create_pool(
@@ -67,6 +88,7 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_reset,
         server_settings={"search_path": _check_identifier(schema), "application_name": schema},
         command_timeout=30,
     )
@@ -127,6 +149,7 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, migrations: list[Mig
     """
     applied_now: list[str] = []
     async with pool.acquire() as conn:
+        holds_session_state(conn)
         await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _MIGRATION_LOCK, schema)
         try:
             await conn.execute(

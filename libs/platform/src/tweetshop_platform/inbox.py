@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 from tweetshop_contracts import Envelope
 
@@ -17,3 +19,26 @@ async def claim(conn: asyncpg.Connection, consumer: str, event: Envelope) -> boo
         event.event_type,
     )
     return bool(inserted)
+
+
+async def claim_many(conn: asyncpg.Connection, consumer: str, events: Sequence[Envelope]) -> list[bool]:
+    """``claim`` for several events in one statement; per event, False when already handled (also when an
+    earlier event of ``events`` has the same event_id)."""
+    inserted = {
+        row["event_id"]
+        for row in await conn.fetch(
+            """INSERT INTO inbox (consumer, event_id, topic, event_type)
+               SELECT $1, event_id, topic, event_type FROM unnest($2::uuid[], $3::text[], $4::text[])
+                    AS e(event_id, topic, event_type)
+               ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id""",
+            consumer,
+            [e.event_id for e in events],
+            [e.topic() for e in events],
+            [e.event_type for e in events],
+        )
+    }
+    claimed = []
+    for event in events:
+        claimed.append(event.event_id in inserted)
+        inserted.discard(event.event_id)  # a second copy in the same batch is a duplicate
+    return claimed

@@ -30,6 +30,17 @@ PROCESSING_SECONDS = Histogram(
     ["topic", "handler"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+BATCH_SIZE = Histogram(
+    "tweetshop_consumer_batch_size",
+    "Messages applied together in one transaction (one batch of a consumer)",
+    ["topic", "handler"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+BATCHES_SPLIT = Counter(
+    "tweetshop_consumer_batches_split_total",
+    "Batches rolled back because one of their messages failed, then handled message by message",
+    ["topic", "handler"],
+)
 OUTBOX_PUBLISHED = Counter("tweetshop_outbox_published_total", "Outbox events published to Kafka", ["topic"])
 OUTBOX_PUBLISH_ERRORS = Counter("tweetshop_outbox_publish_errors_total", "Failed outbox publish attempts")
 OUTBOX_BACKLOG = Gauge("tweetshop_outbox_backlog", "Outbox rows not yet published")

@@ -17,7 +17,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 from tweetshop_contracts import Envelope
 
-from . import faults, metrics
+from . import db, faults, metrics
 from .kafka import TopicNames
 
 log = structlog.get_logger(__name__)
@@ -30,16 +30,28 @@ def _channel(schema: str) -> str:
 
 
 async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
-    """Add events to the outbox inside the caller's transaction."""
+    """Add events to the outbox inside the caller's transaction, and wake the relay when it commits.
+
+    One statement (one round trip) for any number of events; rows get their ids in the given order.
+    """
     if not events:
         return
-    await conn.executemany(
-        """INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        [(e.event_id, e.topic(), e.key(), e.event_type, e.correlation_id, e.to_bytes()) for e in events],
+    await conn.execute(
+        """WITH added AS (
+               INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload)
+               SELECT event_id, topic, message_key, event_type, correlation_id, payload
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+                    WITH ORDINALITY AS e(event_id, topic, message_key, event_type, correlation_id, payload, n)
+               ORDER BY n
+           )
+           SELECT pg_notify('outbox_' || current_schema(), '')""",
+        [e.event_id for e in events],
+        [e.topic() for e in events],
+        [e.key() for e in events],
+        [e.event_type for e in events],
+        [e.correlation_id for e in events],
+        [e.to_bytes() for e in events],
     )
-    schema = await conn.fetchval("SELECT current_schema()")
-    await conn.execute("SELECT pg_notify($1, '')", _channel(schema))
 
 
 class OutboxRelay:
@@ -101,6 +113,7 @@ class OutboxRelay:
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         # Only the replica holding the lock relays; the others wait to take over.
+        db.holds_session_state(conn)
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _RELAY_LOCK, self._schema):
             await asyncio.sleep(2)
         await conn.add_listener(_channel(self._schema), self._on_notify)

@@ -41,6 +41,7 @@ class _Subscription:
     group_id: str
     handler: Handler
     after_commit: AfterCommit | None
+    read_model: bool
 
 
 class ServiceRuntime:
@@ -58,6 +59,7 @@ class ServiceRuntime:
         self._workers: list[tuple[str, Worker]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._relay: OutboxRelay | None = None
+        self._on_stop: list[Worker] = []
         self.subscribers: list[ReliableSubscriber] = []
 
     @property
@@ -68,16 +70,30 @@ class ServiceRuntime:
         return self._pool
 
     def subscribe(
-        self, topic: str, handler: Handler, *, group: str | None = None, after_commit: AfterCommit | None = None
+        self,
+        topic: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        after_commit: AfterCommit | None = None,
+        read_model: bool = False,
     ) -> None:
-        """Handle ``topic`` in consumer group ``<service>.<group>`` (default: the handler's name)."""
+        """Handle ``topic`` in consumer group ``<service>.<group>`` (default: the handler's name).
+
+        ``read_model``: the handler only keeps a copy of another service's data, off a purchase's path: its
+        consumer waits longer per fetch (``kafka_read_model_fetch_max_wait_ms``), which costs the broker less.
+        """
         # The topic namespace (empty in production) also isolates consumer groups between test runs.
         group_id = f"{self.topics.namespace}{self.name}.{group or getattr(handler, '__name__', 'handler')}"
-        self._subscriptions.append(_Subscription(topic, group_id, handler, after_commit))
+        self._subscriptions.append(_Subscription(topic, group_id, handler, after_commit, read_model))
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """Run ``worker`` in the background for the life of the service; restarted if it crashes."""
         self._workers.append((name, worker))
+
+    def add_shutdown_hook(self, hook: Worker) -> None:
+        """Run ``hook`` on the way out, after the workers have stopped (close clients they used)."""
+        self._on_stop.append(hook)
 
     async def start(self) -> None:
         """Connect, migrate, create topics, start consuming, relaying and the workers."""
@@ -107,7 +123,11 @@ class ServiceRuntime:
                     after_commit=sub.after_commit,
                     max_retries=s.consumer_max_retries,
                     retry_backoff=s.consumer_retry_backoff_s,
-                    fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+                    fetch_max_wait_ms=(
+                        s.kafka_read_model_fetch_max_wait_ms if sub.read_model else s.kafka_fetch_max_wait_ms
+                    ),
+                    batch_max_records=s.consumer_batch_max_records,
+                    batch_timeout_ms=s.consumer_batch_timeout_ms,
                 )
             )
         await self._start_broker()
@@ -145,6 +165,11 @@ class ServiceRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for hook in self._on_stop:
+            try:
+                await hook()
+            except Exception as exc:
+                log.warning("shutdown hook failed", error=repr(exc))
         if self._relay is not None:
             await self._relay.stop()
         await self.broker.stop()

@@ -38,6 +38,15 @@ class ServiceSettings(BaseSettings):
         le=5000,
         description="Longest a consumer's fetch waits for data; Tansu answers a waiting fetch only when it ends",
     )
+    kafka_read_model_fetch_max_wait_ms: int = Field(
+        default=250,
+        ge=1,
+        le=5000,
+        description=(
+            "The same for consumers that only keep read models (off a purchase's path): on Tansu every fetch costs "
+            "the broker CPU whether data came or not, so these ask less often"
+        ),
+    )
     topic_namespace: str = Field(
         default="",
         pattern=r"^[a-z0-9_.-]*$",
@@ -52,6 +61,15 @@ class ServiceSettings(BaseSettings):
         default=5, ge=0, description="Retries of one message before it is parked on <topic>.dlq"
     )
     consumer_retry_backoff_s: float = Field(default=0.2, ge=0)
+    consumer_batch_max_records: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most messages a consumer applies in one transaction (1: a transaction and an offset commit each)",
+    )
+    consumer_batch_timeout_ms: int = Field(
+        default=10, ge=1, le=5000, description="How long a consumer waits for its fetcher before it looks again"
+    )
     outbox_batch_size: int = 500
     outbox_poll_interval_s: float = 0.5
 

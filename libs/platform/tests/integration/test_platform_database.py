@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import asyncpg
@@ -57,3 +58,75 @@ async def test_a_service_role_cannot_read_another_services_schema(database: Any)
     finally:
         await catalog.close()
         await checkout.close()
+
+
+async def test_a_batch_claims_each_event_once_and_its_outbox_rows_keep_their_order(database: Any) -> None:
+    from tweetshop_contracts import OrderPlaced
+    from tweetshop_platform import inbox, outbox
+
+    def event() -> OrderPlaced:
+        return OrderPlaced(
+            producer="test",
+            correlation_id="corr",
+            order_id=uuid.uuid4(),
+            product_id=uuid.uuid4(),
+            quantity=1,
+            tweet_id=uuid.uuid4(),
+            buyer_id="b",
+            amount_minor=100,
+            currency="EUR",
+            unit_price_minor=100,
+        )
+
+    dsn = await database.provision("batchsvc")
+    pool = await db.create_pool(dsn, "batchsvc", min_size=1, max_size=2)
+    try:
+        await db.apply_migrations(pool, "batchsvc", db.platform_migrations())
+        seen, first, second = event(), event(), event()
+        async with pool.acquire() as conn:
+            assert await inbox.claim(conn, "g", seen)
+            notified: list[str] = []
+
+            def on_notify(*args: Any) -> None:
+                notified.append(args[2])
+
+            await conn.add_listener("outbox_batchsvc", on_notify)
+            async with pool.acquire() as writer, writer.transaction():
+                claimed = await inbox.claim_many(writer, "g", [first, seen, second, first])
+                await outbox.enqueue(writer, first, second, seen)
+            assert claimed == [True, False, True, False], "seen before, and the second copy in the batch"
+            assert await inbox.claim_many(conn, "other", [seen]) == [True], "the inbox is per consumer"
+            rows = await conn.fetch("SELECT event_id FROM outbox ORDER BY id")
+            assert [r["event_id"] for r in rows] == [first.event_id, second.event_id, seen.event_id]
+            for _ in range(50):
+                if notified:
+                    break
+                await asyncio.sleep(0.05)
+            assert notified == ["outbox_batchsvc"], "one wake-up of the relay per transaction"
+            await conn.remove_listener("outbox_batchsvc", on_notify)
+    finally:
+        await pool.close()
+
+
+async def test_a_connection_that_took_a_session_lock_is_reset_when_it_goes_back_to_the_pool(database: Any) -> None:
+    dsn = await database.provision("resetsvc")
+    pool = await db.create_pool(dsn, "resetsvc", min_size=1, max_size=1)
+    other = await asyncpg.connect(dsn)
+    try:
+        async with pool.acquire() as conn:
+            db.holds_session_state(conn)
+            assert await conn.fetchval("SELECT pg_try_advisory_lock(42)")
+            await conn.execute("LISTEN somewhere")
+        assert await other.fetchval("SELECT pg_try_advisory_lock(42)"), "released with the connection"
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+            # A transaction left open is rolled back on release, marked or not.
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute("CREATE TABLE half_done (id INT)")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('half_done')") is None
+    finally:
+        await other.close()
+        await pool.close()

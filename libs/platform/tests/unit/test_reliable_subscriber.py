@@ -16,7 +16,7 @@ from tweetshop_platform.kafka import TopicNames
 
 
 class FakeConnection:
-    """Just enough of asyncpg.Connection: a transaction and the inbox insert."""
+    """Just enough of asyncpg.Connection: a transaction and the inbox inserts (one event, several)."""
 
     def __init__(self, db: FakeDatabase) -> None:
         self.db = db
@@ -35,6 +35,14 @@ class FakeConnection:
             return None
         self.db.inbox.add((consumer, event_id))
         return True
+
+    async def fetch(self, _sql: str, consumer: str, event_ids: list[uuid.UUID], *_: Any) -> list[dict[str, Any]]:
+        rows = []
+        for event_id in event_ids:
+            if (consumer, event_id) not in self.db.inbox:
+                self.db.inbox.add((consumer, event_id))
+                rows.append({"event_id": event_id})
+        return rows
 
 
 class FakeDatabase:
@@ -158,3 +166,51 @@ async def test_an_event_type_from_a_newer_producer_is_skipped_not_parked() -> No
     async with TestKafkaBroker(h.broker) as broker:
         await broker.publish(newer, topics.CHECKOUT_ORDERS)
     assert h.attempts == 0 and h.parked == []
+
+
+class FlakyOnce(Harness):
+    """Fails the first time it sees one chosen event, then applies it."""
+
+    def __init__(self, flaky: uuid.UUID) -> None:
+        super().__init__()
+        self.flaky = flaky
+        self.seen: list[uuid.UUID] = []
+
+    async def handle(self, _conn: Any, event: OrderPlaced) -> None:
+        self.seen.append(event.event_id)
+        if event.event_id == self.flaky and self.seen.count(self.flaky) == 1:
+            raise RuntimeError("boom")
+        self.applied.append(event)
+
+
+async def test_a_batch_is_applied_in_order_once_with_duplicates_inside_it_skipped() -> None:
+    h = Harness()
+    first, second = placed(), placed()
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish_batch(first.to_bytes(), second.to_bytes(), first.to_bytes(), topic=topics.CHECKOUT_ORDERS)
+    assert [e.event_id for e in h.applied] == [first.event_id, second.event_id]
+    assert h.db.inbox == {("test.orders", first.event_id), ("test.orders", second.event_id)}
+    assert h.parked == []
+
+
+async def test_one_failing_event_rolls_its_batch_back_and_the_batch_is_handled_one_by_one() -> None:
+    events = [placed(), placed(), placed()]
+    h = FlakyOnce(events[1].event_id)
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish_batch(*(e.to_bytes() for e in events), topic=topics.CHECKOUT_ORDERS)
+    ids = [e.event_id for e in events]
+    # The batch try applied the first, failed on the second and was rolled back whole: the first is applied again
+    # (its inbox row went with the rollback), the second is retried once, then the third; each applied once.
+    assert h.seen == [ids[0], ids[1], ids[0], ids[1], ids[2]]
+    assert [e.event_id for e in h.applied[-3:]] == ids
+    assert h.db.inbox == {("test.orders", i) for i in ids}
+    assert h.parked == []
+
+
+async def test_a_bad_message_in_a_batch_is_parked_and_the_rest_applied() -> None:
+    h = Harness()
+    good, other = placed(), placed()
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish_batch(good.to_bytes(), b"not json", other.to_bytes(), topic=topics.CHECKOUT_ORDERS)
+    assert [e.event_id for e in h.applied] == [good.event_id, other.event_id]
+    assert [v for v, _ in h.parked] == [b"not json"]

@@ -22,7 +22,15 @@ class CheckoutSettings(ServiceSettings):
     stripe_timeout_s: float = Field(default=20, gt=0, description="Timeout of one HTTP call to Stripe")
     stripe_webhook_tolerance_s: int = Field(default=300, ge=1, description="Oldest webhook signature accepted")
     payment_poll_interval_s: float = Field(default=1.0, gt=0, description="How often the payment worker looks for work")
-    payment_batch_size: int = Field(default=20, ge=1, le=500, description="Payments the worker has in flight at once")
+    payment_batch_size: int = Field(
+        default=100, ge=1, le=500, description="Most orders the payment worker claims in one transaction"
+    )
+    payment_max_in_flight: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Most orders with Stripe at once (each one call in flight); also the Stripe HTTP connection pool",
+    )
     payment_retry_max_backoff_s: float = Field(
         default=300, gt=0, description="Longest wait between retries while Stripe is unreachable"
     )

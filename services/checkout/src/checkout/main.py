@@ -26,20 +26,26 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     """The checkout service: HTTP API, its consumers, the payment worker and the outbox relay."""
     settings = settings or CheckoutSettings()
     runtime = ServiceRuntime(settings, package="checkout", produces=(topics.CHECKOUT_ORDERS,))
-    payments: PaymentGateway = gateway or StripeGateway(settings)
+    payments: PaymentGateway
+    if gateway is None:
+        stripe_gateway = StripeGateway(settings)
+        runtime.add_shutdown_hook(stripe_gateway.aclose)
+        payments = stripe_gateway
+    else:
+        payments = gateway
     worker = PaymentWorker(lambda: runtime.pool, payments, settings)
     reconciler = Reconciler(lambda: runtime.pool, payments, settings)
 
-    runtime.subscribe(topics.CATALOG_MERCHANTS, handlers.on_merchant_event, group="merchants")
-    runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products")
-    runtime.subscribe(topics.FEED_BUYABLE_TWEETS, handlers.on_buyable_tweet, group="tweets")
+    runtime.subscribe(topics.CATALOG_MERCHANTS, handlers.on_merchant_event, group="merchants", read_model=True)
+    runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products", read_model=True)
+    runtime.subscribe(topics.FEED_BUYABLE_TWEETS, handlers.on_buyable_tweet, group="tweets", read_model=True)
     runtime.subscribe(
         topics.CATALOG_RESERVATIONS,
         handlers.on_reservation_event,
         group="reservations",
         after_commit=worker.after_reservation,
     )
-    runtime.subscribe(topics.TRACKING_SHIPMENTS, handlers.on_shipment_event, group="shipments")
+    runtime.subscribe(topics.TRACKING_SHIPMENTS, handlers.on_shipment_event, group="shipments", read_model=True)
     runtime.add_worker("payments", worker.run)
     runtime.add_worker("reconciler", reconciler.run)
 

@@ -15,6 +15,9 @@ STRIPE_SECONDS = Histogram(
     ["operation"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+PAYMENTS_IN_FLIGHT = Gauge(
+    "checkout_payments_in_flight", "Orders the payment worker has with Stripe right now (at most payment_max_in_flight)"
+)
 STRIPE_ERRORS = Counter(
     "checkout_stripe_errors_total", "Calls to Stripe that raised, by operation and error", ["operation", "error"]
 )

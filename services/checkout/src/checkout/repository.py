@@ -82,9 +82,27 @@ async def upsert_product(conn: asyncpg.Connection, p: ProductView) -> bool:
     return bool(applied)
 
 
-async def get_product(conn: asyncpg.Connection, product_id: uuid.UUID) -> ProductView | None:
-    row = await conn.fetchrow(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = $1", product_id)
-    return ProductView(**dict(row.items())) if row else None
+async def get_product_and_tweet(
+    conn: asyncpg.Connection, product_id: uuid.UUID, tweet_id: uuid.UUID
+) -> tuple[ProductView | None, TweetView | None]:
+    """``get_product`` and ``get_tweet`` in one round trip."""
+    product_columns = ", ".join(f"p.{c.strip()}" for c in _PRODUCT_COLUMNS.split(","))
+    row = await conn.fetchrow(
+        f"""SELECT {product_columns}, t.tweet_id, t.product_id AS tweet_product_id, t.merchant_id AS tweet_merchant_id
+            FROM (SELECT 1) AS one
+            LEFT JOIN products p ON p.id = $1
+            LEFT JOIN buyable_tweets t ON t.tweet_id = $2""",
+        product_id,
+        tweet_id,
+    )
+    assert row is not None
+    product = ProductView(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None
+    tweet = (
+        TweetView(tweet_id=row["tweet_id"], product_id=row["tweet_product_id"], merchant_id=row["tweet_merchant_id"])
+        if row["tweet_id"]
+        else None
+    )
+    return product, tweet
 
 
 async def upsert_tweet(conn: asyncpg.Connection, tweet: TweetView, posted_at: datetime) -> None:
@@ -96,13 +114,6 @@ async def upsert_tweet(conn: asyncpg.Connection, tweet: TweetView, posted_at: da
         tweet.merchant_id,
         posted_at,
     )
-
-
-async def get_tweet(conn: asyncpg.Connection, tweet_id: uuid.UUID) -> TweetView | None:
-    row = await conn.fetchrow(
-        "SELECT tweet_id, product_id, merchant_id FROM buyable_tweets WHERE tweet_id = $1", tweet_id
-    )
-    return TweetView(**dict(row.items())) if row else None
 
 
 # --- orders ----------------------------------------------------------------------------
@@ -176,6 +187,21 @@ async def get_order(conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update
     return _order(row) if row else None
 
 
+async def webhook_precheck(
+    conn: asyncpg.Connection, stripe_event_id: str, order_id: uuid.UUID
+) -> tuple[bool, str | None, str | None]:
+    """Whether a Stripe event was recorded already, and the order's status and PaymentIntent id (one read)."""
+    row = await conn.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM stripe_events WHERE event_id = $1) AS seen,
+                  (SELECT status FROM orders WHERE id = $2) AS status,
+                  (SELECT payment_intent_id FROM orders WHERE id = $2) AS payment_intent_id""",
+        stripe_event_id,
+        order_id,
+    )
+    assert row is not None
+    return bool(row["seen"]), row["status"], row["payment_intent_id"]
+
+
 async def get_order_id_by_intent(conn: asyncpg.Connection, payment_intent_id: str) -> uuid.UUID | None:
     order_id: uuid.UUID | None = await conn.fetchval(
         "SELECT id FROM orders WHERE payment_intent_id = $1", payment_intent_id
@@ -201,17 +227,36 @@ async def get_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID
     return found
 
 
+async def get_order_for_payment(conn: asyncpg.Connection, order_id: uuid.UUID) -> tuple[Order, str | None] | None:
+    """The order, locked until the transaction ends, with its access token's hash (one round trip)."""
+    row = await conn.fetchrow(
+        f"SELECT {_ORDER_COLUMNS}, access_token_hash FROM orders WHERE id = $1 FOR UPDATE", order_id
+    )
+    return (_order(row), row["access_token_hash"]) if row else None
+
+
 async def get_access_token_hash(conn: asyncpg.Connection, order_id: uuid.UUID) -> str | None:
     token_hash: str | None = await conn.fetchval("SELECT access_token_hash FROM orders WHERE id = $1", order_id)
     return token_hash
 
 
-async def save_order(conn: asyncpg.Connection, o: Order) -> None:
-    """Write what a transition may change."""
+_KEEP_SCHEDULE = object()
+
+
+async def save_order(conn: asyncpg.Connection, o: Order, *, next_payment_step_in: object = _KEEP_SCHEDULE) -> None:
+    """Write what a transition may change; with ``next_payment_step_in`` (seconds, or None for never), also
+    ``schedule_payment`` in the same statement."""
+    schedule = next_payment_step_in is not _KEEP_SCHEDULE
+    delay = next_payment_step_in if schedule else None
+    if delay is not None and not isinstance(delay, int | float):
+        raise TypeError(f"next_payment_step_in: seconds or None, not {delay!r}")
     await conn.execute(
         """UPDATE orders SET status = $2, stock_reserved = $3, payment_intent_id = $4, client_secret = $5,
                failure_reason = $6, cancel_reason = $7, refunded_minor = $8, shipment_id = $9, shipment_status = $10,
-               updated_at = $11, payment_retries = $12
+               updated_at = $11, payment_retries = $12,
+               payment_due_at = CASE WHEN NOT $13::bool THEN payment_due_at
+                                     WHEN $14::float8 IS NULL THEN NULL
+                                     ELSE now() + make_interval(secs => $14::float8) END
            WHERE id = $1""",
         o.id,
         o.status,
@@ -225,6 +270,8 @@ async def save_order(conn: asyncpg.Connection, o: Order) -> None:
         o.shipment_status,
         o.updated_at,
         o.payment_retries,
+        schedule,
+        None if delay is None else float(delay),
     )
 
 

@@ -117,8 +117,7 @@ async def place_order(
         found = await repository.get_order_by_key(conn, key_hash)
         if found is not None:
             return _replay(found, request_hash, idempotency_key)
-        product = await repository.get_product(conn, request.product_id)
-        tweet = await repository.get_tweet(conn, request.tweet_id)
+        product, tweet = await repository.get_product_and_tweet(conn, request.product_id, request.tweet_id)
         try:
             price = domain.price_purchase(product, tweet, request)
         except domain.PurchaseRefused as refused:
@@ -172,8 +171,7 @@ async def on_stock_reserved(conn: asyncpg.Connection, event: StockReserved) -> N
     updated = domain.mark_stock_reserved(order)
     if updated is order:
         return  # already reserved, or the order ended: nothing to charge (twice)
-    await repository.save_order(conn, updated)
-    await repository.schedule_payment(conn, order.id, 0)
+    await repository.save_order(conn, updated, next_payment_step_in=0)
 
 
 async def on_stock_rejected(conn: asyncpg.Connection, event: StockRejected) -> None:
@@ -198,9 +196,10 @@ async def apply_payment_outcome(
 
     Whoever comes second (the worker or a webhook) finds the order already moved and changes nothing.
     """
-    order = await repository.get_order(conn, order_id, for_update=True)
-    if order is None:
+    found = await repository.get_order_for_payment(conn, order_id)
+    if found is None:
         return None
+    order, access_hash = found
     now = utc_now()
     if order.status not in AWAITING_PAYMENT:
         other_intent = order.payment_intent_id is not None and outcome.payment_intent_id != order.payment_intent_id
@@ -228,7 +227,6 @@ async def apply_payment_outcome(
     next_look: float | None = None
     updated = order
     if outcome.kind == "paid" and outcome.payment_intent_id:
-        access_hash = await repository.get_access_token_hash(conn, order.id)
         updated, paid = domain.pay(order, outcome.payment_intent_id, now, buyer_access_sha256=access_hash)
         events.append(paid)
     elif outcome.kind == "failed":
@@ -249,8 +247,9 @@ async def apply_payment_outcome(
     if updated.payment_retries:
         updated = replace(updated, payment_retries=0)  # Stripe answered: the outage backoff starts over
     if updated != order:
-        await repository.save_order(conn, updated)
-    await repository.schedule_payment(conn, order.id, next_look)
+        await repository.save_order(conn, updated, next_payment_step_in=next_look)
+    else:
+        await repository.schedule_payment(conn, order.id, next_look)
     await outbox.enqueue(conn, *events)
     return order.status, updated.status
 
@@ -263,11 +262,14 @@ class PaymentStep:
     overdue: bool
 
 
-async def claim_due_payments(pool: asyncpg.Pool, settings: CheckoutSettings) -> list[PaymentStep]:
-    """Orders due for a payment step, leased to this worker; the attempt is committed before Stripe is called."""
+async def claim_due_payments(
+    pool: asyncpg.Pool, settings: CheckoutSettings, *, limit: int | None = None
+) -> list[PaymentStep]:
+    """Up to ``limit`` (default: the batch size) orders due for a payment step, leased to this worker; the
+    attempt is committed before Stripe is called."""
     async with pool.acquire() as conn, conn.transaction():
         claimed = await repository.claim_due_payments(
-            conn, settings.payment_batch_size, settings.payment_lease_s, settings.payment_deadline_s
+            conn, limit or settings.payment_batch_size, settings.payment_lease_s, settings.payment_deadline_s
         )
     return [PaymentStep(order, overdue) for order, overdue in claimed]
 
@@ -509,6 +511,15 @@ async def handle_stripe_event(pool: asyncpg.Pool, settings: CheckoutSettings, ev
     else:
         outcome = PaymentOutcome("failed", intent.id, reason=intent.error_message or "the payment failed")
     order_id = _uuid_or_none(intent.order_id)
+    if kind == "paid" and order_id is not None:
+        # The usual case: the worker applied Stripe's answer before its webhook came. Settled by one read, with no
+        # write (and no durable commit); an event that could change something takes the locked path below.
+        async with pool.acquire() as conn:
+            seen, status, intent_id = await repository.webhook_precheck(conn, event_id, order_id)
+        if seen:
+            return "duplicate"
+        if status == "paid" and intent_id == intent.id:
+            return "no_change"
     async with pool.acquire() as conn, conn.transaction():
         if order_id is None:
             order_id = await repository.get_order_id_by_intent(conn, intent.id)

@@ -3,6 +3,10 @@
 It wakes when a reservation commits (in this process) and polls as well, so
 an order is never stranded by a crash or by a reservation handled by another
 replica. Orders are leased with ``FOR UPDATE SKIP LOCKED``, so replicas share the work.
+
+It keeps up to ``payment_max_in_flight`` orders with Stripe at once and claims more
+as soon as there is room (in claims of at most ``payment_batch_size``): a slow
+Stripe answer holds up only its own order, never a batch.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import asyncpg
 import structlog
 from tweetshop_contracts import Envelope, StockReserved
 
-from . import service
+from . import metrics, service
 from .config import CheckoutSettings
 from .gateway import PaymentGateway
 
@@ -41,20 +45,45 @@ class PaymentWorker:
             self.wake()
 
     async def run(self) -> None:
-        """Work until cancelled."""
+        """Work until cancelled; payments in flight then are cancelled too (their leases expire, and they are
+        taken up again: an attempt is committed before Stripe is called)."""
         refunds_checked = 0.0
-        while True:
-            self._wake.clear()
-            claimed = await self.run_once()
-            if time.monotonic() - refunds_checked > self._settings.refund_recheck_after_s / 2:
-                refunds_checked = time.monotonic()
-                await self._resume_refunds()
-            if len(claimed) < self._settings.payment_batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.payment_poll_interval_s)
+        in_flight: set[asyncio.Task[None]] = set()
+        window = self._settings.payment_max_in_flight
+
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            metrics.PAYMENTS_IN_FLIGHT.set(len(in_flight))
+            if len(in_flight) == window - 1:
+                self._wake.set()  # the window was full and there is room again
+
+        try:
+            while True:
+                self._wake.clear()
+                room = window - len(in_flight)
+                wanted = min(room, self._settings.payment_batch_size)
+                claimed: list[service.PaymentStep] = []
+                if wanted > 0:
+                    claimed = await service.claim_due_payments(self._pool(), self._settings, limit=wanted)
+                    for step in claimed:
+                        task = asyncio.create_task(self._settle(step), name=f"payment-{step.order.id}")
+                        in_flight.add(task)
+                        task.add_done_callback(done)
+                    metrics.PAYMENTS_IN_FLIGHT.set(len(in_flight))
+                if time.monotonic() - refunds_checked > self._settings.refund_recheck_after_s / 2:
+                    refunds_checked = time.monotonic()
+                    await self._resume_refunds()
+                if wanted == 0 or len(claimed) < wanted:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._settings.payment_poll_interval_s)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            metrics.PAYMENTS_IN_FLIGHT.set(0)
 
     async def run_once(self) -> list[service.PaymentStep]:
-        """Claim one batch of due orders and take each one step further, concurrently."""
+        """Claim one batch of due orders and take each one step further, concurrently (tests and tools)."""
         claimed = await service.claim_due_payments(self._pool(), self._settings)
         if claimed:
             await asyncio.gather(*(self._settle(step) for step in claimed))

@@ -22,8 +22,8 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
     """The feed service: HTTP API plus its read-model consumers and outbox relay."""
     settings = settings or FeedSettings()
     runtime = ServiceRuntime(settings, package="feed", produces=(topics.FEED_BUYABLE_TWEETS,))
-    runtime.subscribe(topics.CATALOG_MERCHANTS, handlers.on_merchant_event, group="merchants")
-    runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products")
+    runtime.subscribe(topics.CATALOG_MERCHANTS, handlers.on_merchant_event, group="merchants", read_model=True)
+    runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products", read_model=True)
     app = create_service_app(
         runtime,
         title="tweetshop feed",
