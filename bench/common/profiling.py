@@ -82,8 +82,8 @@ ACTIVITIES: tuple[tuple[str, str], ...] = (
     ("PaymentWorker", "payment worker (Stripe calls, claims, outcomes)"),
     ("OutboxRelay", "outbox relay"),
     ("_dead_letter", "subscribers: dead-lettering"),
-    ("KafkaMessage.ack", "subscribers: offset commit per message"),
-    ("ReliableSubscriber.handle (", "subscribers: handler transaction (inbox + effects)"),
+    ("KafkaAckableMessage.ack", "subscribers: offset commit (one per batch)"),
+    ("ReliableSubscriber.handle_batch", "subscribers: handler transaction (inbox + effects)"),
     ("ReliableSubscriber._consume", "subscribers: FastStream/decoding/logging around the handler"),
     ("faststream", "subscribers: FastStream dispatch"),
     ("Fetcher.", "aiokafka fetch loop"),
@@ -98,7 +98,15 @@ ACTIVITIES: tuple[tuple[str, str], ...] = (
 )
 
 
+# With uvloop the loop itself is C code: py-spy sees its epoll wait (idle) and its callback dispatch as the one
+# Python frame above them, so a stack that ends there is counted on its own, not as work of anything.
+UVLOOP_LEAF = "Runner.run (asyncio/runners.py"
+IDLE_THREAD_LEAF = "Condition.wait (threading.py"
+
+
 def _activity(stack: str) -> str:
+    if stack.rstrip().rsplit(";", 1)[-1].startswith(UVLOOP_LEAF):
+        return "event loop (uvloop, in C): waiting for I/O or dispatching callbacks"
     for needle, label in ACTIVITIES:
         if needle in stack:
             return label
@@ -124,6 +132,8 @@ def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
+        if stack.rstrip().rsplit(";", 1)[-1].startswith(IDLE_THREAD_LEAF):
+            continue  # an idle worker thread (anyio's, the executor's): py-spy cannot tell this wait from work
         total += count
         by_activity[_activity(stack)] += count
         frames = [f for f in stack.split(";") if f]
@@ -163,7 +173,9 @@ def render_text(profiles: Mapping[str, Any]) -> str:
         if not isinstance(profile, dict) or "samples" not in profile:
             lines.append(f"## {name}: {profile}")
             continue
-        lines.append(f"## {name}: {profile['samples']} samples (active stacks only)")
+        lines.append(
+            f"## {name}: {profile['samples']} samples (stacks py-spy saw active; uvloop's wait in C counts as active)"
+        )
         for title, key in (
             ("what the process is doing", "by_activity"),
             ("innermost frame by package", "by_package"),

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from faststream.kafka import KafkaBroker
+from aiokafka import AIOKafkaProducer
 from tweetshop_contracts import Envelope
 
 from . import db, faults, metrics
@@ -60,7 +60,7 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        broker: KafkaBroker,
+        producer: AIOKafkaProducer,
         topics: TopicNames,
         schema: str,
         *,
@@ -68,7 +68,7 @@ class OutboxRelay:
         poll_interval: float = 0.5,
     ) -> None:
         self._pool = pool
-        self._broker = broker
+        self._producer = producer
         self._topics = topics
         self._schema = schema
         self._batch_size = batch_size
@@ -140,14 +140,17 @@ class OutboxRelay:
             return 0
         futures = []
         for row in rows:
+            headers = [
+                ("event_type", row["event_type"].encode()),
+                ("content-type", b"application/json"),
+                ("correlation_id", row["correlation_id"].encode()),
+            ]
             futures.append(
-                await self._broker.publish(
-                    bytes(row["payload"]),
+                await self._producer.send(
                     self._topics.physical(row["topic"]),
+                    bytes(row["payload"]),
                     key=row["message_key"].encode(),
-                    headers={"event_type": row["event_type"], "content-type": "application/json"},
-                    correlation_id=row["correlation_id"],
-                    no_confirm=True,
+                    headers=headers,
                 )
             )
         # Wait for every broker ack before marking: an unacked row stays unpublished and is sent again.

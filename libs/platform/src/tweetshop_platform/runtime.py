@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import structlog
 import uvicorn
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from tweetshop_contracts.topics import dlq_topic
 
@@ -23,7 +24,7 @@ from . import db
 from .asyncapi import install_asyncapi
 from .consumer import AfterCommit, Handler, ReliableSubscriber
 from .http import install_common, install_operator_check
-from .kafka import TopicNames, create_broker, ensure_topics
+from .kafka import TopicNames, create_broker, create_producer, ensure_topics
 from .lag import ConsumerLagMonitor
 from .logs import configure_logging
 from .openapi import install_error_documentation
@@ -59,6 +60,7 @@ class ServiceRuntime:
         self._workers: list[tuple[str, Worker]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._relay: OutboxRelay | None = None
+        self._relay_producer: AIOKafkaProducer | None = None
         self._on_stop: list[Worker] = []
         self.subscribers: list[ReliableSubscriber] = []
 
@@ -131,9 +133,11 @@ class ServiceRuntime:
                 )
             )
         await self._start_broker()
+        self._relay_producer = create_producer(s, client_suffix="outbox")
+        await self._relay_producer.start()
         self._relay = OutboxRelay(
             self._pool,
-            self.broker,
+            self._relay_producer,
             self.topics,
             self.name,
             batch_size=s.outbox_batch_size,
@@ -172,6 +176,8 @@ class ServiceRuntime:
                 log.warning("shutdown hook failed", error=repr(exc))
         if self._relay is not None:
             await self._relay.stop()
+        if self._relay_producer is not None:
+            await self._relay_producer.stop()
         await self.broker.stop()
         if self._pool is not None:
             await self._pool.close()
