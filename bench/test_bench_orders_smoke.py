@@ -43,3 +43,16 @@ def test_every_tiny_benchmark_order_is_paid_once_and_shipped_once(infra: BenchIn
     assert totals["lost"] == 0 and totals["orders_with_several_payment_intents"] == 0
     assert totals["paid_once"] == totals["shipped_once"] == totals["orders"]
     assert (tmp_path / "results" / "orders-tiny.json").exists()
+
+
+def test_orders_rate_limited_by_stripe_are_paid_once_after_backing_off(infra: BenchInfra, tmp_path: Path) -> None:
+    # A third of the stand-in's answers are 429s: each refused call is retried after a short backoff (it made
+    # nothing at Stripe), never a second PaymentIntent, never an order left unpaid.
+    options = Options(tiny=True, tiny_orders=20, tiny_rate=5.0, tiny_rate_429=0.33, results_dir=tmp_path / "results")
+    result = run(options, infra=infra)
+
+    step = result["modes"]["b"]["steps"][-1]
+    assert step["placed"] == 20, step["errors"]
+    assert (step["paid"], step["shipped"], step["failed"], step["lost"]) == (20, 20, 0, 0)
+    assert (step["duplicate_paid"], step["orders_with_several_intents"]) == (0, 0)
+    assert infra.standin_stats()["rate_limited"] > 0, "the stand-in answered no 429: this proved nothing"

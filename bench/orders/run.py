@@ -74,6 +74,7 @@ class Options:
     inflight_rate: float = 50.0
     tiny_orders: int = 20
     tiny_rate: float = 5.0
+    tiny_rate_429: float = 0.0  # share of the stand-in's answers that are 429s during the tiny step
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -254,17 +255,23 @@ async def drive_shop(stack: ServiceStack, infra: BenchInfra, opts: Options, mode
             out["idle_cores"] = await _idle_cores(meter)
             say(f"idle CPU (cores): {out['idle_cores']}")
         if opts.tiny:
-            step = await run_step(
-                "tiny",
-                target,
-                placed,
-                times,
-                meter,
-                rate=opts.tiny_rate,
-                duration_s=0,
-                count=opts.tiny_orders,
-                settle_s=opts.settle_s,
-            )
+            if opts.tiny_rate_429 > 0:
+                infra.configure_standin(rate_429=opts.tiny_rate_429)
+            try:
+                step = await run_step(
+                    "tiny",
+                    target,
+                    placed,
+                    times,
+                    meter,
+                    rate=opts.tiny_rate,
+                    duration_s=0,
+                    count=opts.tiny_orders,
+                    settle_s=opts.settle_s,
+                )
+            finally:
+                if opts.tiny_rate_429 > 0:
+                    infra.configure_standin(rate_429=0.0)
             say(describe(step))
             out["steps"] = [step.as_dict()]
         else:

@@ -43,7 +43,15 @@ class PaymentDeclined(Exception):
 
 
 class PaymentProviderUnavailable(Exception):
-    """Stripe could not be reached or failed; the same call may be tried again later."""
+    """Stripe could not be reached or failed; the same call may be tried again later.
+
+    ``nothing_done``: Stripe refused the call before acting on it (a 429 rate limit), so no
+    PaymentIntent can have come of it; any other failure may have acted (a lost answer).
+    """
+
+    def __init__(self, message: str, *, nothing_done: bool = False) -> None:
+        super().__init__(message)
+        self.nothing_done = nothing_done
 
 
 @dataclass(frozen=True)
@@ -155,8 +163,13 @@ class StripeGateway:
             if exc.error is not None and exc.error.payment_intent is not None:
                 intent_id = exc.error.payment_intent.id
             raise PaymentDeclined(_message(exc), intent_id) from exc
+        except stripe.RateLimitError as exc:
+            # Refused before it was acted on (Stripe saves no result for a rate-limited request): back off and retry.
+            metrics.STRIPE_ERRORS.labels(operation, type(exc).__name__).inc()
+            log.warning("stripe rate limit", operation=operation, http_status=exc.http_status)
+            raise PaymentProviderUnavailable(f"{type(exc).__name__}: {_message(exc)}", nothing_done=True) from exc
         except stripe.StripeError as exc:
-            # Connection errors, 5xx, rate limits, idempotency conflicts, and our own key being refused.
+            # Connection errors, 5xx, idempotency conflicts, and our own key being refused.
             metrics.STRIPE_ERRORS.labels(operation, type(exc).__name__).inc()
             log.warning("stripe call failed", operation=operation, error=repr(exc), http_status=exc.http_status)
             raise PaymentProviderUnavailable(f"{type(exc).__name__}: {_message(exc)}") from exc

@@ -275,6 +275,13 @@ async def save_order(conn: asyncpg.Connection, o: Order, *, next_payment_step_in
     )
 
 
+async def undo_payment_attempt(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
+    """Give back the creation attempt a claim counted, when Stripe refused it before acting (a rate limit)."""
+    await conn.execute(
+        "UPDATE orders SET payment_attempts = payment_attempts - 1 WHERE id = $1 AND payment_attempts > 0", order_id
+    )
+
+
 async def schedule_payment(conn: asyncpg.Connection, order_id: uuid.UUID, delay_s: float | None) -> None:
     """When the payment worker should look at the order next (None: never again)."""
     if delay_s is None:

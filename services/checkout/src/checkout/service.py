@@ -334,18 +334,31 @@ def retry_delay(
     return float(max(min(base * spread, settings.payment_retry_max_backoff_s), at_least))
 
 
-async def _retry_later(pool: asyncpg.Pool, settings: CheckoutSettings, order_id: uuid.UUID, error: str) -> None:
+async def _retry_later(
+    pool: asyncpg.Pool,
+    settings: CheckoutSettings,
+    order_id: uuid.UUID,
+    error: str,
+    *,
+    nothing_done: bool = False,
+    undo_attempt: bool = False,
+) -> None:
+    """Back off after Stripe failed. ``nothing_done``: Stripe refused before acting (a rate limit);
+    ``undo_attempt``: and this step was a creation attempt, which made nothing and is given back."""
     async with pool.acquire() as conn, conn.transaction():
         current = await repository.get_order(conn, order_id, for_update=True)
         if current is None or current.status not in AWAITING_PAYMENT:
             return
         failures = current.payment_retries + 1
         # A creation whose answer was lost may still land at Stripe: the next attempt, which searches for it
-        # before creating, waits at least as long as a call may take.
+        # before creating, waits at least as long as a call may take. A rate-limited one made nothing: the next
+        # attempt comes after the usual backoff, with the same idempotency key and without searching for it.
         creating = current.payment_intent_id is None
-        delay = retry_delay(failures, settings, at_least=settings.stripe_timeout_s if creating else 0.0)
-        await repository.save_order(conn, replace(current, payment_retries=failures))
-        await repository.schedule_payment(conn, order_id, delay)
+        lost_creation = creating and not nothing_done
+        delay = retry_delay(failures, settings, at_least=settings.stripe_timeout_s if lost_creation else 0.0)
+        await repository.save_order(conn, replace(current, payment_retries=failures), next_payment_step_in=delay)
+        if undo_attempt and creating and nothing_done:
+            await repository.undo_payment_attempt(conn, order_id)
     metrics.PAYMENT_RETRIES.inc()
     log.warning("stripe unavailable; payment will be retried", error=error, failures=failures, retry_in=delay)
 
@@ -362,7 +375,17 @@ async def settle_payment(
         try:
             outcome = await _ask_stripe(gateway, order, overdue=step.overdue)
         except PaymentProviderUnavailable as exc:
-            await _retry_later(pool, settings, order.id, str(exc))
+            # The claim counted a creation attempt for a pending order in time without an intent (see
+            # repository.claim_due_payments): when Stripe provably did nothing, it is given back.
+            created_attempt = not step.overdue and order.status == "pending" and order.payment_intent_id is None
+            await _retry_later(
+                pool,
+                settings,
+                order.id,
+                str(exc),
+                nothing_done=exc.nothing_done,
+                undo_attempt=created_attempt,
+            )
             return None
         # Chaos tests only (off by default): die after Stripe acted and before the database knows.
         faults.maybe_crash("checkout_after_stripe")

@@ -108,6 +108,7 @@ async def test_a_rate_limit_is_reported_as_unavailable_for_the_worker_to_back_of
     with pytest.raises(PaymentProviderUnavailable) as unavailable:
         await a_gateway(url).create_intent(an_order(), 1)
     assert "RateLimitError" in str(unavailable.value)
+    assert unavailable.value.nothing_done, "a 429 is refused before Stripe acts: nothing can have been created"
     assert len(script.seen) == 1, "a 429 is not hammered again at once: the worker backs off"
 
 
