@@ -119,9 +119,12 @@ class OutboxRelay:
         await conn.add_listener(_channel(self._schema), self._on_notify)
         try:
             while not self._stopping:
+                # Cleared before the batch is read, not after: a NOTIFY that comes while a batch is being
+                # published must wake the next round, not be wiped out (it was, and its rows then waited for
+                # the next commit or the poll, up to poll_interval).
+                self._wake.clear()
                 published = await self.publish_pending(conn)
                 if published < self._batch_size:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval)
         finally:
