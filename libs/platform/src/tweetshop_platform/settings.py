@@ -70,7 +70,15 @@ class ServiceSettings(BaseSettings):
     consumer_batch_timeout_ms: int = Field(
         default=10, ge=1, le=5000, description="How long a consumer waits for its fetcher before it looks again"
     )
-    outbox_batch_size: int = 500
+    outbox_batch_size: int = Field(
+        default=2000,
+        ge=1,
+        le=50_000,
+        description=(
+            "Most outbox rows the relay publishes per round; large, because when the service is busy the relay gets "
+            "a turn of the event loop only now and then, and each turn should move as much as it can"
+        ),
+    )
     outbox_poll_interval_s: float = 0.5
 
     operator_key: SecretStr = Field(
