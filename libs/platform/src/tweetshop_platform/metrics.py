@@ -42,6 +42,9 @@ BATCHES_SPLIT = Counter(
     ["topic", "handler"],
 )
 OUTBOX_PUBLISHED = Counter("tweetshop_outbox_published_total", "Outbox events published to Kafka", ["topic"])
+OUTBOX_PRUNED = Counter(
+    "tweetshop_outbox_pruned_total", "Published outbox rows deleted after TWEETSHOP_OUTBOX_RETENTION_S"
+)
 OUTBOX_PUBLISH_ERRORS = Counter("tweetshop_outbox_publish_errors_total", "Failed outbox publish attempts")
 OUTBOX_BACKLOG = Gauge("tweetshop_outbox_backlog", "Outbox rows not yet published")
 OUTBOX_OLDEST_AGE = Gauge("tweetshop_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row")

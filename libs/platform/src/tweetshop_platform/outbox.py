@@ -55,6 +55,23 @@ async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
     )
 
 
+async def prune_published(conn: asyncpg.Connection, older_than_s: float, *, window: int = 10_000) -> int:
+    """Delete outbox rows published more than ``older_than_s`` ago, among the ``window`` oldest rows by id.
+
+    Rows are published in id order, so the oldest ids are the oldest published: looking only at the first
+    ``window`` of them keeps each call one short index scan, however large the table. Unpublished rows are
+    never touched. Returns how many rows went.
+    """
+    status = await conn.execute(
+        """WITH oldest AS (SELECT id, published_at FROM outbox ORDER BY id LIMIT $2)
+           DELETE FROM outbox o USING oldest
+           WHERE o.id = oldest.id AND oldest.published_at < now() - make_interval(secs => $1)""",
+        older_than_s,
+        window,
+    )
+    return int(status.split()[-1])
+
+
 class OutboxRelay:
     """Publishes unpublished outbox rows in order and marks them; wakes on NOTIFY, polls as a fallback."""
 
@@ -67,6 +84,8 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 0.5,
+        retention_s: float = 0,
+        prune_interval_s: float = 60,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -78,6 +97,9 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._backlog_recorded = 0.0
+        self._retention_s = retention_s
+        self._prune_interval_s = prune_interval_s
+        self._pruned_at = time.monotonic()
         # A malformed crash-point setting stops start-up here rather than every batch later.
         if faults.active_points():
             log.warning("fault injection is on", points=faults.active_points())
@@ -126,6 +148,7 @@ class OutboxRelay:
                 # the next commit or the poll, up to poll_interval).
                 self._wake.clear()
                 published = await self.publish_pending(conn)
+                await self._maybe_prune(conn)
                 if published < self._batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval)
@@ -170,6 +193,16 @@ class OutboxRelay:
         for row in rows:
             metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc()
         return len(rows)
+
+    async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
+        """Now and then, delete rows published longer ago than the retention (0: keep them all)."""
+        if self._retention_s <= 0 or time.monotonic() - self._pruned_at < self._prune_interval_s:
+            return
+        self._pruned_at = time.monotonic()
+        deleted = await prune_published(conn, self._retention_s)
+        if deleted:
+            metrics.OUTBOX_PRUNED.inc(deleted)
+            log.info("published outbox rows pruned", rows=deleted, older_than_s=self._retention_s)
 
     async def _record_backlog(self, conn: asyncpg.Connection) -> None:
         self._backlog_recorded = time.monotonic()

@@ -142,6 +142,7 @@ class ServiceRuntime:
             self.name,
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_s,
+            retention_s=s.outbox_retention_s,
         )
         self._relay.start()
         for name, worker in self._workers:

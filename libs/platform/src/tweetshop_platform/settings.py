@@ -80,6 +80,14 @@ class ServiceSettings(BaseSettings):
         ),
     )
     outbox_poll_interval_s: float = 0.5
+    outbox_retention_s: float = Field(
+        default=86_400,
+        ge=0,
+        description=(
+            "Published outbox rows older than this are deleted by the relay (0: kept forever); the topics, not "
+            "the outbox, are the record of what was published"
+        ),
+    )
 
     operator_key: SecretStr = Field(
         default=SecretStr(DEV_OPERATOR_KEY),

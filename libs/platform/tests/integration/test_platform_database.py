@@ -130,3 +130,33 @@ async def test_a_connection_that_took_a_session_lock_is_reset_when_it_goes_back_
     finally:
         await other.close()
         await pool.close()
+
+
+async def test_only_outbox_rows_published_longer_ago_than_the_retention_are_pruned(database: Any) -> None:
+    from tweetshop_platform import outbox
+
+    dsn = await database.provision("prunesvc")
+    pool = await db.create_pool(dsn, "prunesvc", min_size=1, max_size=1)
+    try:
+        await db.apply_migrations(pool, "prunesvc", db.platform_migrations())
+        async with pool.acquire() as conn:
+
+            async def add(published: str | None, n: int) -> None:
+                await conn.execute(
+                    f"""INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload,
+                                            published_at)
+                        SELECT gen_random_uuid(), 't', 'k', 'E', 'c', 'x'::bytea, {published or "NULL"}
+                        FROM generate_series(1, {n})"""
+                )
+
+            await add("now() - interval '2 days'", 5)  # old enough to go
+            await add(None, 2)  # never published: stays, however old
+            await add("now() - interval '2 days'", 1)  # old, behind an unpublished row: goes too
+            await add("now()", 3)  # published just now: stays
+            assert await outbox.prune_published(conn, 86_400, window=4) == 4, "only the 4 oldest rows are looked at"
+            assert await outbox.prune_published(conn, 86_400) == 2
+            assert await outbox.prune_published(conn, 86_400) == 0
+            left = await conn.fetch("SELECT published_at IS NULL AS unpublished FROM outbox ORDER BY id")
+            assert [r["unpublished"] for r in left] == [True, True, False, False, False]
+    finally:
+        await pool.close()

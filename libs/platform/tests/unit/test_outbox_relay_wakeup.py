@@ -57,3 +57,64 @@ async def test_a_notify_during_a_batch_wakes_the_next_round_at_once() -> None:
     finally:
         await relay.stop()
     assert rounds >= 2
+
+
+async def test_the_relay_prunes_published_rows_past_the_retention_now_and_then(monkeypatch: Any) -> None:
+    from tweetshop_platform import outbox
+
+    asked: list[float] = []
+    pruned = asyncio.Event()
+
+    async def prune_published(_conn: Any, older_than_s: float, **_: Any) -> int:
+        asked.append(older_than_s)
+        pruned.set()
+        return 3
+
+    async def nothing_pending(_conn: Any) -> int:
+        return 0
+
+    monkeypatch.setattr(outbox, "prune_published", prune_published)
+    relay = OutboxRelay(
+        FakePool(),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        TopicNames(""),
+        "svc",
+        poll_interval=0.01,
+        retention_s=3600,
+        prune_interval_s=0,
+    )
+    relay.publish_pending = nothing_pending  # type: ignore[method-assign]
+    relay.start()
+    try:
+        await asyncio.wait_for(pruned.wait(), 5)
+    finally:
+        await relay.stop()
+    assert asked[0] == 3600
+
+
+async def test_a_retention_of_zero_keeps_every_row(monkeypatch: Any) -> None:
+    from tweetshop_platform import outbox
+
+    pruned: list[Any] = []
+
+    async def prune_published(*args: Any, **_: Any) -> int:
+        pruned.append(args)  # (the relay would swallow an exception raised here and retry)
+        return 0
+
+    monkeypatch.setattr(outbox, "prune_published", prune_published)
+    relay = OutboxRelay(FakePool(), None, TopicNames(""), "svc", poll_interval=0.01, prune_interval_s=0)  # type: ignore[arg-type]
+    rounds = 0
+
+    async def count_rounds(_conn: Any) -> int:
+        nonlocal rounds
+        rounds += 1
+        return 0
+
+    relay.publish_pending = count_rounds  # type: ignore[method-assign]
+    relay.start()
+    try:
+        while rounds < 5:
+            await asyncio.sleep(0.01)
+    finally:
+        await relay.stop()
+    assert pruned == [], "retention 0 keeps every published row"
