@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
+from tweetshop_devstack.seed import order_body
 
 from bench.common.cpu import CpuMeter
 from bench.common.stack import Seeded
@@ -94,21 +95,7 @@ class HttpOrders:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._placed = placed
-        self._body = {
-            "tweet_id": seeded.tweet_id,
-            "product_id": seeded.product_id,
-            "quantity": 1,
-            "buyer": {"id": "bench-buyer", "email": "bench@example.com"},
-            "shipping": {
-                "name": "Ada Lovelace",
-                "line1": "1 Rue de Rivoli",
-                "city": "Paris",
-                "country": "FR",
-                "lat": 48.8606,
-                "lon": 2.3376,
-            },
-            "payment_method": "pm_card_visa",
-        }
+        self._body = order_body(seeded.tweet_id, seeded.product_id, buyer_id="bench-buyer", email="bench@example.com")
 
     async def place(self) -> tuple[str | None, str | None]:
         """One purchase; the order id is timed from just before the request."""

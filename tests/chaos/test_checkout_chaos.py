@@ -39,6 +39,7 @@ import httpx
 import pytest
 from tweetshop_devstack.pytest_plugin import RunningService, ServiceProcesses, run_sync
 from tweetshop_devstack.reconciliation import reconcile, settle_problems
+from tweetshop_devstack.seed import order_body as seed_order_body
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
 from tweetshop_platform.faults import ARM_FILE_VAR as FAULT_ARM_FILE_VAR
 from tweetshop_platform.faults import ENV_VAR as FAULT_POINTS_VAR
@@ -185,21 +186,14 @@ def three_d_secure_method(stripe_base_url: str) -> str:
 
 
 def order_body(plan: PlannedOrder, payment_method: str, n: int) -> dict[str, Any]:
-    return {
-        "tweet_id": plan.product.tweet_id,
-        "product_id": plan.product.id,
-        "quantity": plan.quantity,
-        "buyer": {"id": f"buyer-{n}", "email": f"buyer{n}@example.com"},
-        "shipping": {
-            "name": "Ada",
-            "line1": "1 rue de Rivoli",
-            "city": "Paris",
-            "country": "FR",
-            "lat": 48.86,
-            "lon": 2.35,
-        },
-        "payment_method": payment_method,
-    }
+    return seed_order_body(
+        plan.product.tweet_id,
+        plan.product.id,
+        quantity=plan.quantity,
+        buyer_id=f"buyer-{n}",
+        email=f"buyer{n}@example.com",
+        payment_method=payment_method,
+    )
 
 
 def call_until_answered(

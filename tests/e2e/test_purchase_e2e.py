@@ -15,6 +15,7 @@ from tweetshop_contracts import topics
 from tweetshop_devstack.kafka_probe import Record, events_of, read_topic
 from tweetshop_devstack.pytest_plugin import eventually
 from tweetshop_devstack.reconciliation import TOPICS as ALL_TOPICS
+from tweetshop_devstack.seed import order_body as seed_order_body
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY, DEV_STRIPE_WEBHOOK_SECRET
 
 OPERATOR_KEY = "dev-operator-key"
@@ -72,21 +73,9 @@ def a_buyable_tweet(stack: dict[str, str], product: dict[str, Any], api_key: str
 
 
 def order_body(tweet: dict[str, Any], product: dict[str, Any], quantity: int, payment_method: str) -> dict[str, Any]:
-    return {
-        "tweet_id": tweet["id"],
-        "product_id": product["id"],
-        "quantity": quantity,
-        "buyer": {"id": "buyer-42", "email": "ada@example.com"},
-        "shipping": {
-            "name": "Ada Lovelace",
-            "line1": "1 Rue de Rivoli",
-            "city": "Paris",
-            "country": "FR",
-            "lat": 48.8606,
-            "lon": 2.3376,
-        },
-        "payment_method": payment_method,
-    }
+    return seed_order_body(
+        tweet["id"], product["id"], quantity=quantity, buyer_id="buyer-42", payment_method=payment_method
+    )
 
 
 def place_order(stack: dict[str, str], body: dict[str, Any], key: str) -> httpx.Response:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from tweetshop_devstack.pytest_plugin import eventually
+from tweetshop_devstack.seed import order_body
 
 OPERATOR_KEY = "openapi-fuzz-operator-key"
 ENV = {"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY}
@@ -102,21 +103,7 @@ def a_buyable_tweet(world: World) -> None:
 
 def a_paid_order(world: World) -> None:
     checkout = world.urls["checkout"]
-    body = {
-        "tweet_id": world.tweet["id"],
-        "product_id": world.product["id"],
-        "quantity": 1,
-        "buyer": {"id": "fuzz-buyer", "email": "fuzz@example.com"},
-        "shipping": {
-            "name": "Ada Lovelace",
-            "line1": "1 Rue de Rivoli",
-            "city": "Paris",
-            "country": "FR",
-            "lat": 48.8606,
-            "lon": 2.3376,
-        },
-        "payment_method": "pm_card_visa",
-    }
+    body = order_body(world.tweet["id"], world.product["id"], buyer_id="fuzz-buyer", email="fuzz@example.com")
     key = str(uuid.uuid4())
 
     def post() -> dict[str, Any] | None:

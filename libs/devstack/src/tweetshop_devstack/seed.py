@@ -162,24 +162,47 @@ def load_seed(state_file: Path) -> SeedResult | None:
         return None
 
 
+# Where the demo buyer, the tests and the benchmark ship to: central Paris.
+PARIS = {
+    "name": "Ada Lovelace",
+    "line1": "1 Rue de Rivoli",
+    "city": "Paris",
+    "country": "FR",
+    "lat": 48.86,
+    "lon": 2.35,
+}
+
+
+def order_body(
+    tweet_id: object,
+    product_id: object,
+    *,
+    quantity: int = 1,
+    buyer_id: str = "buyer-1",
+    email: str = "ada@example.com",
+    payment_method: str = "pm_card_visa",
+    shipping: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``POST /orders`` body: buy ``quantity`` of a product through its tweet, shipped to ``shipping`` (Paris)."""
+    return {
+        "tweet_id": str(tweet_id),
+        "product_id": str(product_id),
+        "quantity": quantity,
+        "buyer": {"id": buyer_id, "email": email},
+        "shipping": dict(shipping or PARIS),
+        "payment_method": payment_method,
+    }
+
+
 def buy_curl(result: SeedResult, checkout_url: str = "http://localhost:8003") -> str:
     """A ready-to-paste curl that buys the first seeded product through its tweet."""
     first = result.buyable_tweets[0]
-    body = {
-        "tweet_id": first["tweet_id"],
-        "product_id": first["product_id"],
-        "quantity": 1,
-        "buyer": {"id": "buyer-ada", "email": "ada@example.com"},
-        "shipping": {
-            "name": "Ada Lovelace",
-            "line1": "12 Rue de Rivoli",
-            "city": "Paris",
-            "country": "FR",
-            "lat": 48.8557,
-            "lon": 2.3600,
-        },
-        "payment_method": "pm_card_visa",
-    }
+    body = order_body(
+        first["tweet_id"],
+        first["product_id"],
+        buyer_id="buyer-ada",
+        shipping={**PARIS, "line1": "12 Rue de Rivoli", "lat": 48.8557, "lon": 2.3600},
+    )
     return (
         f"curl -sS -X POST {checkout_url}/orders \\\n"
         "  -H 'Content-Type: application/json' \\\n"

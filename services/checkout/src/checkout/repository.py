@@ -192,9 +192,8 @@ async def webhook_precheck(
 ) -> tuple[bool, str | None, str | None]:
     """Whether a Stripe event was recorded already, and the order's status and PaymentIntent id (one read)."""
     row = await conn.fetchrow(
-        """SELECT EXISTS (SELECT 1 FROM stripe_events WHERE event_id = $1) AS seen,
-                  (SELECT status FROM orders WHERE id = $2) AS status,
-                  (SELECT payment_intent_id FROM orders WHERE id = $2) AS payment_intent_id""",
+        """SELECT EXISTS (SELECT 1 FROM stripe_events WHERE event_id = $1) AS seen, o.status, o.payment_intent_id
+           FROM (SELECT 1) AS one LEFT JOIN orders o ON o.id = $2""",
         stripe_event_id,
         order_id,
     )

@@ -30,6 +30,7 @@ from tweetshop_contracts import (
 )
 from tweetshop_devstack.kafka_probe import events_of, publish_events, read_topic
 from tweetshop_devstack.pytest_plugin import KafkaServer, RunningService, scratch_processes
+from tweetshop_devstack.seed import order_body as seed_order_body
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY, DEV_STRIPE_WEBHOOK_SECRET
 
 T = TypeVar("T")
@@ -162,21 +163,7 @@ class Checkout:
 
     @staticmethod
     def order_body(product_id: uuid.UUID, *, quantity: int = 1, payment_method: str = CHARGED) -> dict[str, Any]:
-        return {
-            "tweet_id": str(uuid.uuid4()),
-            "product_id": str(product_id),
-            "quantity": quantity,
-            "buyer": {"id": "buyer-1", "email": "ada@example.com"},
-            "shipping": {
-                "name": "Ada",
-                "line1": "1 rue de Rivoli",
-                "city": "Paris",
-                "country": "FR",
-                "lat": 48.86,
-                "lon": 2.35,
-            },
-            "payment_method": payment_method,
-        }
+        return seed_order_body(uuid.uuid4(), product_id, quantity=quantity, payment_method=payment_method)
 
     async def place(
         self, body: dict[str, Any], key: str | None = None, correlation_id: str | None = None
