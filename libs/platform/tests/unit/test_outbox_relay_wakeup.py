@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,6 +36,15 @@ class FakePool:
         yield FakeConnection()
 
 
+async def run_until(relay: OutboxRelay, until: Callable[[], Awaitable[object]]) -> None:
+    """Run the relay until ``until()`` returns (at most 5 s), then stop it."""
+    relay.start()
+    try:
+        await asyncio.wait_for(until(), 5)
+    finally:
+        await relay.stop()
+
+
 async def test_a_notify_during_a_batch_wakes_the_next_round_at_once() -> None:
     relay = OutboxRelay(FakePool(), None, TopicNames(""), "svc", poll_interval=60)  # type: ignore[arg-type]
     rounds = 0
@@ -51,11 +60,7 @@ async def test_a_notify_during_a_batch_wakes_the_next_round_at_once() -> None:
         return 0  # a short batch: the relay would wait for a wake-up or the 60 s poll
 
     relay.publish_pending = publish_pending  # type: ignore[method-assign]
-    relay.start()
-    try:
-        await asyncio.wait_for(second_round.wait(), 5)
-    finally:
-        await relay.stop()
+    await run_until(relay, second_round.wait)
     assert rounds >= 2
 
 
@@ -84,11 +89,7 @@ async def test_the_relay_prunes_published_rows_past_the_retention_now_and_then(m
         prune_interval_s=0,
     )
     relay.publish_pending = nothing_pending  # type: ignore[method-assign]
-    relay.start()
-    try:
-        await asyncio.wait_for(pruned.wait(), 5)
-    finally:
-        await relay.stop()
+    await run_until(relay, pruned.wait)
     assert asked[0] == 3600
 
 
@@ -110,11 +111,10 @@ async def test_a_retention_of_zero_keeps_every_row(monkeypatch: Any) -> None:
         rounds += 1
         return 0
 
-    relay.publish_pending = count_rounds  # type: ignore[method-assign]
-    relay.start()
-    try:
+    async def five_rounds() -> None:
         while rounds < 5:
             await asyncio.sleep(0.01)
-    finally:
-        await relay.stop()
+
+    relay.publish_pending = count_rounds  # type: ignore[method-assign]
+    await run_until(relay, five_rounds)
     assert pruned == [], "retention 0 keeps every published row"

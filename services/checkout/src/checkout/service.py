@@ -180,8 +180,7 @@ async def on_stock_rejected(conn: asyncpg.Connection, event: StockRejected) -> N
     if order is None or order.status != "pending" or order.stock_reserved:
         return
     cancelled, cancelled_event = domain.cancel(order, event.reason, utc_now())
-    await repository.save_order(conn, cancelled)
-    await repository.schedule_payment(conn, order.id, None)
+    await repository.save_order(conn, cancelled, next_payment_step_in=None)
     await outbox.enqueue(conn, cancelled_event)
     _count(order.status, cancelled.status)
 
@@ -463,8 +462,7 @@ async def cancel_order(
         cancelled: Order | None = None
         if plan == "cancel_now":
             cancelled, event = domain.cancel(order, domain.CANCELLED_BY_BUYER, utc_now())
-            await repository.save_order(conn, cancelled)
-            await repository.schedule_payment(conn, order.id, None)
+            await repository.save_order(conn, cancelled, next_payment_step_in=None)
             await outbox.enqueue(conn, event)
     if cancelled is not None:
         _count(order.status, cancelled.status)

@@ -82,13 +82,6 @@ class PaymentWorker:
             await asyncio.gather(*in_flight, return_exceptions=True)
             metrics.PAYMENTS_IN_FLIGHT.set(0)
 
-    async def run_once(self) -> list[service.PaymentStep]:
-        """Claim one batch of due orders and take each one step further, concurrently (tests and tools)."""
-        claimed = await service.claim_due_payments(self._pool(), self._settings)
-        if claimed:
-            await asyncio.gather(*(self._settle(step) for step in claimed))
-        return claimed
-
     async def _settle(self, step: service.PaymentStep) -> None:
         try:
             await service.settle_payment(self._pool(), self._gateway, self._settings, step)

@@ -163,7 +163,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         await service.authorize_buyer(runtime.pool, order_id, token)
 
     async def authorize_shipment_reader(request: Request, shipment: Shipment) -> None:
-        """Seam for the security issue: reading a shipment needs its order's access token."""
+        """Reading a shipment needs its order's access token (or the operator key)."""
         await authorize_order_reader(request, shipment.order_id)
 
     courier_tokens = service.CourierTokens()
