@@ -75,6 +75,7 @@ class Plan:
     step_s: float
     batch: int
     watcher_cases: list[int]
+    replica_cases: list[int]  # tracking processes, ascending: 1 is the headline, more is scaling out
     min_shipments: int  # shipments the load is spread over when there are fewer watchers
     max_in_flight: int
     drain_timeout_s: float
@@ -134,7 +135,9 @@ async def drop_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
-def start_tracking(database_dsn: str, bootstrap: str, namespace: str, logs: Path) -> tuple[ManagedProcess, str]:
+def start_tracking(
+    database_dsn: str, bootstrap: str, namespace: str, logs: Path, name: str = "tracking"
+) -> tuple[ManagedProcess, str]:
     """tracking as its own process, configured as `make run` does; returns it and its base URL."""
     port = free_port()
     env = service_env(
@@ -147,9 +150,9 @@ def start_tracking(database_dsn: str, bootstrap: str, namespace: str, logs: Path
     )
     env |= {"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY, "TWEETSHOP_KAFKA_TOPIC_PARTITIONS": str(PARTITIONS)}
     process = ManagedProcess(
-        "tracking",
+        name,
         [sys.executable, "-m", "tracking"],
-        log_path=logs / "tracking.log",
+        log_path=logs / f"{name}.log",
         env={
             **os.environ,
             **env,
@@ -300,16 +303,27 @@ async def metric(api: aiohttp.ClientSession, base_url: str, name: str) -> float:
 
 async def run_tracking(
     plan: Plan,
-    base_url: str,
+    base_urls: list[str],
     couriers: list[Courier],
     watchers: int,
     database_dsn: str,
     meter: CpuMeter,
     clock: Clock,
 ) -> list[dict[str, Any]]:
-    """Every rate of the plan through tracking, with ``watchers`` live streams open."""
+    """Every rate of the plan through tracking, with ``watchers`` live streams open.
+
+    With several replicas, as behind a load balancer: courier i posts to replica i mod n, and watcher i
+    streams from replica i mod n (each replica's live feed reads the whole topic in its own group).
+    """
     deliveries = Deliveries()
-    streams = [SseWatcher(base_url, c.shipment_id, deliveries) for c in couriers[:watchers]]
+
+    def replica_of(index: int) -> str:
+        return base_urls[index % len(base_urls)]
+
+    async def dropped_total() -> float:
+        return sum([await metric(api, url, "tweetshop_tracking_live_updates_dropped_total") for url in base_urls])
+
+    streams = [SseWatcher(replica_of(i), c.shipment_id, deliveries) for i, c in enumerate(couriers[:watchers])]
     for stream in streams:
         deliveries.watch(stream.shipment_id)
     stream_tasks = [asyncio.create_task(s.run()) for s in streams]
@@ -321,7 +335,7 @@ async def run_tracking(
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as api:
         try:
             await asyncio.wait_for(asyncio.gather(*(s.opened.wait() for s in streams)), 60)
-            say(f"tracking: {watchers} live streams open")
+            say(f"tracking ×{len(base_urls)}: {watchers} live streams open")
             statuses: dict[int, int] = {}
             post_seconds: list[float] = []
             for rate in plan.rates:
@@ -330,13 +344,14 @@ async def run_tracking(
                 post_seconds.clear()
                 accepted = 0
                 first_micros = clock.next_us()
-                dropped_before = await metric(api, base_url, "tweetshop_tracking_live_updates_dropped_total")
+                dropped_before = await dropped_total()
                 step_started_db = await db.fetchval("SELECT clock_timestamp()")
                 meter.start()
 
                 async def send(index: int, scheduled: float) -> None:
                     nonlocal accepted
-                    courier = couriers[index % len(couriers)]
+                    courier_index = index % len(couriers)
+                    courier = couriers[courier_index]
                     points = []
                     for _ in range(plan.batch):
                         micros = clock.next_us()
@@ -345,7 +360,7 @@ async def run_tracking(
                     try:
                         posted_at = time.monotonic()
                         async with api.post(
-                            f"{base_url}/shipments/{courier.shipment_id}/locations",
+                            f"{replica_of(courier_index)}/shipments/{courier.shipment_id}/locations",
                             data=json.dumps(points),
                             headers={"Authorization": f"Bearer {courier.token}", "Content-Type": "application/json"},
                         ) as response:
@@ -383,9 +398,10 @@ async def run_tracking(
                 )
                 published = int(row["n"])
                 elapsed = (row["last"] - step_started_db).total_seconds() if row["last"] else float("inf")
-                dropped = await metric(api, base_url, "tweetshop_tracking_live_updates_dropped_total") - dropped_before
+                dropped = await dropped_total() - dropped_before
                 result = {
                     "pipeline": "tracking",
+                    "replicas": len(base_urls),
                     "watchers": watchers,
                     "shipments": len(couriers),
                     "offered_pps": rate,
@@ -407,7 +423,7 @@ async def run_tracking(
                     "loadavg_1m": round(os.getloadavg()[0], 2),
                 }
                 results.append(result)
-                say(f"tracking  {watchers:>5} watchers {rate:>6} pts/s → {brief(result)}")
+                say(f"tracking×{len(base_urls)} {watchers:>5} watchers {rate:>6} pts/s → {brief(result)}")
                 if saturated(result):
                     say("tracking saturated: higher rates skipped")
                     break
@@ -484,6 +500,24 @@ def ratio(ours: float | None, base: float | None) -> str:
     return f"{ours / base:.2f}"
 
 
+def pipeline_label(r: dict[str, Any]) -> str:
+    replicas = r.get("replicas", 1)
+    return f"tracking ×{replicas}" if r["pipeline"] == "tracking" and replicas > 1 else r["pipeline"]
+
+
+def tracking_cases(results: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """(replicas, watchers) of every tracking case, fewest replicas first."""
+    return sorted({(r.get("replicas", 1), r["watchers"]) for r in results if r["pipeline"] == "tracking"})
+
+
+def of_case(results: list[dict[str, Any]], replicas: int, watchers: int) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in results
+        if r["pipeline"] == "tracking" and r.get("replicas", 1) == replicas and r["watchers"] == watchers
+    ]
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     """Each result beside its baseline (same watchers, same offered rate)."""
     baseline = {(r["watchers"], r["offered_pps"]): r for r in results if r["pipeline"] == "baseline"}
@@ -492,40 +526,48 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "| delivered / expected | lost | throughput ÷ baseline | p99 ÷ baseline |",
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in sorted(results, key=lambda r: (r["watchers"], r["offered_pps"], r["pipeline"] != "tracking")):
+
+    def order(r: dict[str, Any]) -> tuple[int, int, bool, int]:
+        return (r["watchers"], r["offered_pps"], r["pipeline"] != "tracking", r.get("replicas", 1))
+
+    for r in sorted(results, key=order):
         base = baseline.get((r["watchers"], r["offered_pps"])) if r["pipeline"] == "tracking" else None
         lat = r["latency"]
         lines.append(
-            f"| {r['watchers']} | {r['offered_pps']} | {r['pipeline']} | {r['throughput_pps']} | {lat['p50_ms']} "
+            f"| {r['watchers']} | {r['offered_pps']} | {pipeline_label(r)} | {r['throughput_pps']} | {lat['p50_ms']} "
             f"| {lat['p95_ms']} | {lat['p99_ms']} | {r['delivered']} / {r['expected_deliveries']} | {r['lost']} "
             f"| {ratio(r['throughput_pps'], base['throughput_pps']) if base else ''} "
             f"| {ratio(lat['p99_ms'], base['latency']['p99_ms']) if base else ''} |"
         )
     lines += [
         "",
-        "| watchers | sustained by tracking (pts/s) | sustained by baseline (pts/s) | ratio |",
-        "| ---: | ---: | ---: | ---: |",
+        "| watchers | tracking processes | sustained by tracking (pts/s) | sustained by baseline, 1 process (pts/s) "
+        "| ratio |",
+        "| ---: | ---: | ---: | ---: | ---: |",
     ]
-    for watchers in sorted({r["watchers"] for r in results}):
-        ours = sustained([r for r in results if r["pipeline"] == "tracking" and r["watchers"] == watchers])
+    for replicas, watchers in tracking_cases(results):
+        ours = sustained(of_case(results, replicas, watchers))
         base_best = sustained([r for r in results if r["pipeline"] == "baseline" and r["watchers"] == watchers])
         ours_rate = ours["offered_pps"] if ours else None
         base_rate = base_best["offered_pps"] if base_best else None
-        lines.append(f"| {watchers} | {ours_rate or '–'} | {base_rate or '–'} | {ratio(ours_rate, base_rate)} |")
+        lines.append(
+            f"| {watchers} | {replicas} | {ours_rate or '–'} | {base_rate or '–'} | {ratio(ours_rate, base_rate)} |"
+        )
     return "\n".join(lines)
 
 
 def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows for the benchmarks' summary table (bench/results/summary.md): the goals of the benchmarks issue."""
     rows: list[dict[str, Any]] = []
-    for watchers in sorted({r["watchers"] for r in results}):
-        ours = sustained([r for r in results if r["pipeline"] == "tracking" and r["watchers"] == watchers])
+    for replicas, watchers in tracking_cases(results):
+        ours = sustained(of_case(results, replicas, watchers))
         base = sustained([r for r in results if r["pipeline"] == "baseline" and r["watchers"] == watchers])
         value = ours["offered_pps"] if ours else None
         baseline = base["offered_pps"] if base else None
+        processes = f", {replicas} tracking processes (baseline: 1)" if replicas > 1 else ""
         row: dict[str, Any] = {
             "benchmark": "locations",
-            "metric": f"points/s sustained, persisted + published + seen by {watchers} SSE watcher(s)",
+            "metric": f"points/s sustained, persisted + published + seen by {watchers} SSE watcher(s){processes}",
             "value": value,
             "unit": "pts/s",
             "baseline": baseline,
@@ -542,7 +584,7 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "benchmark": "locations",
-                    "metric": f"p99 POST → SSE watcher at {value} pts/s, {watchers} watcher(s)",
+                    "metric": f"p99 POST → SSE watcher at {value} pts/s, {watchers} watcher(s){processes}",
                     "value": p99,
                     "unit": "ms",
                     "baseline": base_p99,
@@ -566,6 +608,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
             step_s=2.0,
             batch=10,
             watcher_cases=[10],
+            replica_cases=[1, 2],
             min_shipments=10,
             max_in_flight=32,
             drain_timeout_s=20,
@@ -576,6 +619,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         step_s=args.step_seconds,
         batch=args.batch,
         watcher_cases=[int(w) for w in args.watchers.split(",")],
+        replica_cases=sorted({int(n) for n in args.tracking_replicas.split(",")}),
         min_shipments=20,
         max_in_flight=256,
         drain_timeout_s=30,
@@ -590,31 +634,47 @@ async def run_all(
     name = f"bench_{uuid.uuid4().hex[:12]}"
     namespace = f"b{uuid.uuid4().hex[:10]}."
     database_dsn = await create_database(admin_dsn, name)
-    tracking: ManagedProcess | None = None
+    replicas: list[ManagedProcess] = []
     results: list[dict[str, Any]] = []
     try:
         await provision_service(database_dsn, "tracking", dev_password("tracking"))
         started, base_url = await asyncio.to_thread(start_tracking, database_dsn, bootstrap, namespace, logs)
-        tracking = started
+        replicas.append(started)
+        base_urls = [base_url]
         say(f"tracking ready at {base_url} (pid {started.pid})")
-        total = sum(plan.shipments_for(w) for w in plan.watcher_cases)
+        total = sum(plan.shipments_for(w) for w in plan.watcher_cases) * len(plan.replica_cases)
         couriers = await create_shipments(base_url, bootstrap, namespace, total)
         say(f"{len(couriers)} shipments with courier tokens")
-        meter = CpuMeter({"tracking": started.pid, "bench": os.getpid(), **pids})
         clock = Clock()
         offset = 0
-        for watchers in plan.watcher_cases:
-            mine = couriers[offset : offset + plan.shipments_for(watchers)]
-            offset += len(mine)
-            results += await run_tracking(plan, base_url, mine, watchers, database_dsn, meter, clock)
-            results += await asyncio.to_thread(run_baseline, plan, database_dsn, bootstrap, namespace, watchers, pids)
+        for replica_count in plan.replica_cases:
+            while len(replicas) < replica_count:
+                replica_name = f"tracking-{len(replicas) + 1}"
+                started, base_url = await asyncio.to_thread(
+                    start_tracking, database_dsn, bootstrap, namespace, logs, replica_name
+                )
+                replicas.append(started)
+                base_urls.append(base_url)
+                say(f"{replica_name} ready at {base_url} (pid {started.pid})")
+            meter = CpuMeter(
+                {"tracking" if i == 0 else f"tracking-{i + 1}": r.pid for i, r in enumerate(replicas)}
+                | {"bench": os.getpid(), **pids}
+            )
+            for watchers in plan.watcher_cases:
+                mine = couriers[offset : offset + plan.shipments_for(watchers)]
+                offset += len(mine)
+                results += await run_tracking(plan, base_urls, mine, watchers, database_dsn, meter, clock)
+                if replica_count == plan.replica_cases[0]:  # the baseline is one process: measured once
+                    results += await asyncio.to_thread(
+                        run_baseline, plan, database_dsn, bootstrap, namespace, watchers, pids
+                    )
     except BaseException:
-        if tracking is not None:
-            say(f"tracking's last log lines:\n{tracking.tail(40)}")
+        for replica in replicas:
+            say(f"{replica.name}'s last log lines:\n{replica.tail(40)}")
         raise
     finally:
-        if tracking is not None:
-            tracking.stop()
+        for replica in replicas:
+            replica.stop()
         await drop_database(admin_dsn, name)
     return {
         "benchmark": "locations",
@@ -645,6 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=float, default=8.0, help="how long each rate is offered")
     parser.add_argument("--batch", type=int, default=50, help="points per POST")
     parser.add_argument("--watchers", default="1,1000", help="live watcher counts to measure")
+    parser.add_argument(
+        "--tracking-replicas",
+        default="1,2",
+        help="tracking processes to measure, e.g. 1,2 (more than one: as behind a load balancer, scaling out)",
+    )
     parser.add_argument("--postgres-dsn", help="a Postgres superuser DSN to use instead of an embedded server")
     parser.add_argument("--kafka", help="a Kafka bootstrap to use instead of an embedded Tansu")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON results go")

@@ -24,6 +24,7 @@ from .kafka import TopicNames
 log = structlog.get_logger(__name__)
 
 _RELAY_LOCK = 7_210_003
+_YIELD_EVERY = 200  # rows the relay sends before it lets other tasks run
 
 
 def _channel(schema: str) -> str:
@@ -169,7 +170,11 @@ class OutboxRelay:
         if not rows:
             return 0
         futures = []
-        for row in rows:
+        for n, row in enumerate(rows, 1):
+            if n % _YIELD_EVERY == 0:
+                # send() returns without suspending while a batch has room: a round of 2,000 rows would hold
+                # the event loop for tens of ms, and the service's HTTP requests would wait behind it.
+                await asyncio.sleep(0)
             headers = [
                 ("event_type", row["event_type"].encode()),
                 ("content-type", b"application/json"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 LiveEvent = ShipmentLocationUpdated | ShipmentStatusChanged
 # What a watcher's queue carries: an update, or None when the process is shutting down.
 Delivery = LiveEvent | None
+# A key as str(uuid.UUID) writes it; other spellings of an id are parsed.
+_CANONICAL_KEY = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class LiveHub:
@@ -38,6 +41,8 @@ class LiveHub:
     def __init__(self, queue_size: int = 64) -> None:
         self._queue_size = queue_size
         self._watchers: dict[uuid.UUID, set[asyncio.Queue[Delivery]]] = {}
+        # The watched ids as the Kafka keys tracking writes (str(uuid)): most keys are answered without a parse.
+        self._watched_keys: set[bytes] = set()
         self._count = 0
         self.closed = False
 
@@ -51,6 +56,10 @@ class LiveHub:
         """Whether a message with this Kafka key (a shipment id) has a watcher here; unknown keys count as watched."""
         if not key:
             return True
+        if key in self._watched_keys:
+            return True
+        if _CANONICAL_KEY.fullmatch(key):
+            return False
         try:
             return uuid.UUID(key.decode("ascii")) in self._watchers
         except (UnicodeDecodeError, ValueError):
@@ -63,6 +72,7 @@ class LiveHub:
         if self.closed:
             queue.put_nowait(None)
         self._watchers.setdefault(shipment_id, set()).add(queue)
+        self._watched_keys.add(str(shipment_id).encode())
         self._count += 1
         metrics.SSE_WATCHERS.inc()
         try:
@@ -73,6 +83,7 @@ class LiveHub:
                 queues.discard(queue)
                 if not queues:
                     del self._watchers[shipment_id]
+                    self._watched_keys.discard(str(shipment_id).encode())
             self._count -= 1
             metrics.SSE_WATCHERS.dec()
 

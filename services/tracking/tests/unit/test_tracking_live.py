@@ -181,3 +181,14 @@ async def test_updates_of_shipments_nobody_watches_here_are_skipped_before_decod
         hub.dispatch("tracking.locations.v1", location(5).to_bytes(), str(SHIPMENT.id).encode())
         assert queue.qsize() == 1
     assert hub.watcher_count() == 0
+    assert not hub.is_watched(str(SHIPMENT.id).encode())  # forgotten once its last watcher left
+
+
+def test_a_watched_id_is_recognised_in_any_spelling_of_its_key() -> None:
+    hub = live.LiveHub()
+    with hub.watch(SHIPMENT.id):
+        assert hub.is_watched(str(SHIPMENT.id).encode())
+        assert hub.is_watched(str(SHIPMENT.id).upper().encode())
+        assert hub.is_watched(SHIPMENT.id.hex.encode())
+        assert not hub.is_watched(str(uuid.uuid4()).upper().encode())
+        assert hub.is_watched(b"not-a-uuid")  # unknown keys count as watched: decoded, then judged
