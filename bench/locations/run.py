@@ -2,7 +2,8 @@
 live watcher sees them, against a hand-written asyncpg + aiokafka pipeline on the same broker and database.
 
 ``python -m bench.locations`` (from the repository root) starts Postgres and Tansu as embedded children (or uses
-``--postgres-dsn`` / ``--kafka``), runs tracking as its own process, and for 1 and for 1,000 live watchers:
+``--postgres-dsn`` / ``--kafka``), runs tracking as its own process (then as 2 replicas behind the generator's
+round robin, ``--tracking-replicas``), and for 1 and for 1,000 live watchers:
 
 * **tracking**: an open-loop generator posts batches of points to ``POST /shipments/{id}/locations`` at
   increasing rates; real SSE connections to ``GET /shipments/{id}/stream`` stamp when each point shows up.

@@ -261,6 +261,22 @@ def with_live_location(shipment: Shipment, point: Point) -> Shipment | None:
     return replace(shipment, last_location=point)
 
 
+def with_live_locations(shipment: Shipment, points: Sequence[Point]) -> tuple[Shipment, list[Point]]:
+    """``with_live_location`` over several points in order: the shipment after them, and the points it took.
+
+    One copy of the shipment for the lot, not one per point (a courier's batch is 50 points).
+    """
+    if shipment.status in TERMINAL:
+        return shipment, []
+    newest = shipment.last_location
+    taken: list[Point] = []
+    for point in points:
+        if newest is None or point.recorded_at > newest.recorded_at:
+            newest = point
+            taken.append(point)
+    return (replace(shipment, last_location=newest) if taken else shipment), taken
+
+
 # --- ETA -------------------------------------------------------------------------------
 
 

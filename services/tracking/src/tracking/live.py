@@ -289,17 +289,12 @@ async def shipment_stream(
             pending = [first, *_drain(queue)]
             if None in pending:
                 return  # shutting down: the client's EventSource reconnects after `retry`
-            points: list[dict[str, Any]] = []
-            status_changed = False
-            for event in pending:
-                if isinstance(event, ShipmentLocationUpdated):
-                    moved = domain.with_live_location(shipment, point_of(event))
-                    if moved is None:
-                        continue  # older than what the watcher already shows
-                    shipment = moved
-                    points.append(_route_point(event))
-                elif event is not None:
-                    status_changed = True
+            status_changed = any(not isinstance(e, ShipmentLocationUpdated) for e in pending)
+            # Points older than what the watcher already shows are left out.
+            shipment, taken = domain.with_live_locations(
+                shipment, [point_of(e) for e in pending if isinstance(e, ShipmentLocationUpdated)]
+            )
+            points = [_route_point(p) for p in taken]
             if status_changed:
                 # Status changes are rare: read the truth (status, speed, delivery time) again.
                 shipment = await load()
@@ -317,5 +312,5 @@ def _drain(queue: asyncio.Queue[Delivery]) -> list[Delivery]:
     return items
 
 
-def _route_point(event: ShipmentLocationUpdated) -> dict[str, Any]:
-    return {"lat": event.lat, "lon": event.lon, "recorded_at": event.recorded_at.isoformat().replace("+00:00", "Z")}
+def _route_point(point: Point) -> dict[str, Any]:
+    return {"lat": point.lat, "lon": point.lon, "recorded_at": point.recorded_at.isoformat().replace("+00:00", "Z")}
