@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -61,6 +62,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._relay: OutboxRelay | None = None
         self._relay_producer: AIOKafkaProducer | None = None
+        self._gc_frozen = False
         self._on_stop: list[Worker] = []
         self.subscribers: list[ReliableSubscriber] = []
 
@@ -100,6 +102,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         """Connect, migrate, create topics, start consuming, relaying and the workers."""
         s = self.settings
+        gc.set_threshold(*s.gc_thresholds)
         self._pool = await db.wait_for_pool(
             s.database_url.get_secret_value(), self.name, min_size=s.database_pool_min, max_size=s.database_pool_max
         )
@@ -152,7 +155,19 @@ class ServiceRuntime:
                 s.kafka_bootstrap_servers, self.topics, [(sub.group_id, sub.topic) for sub in self._subscriptions]
             )
             self._tasks.append(asyncio.create_task(self._supervise("consumer-lag", lag.run), name="consumer-lag"))
-        log.info("service started", http_port=s.http_port, subscriptions=[x.group_id for x in self._subscriptions])
+        if s.gc_freeze_after_start:
+            # What lives this long lives as long as the process: a full collection need not walk it again and
+            # again (gc.freeze, as CPython's docs suggest for long-running servers). Undone in stop().
+            gc.collect()
+            gc.freeze()
+            self._gc_frozen = True
+        log.info(
+            "service started",
+            http_port=s.http_port,
+            subscriptions=[x.group_id for x in self._subscriptions],
+            gc_thresholds=gc.get_threshold(),
+            gc_frozen=gc.get_freeze_count(),
+        )
 
     async def _start_broker(self) -> None:
         # KafkaBroker.start() starts subscribers one after another, and a new consumer group's JoinGroup
@@ -182,6 +197,9 @@ class ServiceRuntime:
         await self.broker.stop()
         if self._pool is not None:
             await self._pool.close()
+        if self._gc_frozen:
+            gc.unfreeze()  # a test process starts many services: what they leave behind may be collected again
+            self._gc_frozen = False
         log.info("service stopped")
 
     async def _supervise(self, name: str, worker: Worker) -> None:

@@ -8,6 +8,7 @@ with its own database and topic namespace. Infrastructure comes from the devstac
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tweetshop_devstack.pytest_plugin import RunningService, ServiceProcesses, d
 from tweetshop_devstack.services import service_dsn
 from tweetshop_platform.auth import hash_secret
 from tweetshop_platform.db import provision_service
+from tweetshop_platform.settings import ServiceSettings
 
 T = TypeVar("T")
 PASSWORD = "feed-test-password"
@@ -408,6 +410,13 @@ async def test_only_the_merchants_current_key_posts_as_it(feed: RunningFeed) -> 
     await eventually(lambda: feed.handled(replayed), what="the replayed registration to be consumed")
     assert (await post(feed, tweet, headers={"Authorization": "Bearer tsk_first"})).status_code == 403
     assert len((await timeline_of(feed, merchant_id))["tweets"]) == 2
+
+
+async def test_a_started_service_runs_with_its_collector_thresholds_and_its_start_up_objects_frozen(
+    feed: RunningFeed,
+) -> None:
+    assert gc.get_threshold() == ServiceSettings.model_fields["gc_thresholds"].default == (50_000, 20, 10)
+    assert gc.get_freeze_count() > 10_000  # the modules, the app and its clients, out of the collector's way
 
 
 async def test_an_unknown_tweet_is_404(feed: RunningFeed) -> None:
