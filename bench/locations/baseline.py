@@ -24,6 +24,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.common.gc_settings import collect_like_the_services, freeze_what_started
 from bench.locations.load import Clock, CpuMeter, Deliveries, latency_summary, moment, open_loop, saturated
 
 
@@ -42,6 +43,7 @@ async def run(config: dict[str, Any]) -> None:
     shipments = [str(uuid.uuid4()) for _ in range(config["shipments"])]
     watched = shipments[: config["watchers"]]
     meter = CpuMeter({"baseline": os.getpid(), **config["pids"]})
+    collect_like_the_services()
 
     pool = await asyncpg.create_pool(config["dsn"], min_size=2, max_size=10)
     assert pool is not None
@@ -92,6 +94,7 @@ async def run(config: dict[str, Any]) -> None:
             shipment, micros = await queue.get()
             deliveries.seen(shipment, micros, time.monotonic())
 
+    freeze_what_started()
     clock = Clock()
     tasks = [asyncio.create_task(consume())]
     tasks += [asyncio.create_task(watcher(s, queues[s.encode()])) for s in watched]

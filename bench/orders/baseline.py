@@ -51,6 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tweetshop_devstack.infra import ManagedProcess, stop_all
 from tweetshop_platform.kafka import ensure_topics
 
+from bench.common.gc_settings import collect_like_the_services, freeze_what_started
 from bench.common.stack import PRODUCT_PRICE_MINOR, REPO_ROOT
 
 ORDERS = "baseline.orders"
@@ -366,6 +367,7 @@ def ship_handlers(stage: Stage) -> dict[str, Handler]:
 
 async def run_stage(name: str, dsn: str, bootstrap: str, namespace: str, standin_url: str) -> None:
     """Run one baseline stage until killed."""
+    collect_like_the_services()
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=POOL_MAX)
     assert pool is not None
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -377,6 +379,7 @@ async def run_stage(name: str, dsn: str, bootstrap: str, namespace: str, standin
         "ship": lambda: ship_handlers(stage),
     }[name]()
     print(f"baseline stage {name} consuming {sorted(handlers)}", flush=True)
+    freeze_what_started()
     try:
         await asyncio.gather(*(stage.consume(bootstrap, topic, h) for topic, h in handlers.items()))
     finally:

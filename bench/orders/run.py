@@ -35,6 +35,7 @@ from tweetshop_devstack.services import DEV_STRIPE_API_KEY
 
 from bench.common import profiling
 from bench.common.cpu import CpuMeter
+from bench.common.gc_settings import collect_like_the_services
 from bench.common.results import RESULTS_DIR, SummaryRow, machine_info, markdown_table, write_json
 from bench.common.stack import BenchInfra, ServiceStack
 from bench.common.watch import OrderTimes, TopicWatcher
@@ -693,6 +694,7 @@ def summary_rows(result: dict[str, Any]) -> list[SummaryRow]:
 
 def run(opts: Options, infra: BenchInfra | None = None) -> dict[str, Any]:
     """Run the orders benchmark (starting its own infrastructure unless given) and write its results."""
+    collect_like_the_services()  # the generator (and the baseline's intake) collect garbage as the services do
     own_infra = infra is None
     if infra is None:
         infra = BenchInfra(
