@@ -702,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a few hundred points, 10 watchers (the smoke test)")
     parser.add_argument(
-        "--rates", default="1000,2000,3000,4000,5000,7500,10000,15000,20000", help="offered points/s, ascending"
+        "--rates", default="1000,2000,3000,4000,5000,6000,7500,10000,15000,20000", help="offered points/s, ascending"
     )
     parser.add_argument("--step-seconds", type=float, default=8.0, help="how long each rate is offered")
     parser.add_argument("--batch", type=int, default=50, help="points per POST")
