@@ -54,6 +54,12 @@ def run_locations(tiny: bool, results_dir: Path) -> tuple[dict[str, Any] | None,
         return data, f"_results in {output.name}; no table ({exc!r})._"
 
 
+def _steal_words(share: float | None) -> str:
+    if share is None:
+        return ""
+    return f"the hypervisor took {share:.0%} of the CPU time during the orders run (steal); "
+
+
 def write_summary(results_dir: Path, orders: dict[str, Any] | None, locations_md: str | None, tiny: bool) -> Path:
     """``summary.md``: where it ran, the orders table, the locations table."""
     machine = (orders or {}).get("machine") or machine_info()
@@ -62,6 +68,7 @@ def write_summary(results_dir: Path, orders: dict[str, Any] | None, locations_md
         "",
         f"Measured {machine.get('measured_at', '?')} on {machine.get('cpus', '?')} CPUs "
         f"(load average before {machine.get('loadavg_1_5_15', '?')}, after {machine.get('loadavg_after', '?')}; "
+        f"{_steal_words(machine.get('steal_share'))}"
         "the machine is shared, so other work competes with the benchmark). Everything runs on this one "
         "machine: broker, Postgres, Stripe stand-in or localstripe, the four services and the load generator.",
         "",

@@ -45,3 +45,28 @@ class CpuMeter:
     def delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
         """CPU seconds used between two snapshots, per group."""
         return {name: round(after.get(name, 0.0) - before.get(name, 0.0), 3) for name in after}
+
+
+def machine_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of the whole machine so far, from /proc/stat; None where there is none.
+
+    Steal is time the hypervisor gave this virtual machine's CPUs to someone else: on a shared host it is
+    CPU the benchmark could not have, whatever its processes did.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already counted in user and nice]
+    ticks = [int(x) for x in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time stolen by the hypervisor between two ``machine_ticks``."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)

@@ -188,6 +188,7 @@ async def run(config: dict[str, Any]) -> None:
                 "lost": deliveries.outstanding,
                 "errors": errors,
                 "throughput_pps": round(published / elapsed, 1),
+                "steal_share": meter.steal_share,
                 "generator_lateness_ms": round(lateness * 1000, 1),
                 "latency": latency_summary(deliveries.latencies),
                 "cores": cpu,

@@ -13,6 +13,8 @@ from typing import Any
 
 import psutil
 
+from bench.common.cpu import machine_ticks, steal_share
+
 # Every point of a run gets its own recorded_at, 100 µs after the previous one, starting two hours ago:
 # strictly newer per shipment (so every point moves the parcel) and well inside tracking's accepted window.
 STEP_US = 100
@@ -155,6 +157,8 @@ class CpuMeter:
         self._processes = {name: psutil.Process(pid) for name, pid in pids.items() if pid is not None}
         self._start: dict[str, float] = {}
         self._started_at = 0.0
+        self._ticks: tuple[int, int] | None = None
+        self.steal_share: float | None = None  # of the machine's CPU time between start and stop
 
     def _read(self) -> dict[str, float]:
         totals: dict[str, float] = {}
@@ -173,11 +177,13 @@ class CpuMeter:
     def start(self) -> None:
         self._start = self._read()
         self._started_at = time.monotonic()
+        self._ticks = machine_ticks()
 
     def stop(self) -> dict[str, float]:
         """Average cores used by each process since ``start`` (1.0 = one core busy all along)."""
         elapsed = max(1e-9, time.monotonic() - self._started_at)
         now = self._read()
+        self.steal_share = steal_share(self._ticks, machine_ticks())
         return {name: round((now[name] - self._start.get(name, 0.0)) / elapsed, 2) for name in now}
 
 

@@ -422,6 +422,7 @@ async def run_tracking(
                     "latency": latency_summary(deliveries.latencies),
                     "post_response": latency_summary(post_seconds),
                     "cores": cores,
+                    "steal_share": meter.steal_share,
                     "loadavg_1m": round(os.getloadavg()[0], 2),
                 }
                 results.append(result)
@@ -490,6 +491,7 @@ def brief(r: dict[str, Any]) -> str:
     return (
         f"{r['throughput_pps']} pts/s persisted+published, p50/p95/p99 {lat['p50_ms']}/{lat['p95_ms']}/{lat['p99_ms']}"
         f" ms, delivered {r['delivered']}/{r['expected_deliveries']}, lost {r['lost']}, cores {r['cores']}"
+        + (f", steal {r['steal_share']:.0%}" if r.get("steal_share") is not None else "")
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import aiohttp
 from tweetshop_devstack.seed import order_body
 
-from bench.common.cpu import CpuMeter
+from bench.common.cpu import CpuMeter, machine_ticks, steal_share
 from bench.common.stack import Seeded
 from bench.common.stats import Latency, percentile
 from bench.common.watch import OrderTimes
@@ -147,6 +147,7 @@ class StepResult:
     cpu_s: dict[str, float]
     cpu_ms_per_order: dict[str, float]
     cpu_window_s: float
+    steal_share: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -203,6 +204,7 @@ class StepResult:
             "cpu_s": self.cpu_s,
             "cpu_window_s": self.cpu_window_s,
             "cpu_ms_per_order": self.cpu_ms_per_order,
+            "steal_share": self.steal_share,
             "sustained": ok,
             "verdict": why,
             **self.extra,
@@ -234,6 +236,7 @@ async def run_step(
             mine.append(order_id)
 
     cpu_before = meter.snapshot()
+    ticks_before = machine_ticks()
     window_started = time.monotonic()
     generator = await open_loop(rate, n, submit)
     # Every POST has been answered here; wait until each order is paid and shipped (or time runs out).
@@ -249,6 +252,7 @@ async def run_step(
     # A moment more to catch late duplicates.
     await asyncio.sleep(0.5)
     cpu_used = CpuMeter.delta(cpu_before, meter.snapshot())
+    stolen = steal_share(ticks_before, machine_ticks())
     window_s = time.monotonic() - window_started
     to_paid = [times.paid[o][0] - placed[o] for o in mine if o in times.paid]
     to_shipped = [times.shipped[o][0] - placed[o] for o in mine if o in times.shipped]
@@ -273,5 +277,6 @@ async def run_step(
         to_shipped=Latency.of_seconds(to_shipped),
         cpu_s=cpu_used,
         cpu_window_s=round(window_s, 2),
+        steal_share=stolen,
         cpu_ms_per_order={k: round(v * 1000 / completed, 3) for k, v in cpu_used.items()},
     )

@@ -34,7 +34,7 @@ from tweetshop_devstack.infra import LocalStripe, free_port
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
 
 from bench.common import profiling
-from bench.common.cpu import CpuMeter
+from bench.common.cpu import CpuMeter, machine_ticks, steal_share
 from bench.common.gc_settings import collect_like_the_services
 from bench.common.results import RESULTS_DIR, SummaryRow, machine_info, markdown_table, write_json
 from bench.common.stack import BenchInfra, ServiceStack
@@ -86,7 +86,9 @@ def describe(step: StepResult) -> str:
         f"{step.label:<14} {step.target_rate:>7.1f}/s sent {step.generator.achieved_rate:>7.1f}/s  "
         f"paid {step.paid}/{step.placed}  p50/p95/p99→paid {step.to_paid.p50_ms:.0f}/{step.to_paid.p95_ms:.0f}/"
         f"{step.to_paid.p99_ms:.0f} ms  p99→shipped {step.to_shipped.p99_ms:.0f} ms  "
-        f"drained {step.drained_within_s} s  {'OK' if ok else 'NOT sustained: ' + why}"
+        f"drained {step.drained_within_s} s  "
+        + (f"steal {step.steal_share:.0%}  " if step.steal_share is not None else "")
+        + ("OK" if ok else "NOT sustained: " + why)
     )
 
 
@@ -723,6 +725,7 @@ def run(opts: Options, infra: BenchInfra | None = None) -> dict[str, Any]:
         },
         "modes": {},
     }
+    ticks_at_start = machine_ticks()
     try:
         if own_infra:
             say(f"starting broker, Postgres (durable={opts.durable_postgres}), Stripe stand-ins in {infra.run_dir}")
@@ -740,6 +743,7 @@ def run(opts: Options, infra: BenchInfra | None = None) -> dict[str, Any]:
             result["modes"]["a"] = _run_shop(infra, opts, "a")
     finally:
         result["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        result["machine"]["steal_share"] = steal_share(ticks_at_start, machine_ticks())
         if own_infra:
             infra.stop()
     rows = summary_rows(result)
