@@ -253,17 +253,10 @@ def apply_points(shipment: Shipment, points: Iterable[Point], rules: Rules) -> L
     return LocationOutcome(updated, tuple(changes), moved)
 
 
-def with_live_location(shipment: Shipment, point: Point) -> Shipment | None:
-    """The shipment as a live watcher sees it after a location update (None: the point is stale)."""
-    last = shipment.last_location
-    if shipment.status in TERMINAL or (last is not None and point.recorded_at <= last.recorded_at):
-        return None
-    return replace(shipment, last_location=point)
-
-
 def with_live_locations(shipment: Shipment, points: Sequence[Point]) -> tuple[Shipment, list[Point]]:
-    """``with_live_location`` over several points in order: the shipment after them, and the points it took.
+    """The shipment as a live watcher sees it after these location updates, and the points it took.
 
+    A point older than what the watcher already shows is stale and left out; a closed shipment takes none.
     One copy of the shipment for the lot, not one per point (a courier's batch is 50 points).
     """
     if shipment.status in TERMINAL:

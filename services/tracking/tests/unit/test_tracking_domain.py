@@ -205,25 +205,19 @@ def test_a_closed_shipment_takes_no_more_points() -> None:
 
 def test_a_live_watcher_skips_a_point_older_than_the_one_it_shows() -> None:
     shown = shipment("in_transit", last=at(10))
-    assert domain.with_live_location(shown, at(20)) is None
+    assert domain.with_live_locations(shown, [at(20)]) == (shown, [])
     newer = at(5)
-    moved = domain.with_live_location(shown, newer)
-    assert moved is not None
+    moved, taken = domain.with_live_locations(shown, [newer])
+    assert taken == [newer]
     assert moved.last_location == newer
 
 
-def test_several_live_points_at_once_take_the_same_ones_as_one_by_one() -> None:
+def test_several_live_points_at_once_take_each_one_newer_than_the_last_taken() -> None:
     shown = shipment("in_transit", last=at(10))
     points = [at(12), at(8), at(9), at(6), at(7), at(10), at(3)]  # at(n): n minutes ago
-    one_by_one, taken_one_by_one = shown, []
-    for point in points:
-        moved = domain.with_live_location(one_by_one, point)
-        if moved is not None:
-            one_by_one, taken_one_by_one = moved, [*taken_one_by_one, point]
-    together, taken = domain.with_live_locations(shown, points)
-    assert taken == taken_one_by_one == [at(8), at(6), at(3)]
-    assert together == one_by_one
-    assert together.last_location == at(3)
+    moved, taken = domain.with_live_locations(shown, points)
+    assert taken == [at(8), at(6), at(3)]
+    assert moved == replace(shown, last_location=at(3))
     assert domain.with_live_locations(shown, [at(11)]) == (shown, [])
     closed = shipment("delivered", last=at(10))
     assert domain.with_live_locations(closed, [at(1)]) == (closed, [])
