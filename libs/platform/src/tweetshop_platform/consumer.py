@@ -300,10 +300,7 @@ class ReliableSubscriber:
         """Apply events in order in one transaction, each with its inbox row; per event, False if a duplicate
         (also of an earlier event of the same batch). Any error rolls back all of them."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if len(events) == 1:
-                claimed = [await inbox.claim(conn, self.group_id, events[0])]
-            else:
-                claimed = await inbox.claim_many(conn, self.group_id, events)
+            claimed = await inbox.claim_many(conn, self.group_id, events)
             for event, new in zip(events, claimed, strict=True):
                 if new:
                     await self._handler(conn, event)

@@ -10,15 +10,7 @@ from tweetshop_contracts import Envelope
 
 async def claim(conn: asyncpg.Connection, consumer: str, event: Envelope) -> bool:
     """Record that ``consumer`` handles ``event``; False when it already did (the caller skips it)."""
-    inserted = await conn.fetchval(
-        """INSERT INTO inbox (consumer, event_id, topic, event_type) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (consumer, event_id) DO NOTHING RETURNING true""",
-        consumer,
-        event.event_id,
-        event.topic(),
-        event.event_type,
-    )
-    return bool(inserted)
+    return (await claim_many(conn, consumer, [event]))[0]
 
 
 async def claim_many(conn: asyncpg.Connection, consumer: str, events: Sequence[Envelope]) -> list[bool]:

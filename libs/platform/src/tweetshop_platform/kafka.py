@@ -66,10 +66,11 @@ class CachedKeyPartitioner:
     def __init__(self, max_keys: int = 65_536) -> None:
         self._max_keys = max_keys
         self._hashes: dict[bytes, int] = {}
+        self._keyless = DefaultPartitioner()
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
+            return int(self._keyless(key, all_partitions, available))
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self._max_keys:

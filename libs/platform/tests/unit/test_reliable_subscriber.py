@@ -16,7 +16,7 @@ from tweetshop_platform.kafka import TopicNames
 
 
 class FakeConnection:
-    """Just enough of asyncpg.Connection: a transaction and the inbox inserts (one event, several)."""
+    """Just enough of asyncpg.Connection: a transaction and the inbox insert."""
 
     def __init__(self, db: FakeDatabase) -> None:
         self.db = db
@@ -29,12 +29,6 @@ class FakeConnection:
         except BaseException:
             self.db.inbox = staged  # rolled back with the failed handler
             raise
-
-    async def fetchval(self, _sql: str, consumer: str, event_id: uuid.UUID, *_: Any) -> bool | None:
-        if (consumer, event_id) in self.db.inbox:
-            return None
-        self.db.inbox.add((consumer, event_id))
-        return True
 
     async def fetch(self, _sql: str, consumer: str, event_ids: list[uuid.UUID], *_: Any) -> list[dict[str, Any]]:
         rows = []
