@@ -1,9 +1,10 @@
-"""Live updates: one Kafka subscription per process feeds an in-memory hub; each watcher gets a bounded queue.
+"""Live updates: one Kafka subscription per process feeds an in-memory hub; each watcher gets a bounded mailbox.
 
 Every tracking replica reads tracking.locations.v1 and tracking.shipments.v1 in
 its own consumer group (DESIGN.md, "Scaling out"), so whichever replica a
 browser's stream lands on sees every update. A watcher that reads too slowly
-loses its oldest updates, never the process's memory.
+loses its stalest fixes, never its newest position, a status change or the
+process's memory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import signal
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -29,10 +31,65 @@ from .domain import Point, Shipment
 log = structlog.get_logger(__name__)
 
 LiveEvent = ShipmentLocationUpdated | ShipmentStatusChanged
-# What a watcher's queue carries: an update, or None when the process is shutting down.
-Delivery = LiveEvent | None
 # A key as str(uuid.UUID) writes it; other spellings of an id are parsed.
 _CANONICAL_KEY = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What a watcher was not shown yet: location fixes oldest first, whether a status changed, whether to end."""
+
+    locations: list[ShipmentLocationUpdated]
+    status_changed: bool
+    closed: bool
+
+
+class Mailbox:
+    """One watcher's undelivered updates, bounded, coalesced while the watcher is busy writing.
+
+    Full, it drops the fix recorded earliest (usually the first to arrive, but not
+    when a courier's batches commit out of order): the newest position always
+    survives. A status change is a flag, not a slot, so no flood of fixes can push
+    it out, and the hub's closing is one too.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._locations: list[ShipmentLocationUpdated] = []
+        self._status_changed = False
+        self._closed = False
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._locations) + self._status_changed + self._closed
+
+    def put(self, event: LiveEvent) -> None:
+        if isinstance(event, ShipmentLocationUpdated):
+            self._locations.append(event)
+            if len(self._locations) > self._size:
+                stalest = min(range(len(self._locations)), key=lambda i: self._locations[i].recorded_at)
+                del self._locations[stalest]
+                metrics.LIVE_UPDATES_DROPPED.inc()
+        else:
+            self._status_changed = True
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def wait(self) -> None:
+        """Until something is pending."""
+        await self._ready.wait()
+
+    def take(self) -> Pending:
+        """Everything pending, emptied out."""
+        pending = Pending(sorted(self._locations, key=lambda e: e.recorded_at), self._status_changed, self._closed)
+        self._locations = []
+        self._status_changed = False
+        if not self._closed:
+            self._ready.clear()
+        return pending
 
 
 class LiveHub:
@@ -40,7 +97,7 @@ class LiveHub:
 
     def __init__(self, queue_size: int = 64) -> None:
         self._queue_size = queue_size
-        self._watchers: dict[uuid.UUID, set[asyncio.Queue[Delivery]]] = {}
+        self._watchers: dict[uuid.UUID, set[Mailbox]] = {}
         # The watched ids as the Kafka keys tracking writes (str(uuid)): most keys are answered without a parse.
         self._watched_keys: set[bytes] = set()
         self._count = 0
@@ -66,22 +123,22 @@ class LiveHub:
             return True
 
     @contextlib.contextmanager
-    def watch(self, shipment_id: uuid.UUID) -> Iterator[asyncio.Queue[Delivery]]:
-        """A queue that receives the shipment's updates until the block ends (None: the hub closed)."""
-        queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=self._queue_size)
+    def watch(self, shipment_id: uuid.UUID) -> Iterator[Mailbox]:
+        """A mailbox that receives the shipment's updates until the block ends (or the hub closes)."""
+        mailbox = Mailbox(self._queue_size)
         if self.closed:
-            queue.put_nowait(None)
-        self._watchers.setdefault(shipment_id, set()).add(queue)
+            mailbox.close()
+        self._watchers.setdefault(shipment_id, set()).add(mailbox)
         self._watched_keys.add(str(shipment_id).encode())
         self._count += 1
         metrics.SSE_WATCHERS.inc()
         try:
-            yield queue
+            yield mailbox
         finally:
-            queues = self._watchers.get(shipment_id)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
+            mailboxes = self._watchers.get(shipment_id)
+            if mailboxes is not None:
+                mailboxes.discard(mailbox)
+                if not mailboxes:
                     del self._watchers[shipment_id]
                     self._watched_keys.discard(str(shipment_id).encode())
             self._count -= 1
@@ -89,19 +146,19 @@ class LiveHub:
 
     def publish(self, event: LiveEvent) -> int:
         """Hand an event to every watcher of its shipment; returns how many got it."""
-        queues = self._watchers.get(event.shipment_id)
-        if not queues:
+        mailboxes = self._watchers.get(event.shipment_id)
+        if not mailboxes:
             return 0
-        for queue in queues:
-            _put_dropping_oldest(queue, event)
-        return len(queues)
+        for mailbox in mailboxes:
+            mailbox.put(event)
+        return len(mailboxes)
 
     def close(self) -> None:
         """End every open stream (the process is stopping: clients reconnect elsewhere or later)."""
         self.closed = True
-        for queues in self._watchers.values():
-            for queue in queues:
-                _put_dropping_oldest(queue, None)
+        for mailboxes in self._watchers.values():
+            for mailbox in mailboxes:
+                mailbox.close()
 
     def dispatch(self, logical_topic: str, value: bytes, key: bytes | None = None) -> None:
         """Decode one Kafka message and publish it; what cannot be decoded is skipped (live view only).
@@ -120,14 +177,6 @@ class LiveHub:
             self.publish(event)
         elif not isinstance(event, ShipmentCreated):
             log.debug("live update of no interest", event_type=event.event_type)
-
-
-def _put_dropping_oldest(queue: asyncio.Queue[Delivery], item: Delivery) -> None:
-    if queue.full():
-        # The newest position matters more than an old one the watcher has not read yet.
-        queue.get_nowait()
-        metrics.LIVE_UPDATES_DROPPED.inc()
-    queue.put_nowait(item)
 
 
 async def close_streams_on_exit_signal(hub: LiveHub) -> None:
@@ -277,39 +326,28 @@ async def shipment_stream(
     The watcher joins the hub before the snapshot is read, so nothing falls between
     the two; updates the snapshot already shows are recognised and skipped.
     """
-    with hub.watch(shipment_id) as queue:
+    with hub.watch(shipment_id) as mailbox:
         shipment = await load()
         yield sse_message("snapshot", render(shipment), retry_ms=retry_ms)
         while shipment.status not in domain.TERMINAL:
             try:
-                first = await asyncio.wait_for(queue.get(), heartbeat_s)
+                await asyncio.wait_for(mailbox.wait(), heartbeat_s)
             except TimeoutError:
                 yield SSE_HEARTBEAT
                 continue
-            pending = [first, *_drain(queue)]
-            if None in pending:
+            pending = mailbox.take()
+            if pending.closed:
                 return  # shutting down: the client's EventSource reconnects after `retry`
-            status_changed = any(not isinstance(e, ShipmentLocationUpdated) for e in pending)
             # Points older than what the watcher already shows are left out.
-            shipment, taken = domain.with_live_locations(
-                shipment, [point_of(e) for e in pending if isinstance(e, ShipmentLocationUpdated)]
-            )
+            shipment, taken = domain.with_live_locations(shipment, [point_of(e) for e in pending.locations])
             points = [_route_point(p) for p in taken]
-            if status_changed:
+            if pending.status_changed:
                 # Status changes are rare: read the truth (status, speed, delivery time) again.
                 shipment = await load()
                 yield sse_message("status", {**render(shipment), "points": points})
             elif points:
                 yield sse_message("location", {**render(shipment), "points": points})
         yield sse_message("end", {"status": shipment.status})
-
-
-def _drain(queue: asyncio.Queue[Delivery]) -> list[Delivery]:
-    """Everything already waiting in the queue (without waiting for more)."""
-    items: list[Delivery] = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
 
 
 def _route_point(point: Point) -> dict[str, Any]:

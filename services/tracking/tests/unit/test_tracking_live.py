@@ -83,28 +83,53 @@ async def test_an_update_reaches_every_watcher_of_its_shipment_and_no_other() ->
     hub = live.LiveHub()
     with hub.watch(SHIPMENT.id) as first, hub.watch(SHIPMENT.id) as second, hub.watch(uuid.uuid4()) as other:
         assert hub.publish(location(5)) == 2
-        assert first.qsize() == second.qsize() == 1
-        assert other.empty()
+        assert len(first) == len(second) == 1
+        assert len(other) == 0
     assert hub.watcher_count() == 0
 
 
 async def test_a_slow_watcher_loses_its_oldest_updates_not_the_newest() -> None:
     hub = live.LiveHub(queue_size=3)
-    with hub.watch(SHIPMENT.id) as queue:
+    with hub.watch(SHIPMENT.id) as mailbox:
         for seconds_ago in (50, 40, 30, 20, 10):
             hub.publish(location(seconds_ago))
-        kept = [queue.get_nowait() for _ in range(queue.qsize())]
-    assert [e.recorded_at for e in kept if isinstance(e, ShipmentLocationUpdated)] == [
-        NOW - timedelta(seconds=s) for s in (30, 20, 10)
-    ]
+        kept = mailbox.take().locations
+    assert [e.recorded_at for e in kept] == [NOW - timedelta(seconds=s) for s in (30, 20, 10)]
+
+
+async def test_fixes_that_arrive_out_of_order_never_push_out_the_newest_position() -> None:
+    # Two batches of one courier that commit out of order: the newest fix came first, then older ones.
+    hub = live.LiveHub(queue_size=3)
+    with hub.watch(SHIPMENT.id) as mailbox:
+        for seconds_ago in (5, 50, 40, 30, 20):
+            hub.publish(location(seconds_ago))
+        kept = mailbox.take().locations
+    assert [e.recorded_at for e in kept] == [NOW - timedelta(seconds=s) for s in (30, 20, 5)]
+
+
+async def test_a_status_change_survives_any_flood_of_fixes_and_closing_survives_everything() -> None:
+    hub = live.LiveHub(queue_size=2)
+    with hub.watch(SHIPMENT.id) as mailbox:
+        hub.publish(status_changed("delivered"))
+        for seconds_ago in range(30, 0, -1):
+            hub.publish(location(seconds_ago))
+        pending = mailbox.take()
+        assert pending.status_changed and not pending.closed
+        assert [e.recorded_at for e in pending.locations] == [NOW - timedelta(seconds=s) for s in (2, 1)]
+        assert len(mailbox) == 0
+        hub.publish(location(1))
+        hub.close()
+        assert mailbox.take().closed
+        assert mailbox.take().closed  # stays closed: every later wait returns at once
+        await asyncio.wait_for(mailbox.wait(), 1)
 
 
 async def test_messages_that_cannot_be_decoded_are_skipped() -> None:
     hub = live.LiveHub()
-    with hub.watch(SHIPMENT.id) as queue:
+    with hub.watch(SHIPMENT.id) as mailbox:
         hub.dispatch("tracking.locations.v1", b"{not json")
         hub.dispatch("tracking.locations.v1", location(5).to_bytes())
-        assert queue.qsize() == 1
+        assert len(mailbox) == 1
 
 
 async def test_the_stream_sends_a_snapshot_then_newer_locations_and_skips_stale_ones() -> None:
@@ -173,13 +198,13 @@ async def test_closing_the_hub_ends_open_streams_and_new_ones_right_after_their_
 
 async def test_updates_of_shipments_nobody_watches_here_are_skipped_before_decoding() -> None:
     hub = live.LiveHub()
-    with hub.watch(SHIPMENT.id) as queue:
+    with hub.watch(SHIPMENT.id) as mailbox:
         other = uuid.uuid4()
         assert not hub.is_watched(str(other).encode())
         # Not even decoded: garbage under another shipment's key is simply passed over.
         hub.dispatch("tracking.locations.v1", b"{not json", str(other).encode())
         hub.dispatch("tracking.locations.v1", location(5).to_bytes(), str(SHIPMENT.id).encode())
-        assert queue.qsize() == 1
+        assert len(mailbox) == 1
     assert hub.watcher_count() == 0
     assert not hub.is_watched(str(SHIPMENT.id).encode())  # forgotten once its last watcher left
 
