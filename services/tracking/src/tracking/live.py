@@ -22,7 +22,13 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from tweetshop_contracts import Envelope, ShipmentCreated, ShipmentLocationUpdated, ShipmentStatusChanged, decode_event
+from tweetshop_contracts import (
+    TOPIC_EVENTS,
+    Envelope,
+    ShipmentCreated,
+    ShipmentLocationUpdated,
+    ShipmentStatusChanged,
+)
 from tweetshop_platform.kafka import TopicNames
 
 from . import domain, metrics
@@ -168,8 +174,15 @@ class LiveHub:
         """
         if not self.is_watched(key):
             return
+        adapter = TOPIC_EVENTS.get(logical_topic)
+        if adapter is None:
+            log.warning("live update from a topic without a contract; skipped", topic=logical_topic)
+            return
         try:
-            event: Envelope = decode_event(logical_topic, value)
+            # Straight from the bytes (pydantic's own JSON parser), half the cost of decode_event's json.loads and
+            # checks: the live view only shows, and what cannot be shown is skipped. Consumers that change state
+            # still go through decode_event, which refuses a message without its envelope.
+            event: Envelope = adapter.validate_json(value)
         except ValueError as exc:
             log.warning("live update not decodable; skipped", topic=logical_topic, error=str(exc)[:300])
             return
