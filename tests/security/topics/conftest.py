@@ -48,6 +48,7 @@ from hypothesis import strategies as st  # noqa: E402
 from tweetshop_contracts import Envelope, decode_event  # noqa: E402
 from tweetshop_contracts.events import ENVELOPE_FIELDS, EVENT_TYPES, event_types_of  # noqa: E402
 from tweetshop_devstack.kafka_probe import Record  # noqa: E402
+from tweetshop_platform.consumer import PERMANENT_ERRORS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMAS = REPO / "libs" / "contracts" / "schemas" / "v1"
@@ -55,6 +56,15 @@ EXAMPLES = REPO / "libs" / "contracts" / "examples"
 
 FUZZ_EXAMPLES = max(1, int(os.environ.get("TWEETSHOP_FUZZ_EXAMPLES", "24")))
 MAX_RETRIES = 2
+
+
+def _with_subclasses(cls: type[BaseException]) -> list[type[BaseException]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _with_subclasses(direct))]
+
+
+# What a message parked at once, without the bounded retries, may have failed with (dlq_error_type).
+PERMANENT_ERROR_TYPES = {c.__name__ for base in PERMANENT_ERRORS for c in _with_subclasses(base)}
+
 # Bounded retries kept short so a batch full of failing events still drains in seconds.
 CONSUMER_ENV = {"TWEETSHOP_CONSUMER_MAX_RETRIES": str(MAX_RETRIES), "TWEETSHOP_CONSUMER_RETRY_BACKOFF_S": "0.02"}
 DRAIN_TIMEOUT_S = 90.0
@@ -642,7 +652,9 @@ class TopicFuzz:
             # Valid, but its odd values keep the handler failing: parked after the bounded retries, not applied.
             if m.must_apply:
                 return f"a good event was parked: {m.describe()} {parked.headers.get('dlq_error')}"
-            permanent = parked.headers["dlq_error_type"] == "PermanentError" and parked.headers["dlq_attempts"] == "1"
+            permanent = (
+                parked.headers["dlq_error_type"] in PERMANENT_ERROR_TYPES and parked.headers["dlq_attempts"] == "1"
+            )
             if parked.headers["dlq_attempts"] != str(MAX_RETRIES + 1) and not permanent:
                 return f"parked without its bounded retries: {m.describe()} {parked.headers}"
             if m.event_id in applied and copies[m.event_id] == 1:  # another copy may succeed later, in new state

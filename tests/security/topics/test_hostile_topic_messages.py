@@ -9,7 +9,8 @@ The rule each test enforces (from ``tweetshop_platform.consumer.ReliableSubscrib
 - it is a well-formed object of an event type the topic does not define: skipped, never parked;
 - it is a valid event: applied (its event_id is in the consumer group's inbox, duplicates included), or, if
   its odd but schema-valid values make the handler fail (an INT column and a 2**31 stock...), parked after
-  exactly the bounded retries (at once for a ``PermanentError``) and not applied; silently dropped never.
+  exactly the bounded retries (at once for a ``PermanentError`` or a value the database cannot store) and
+  not applied; silently dropped never.
   The sentinels and the ordered scenarios (duplicates, out-of-order events) must be applied, never parked;
 - nothing else is on the DLQ, nothing but what the test published is on the consumed topics (no replies to
   a ``reply_to`` header), the process still runs, ``/healthz`` answers 200, every consumer group commits

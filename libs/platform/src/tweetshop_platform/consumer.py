@@ -64,6 +64,14 @@ class PermanentError(Exception):
     """A message that can never be handled (it is parked on the DLQ without retries)."""
 
 
+# Errors that say "this message can never be applied, however often it is tried": parked at once, so a bad
+# message holds its partition for one attempt, not for the bounded retries and their backoff (~3 s).
+# asyncpg.DataError is SQLSTATE class 22 from the server (a value the column cannot take: out of an INT's
+# range, too long, not a number), and also what asyncpg raises itself for an argument it cannot encode
+# (2**31 for an INT parameter): the contract's integers are unbounded, checkout's columns are not.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (PermanentError, asyncpg.DataError)
+
+
 def _unknown_event_type(topic: str, value: bytes) -> str | None:
     """The event type of a well-formed message whose type the topic's v1 contract does not define."""
     try:
@@ -268,7 +276,7 @@ class ReliableSubscriber:
                 continue
             except Exception as exc:
                 metrics.MESSAGES_FAILED.labels(*labels, type(exc).__name__).inc()
-                if isinstance(exc, PermanentError) or attempt > self._max_retries:
+                if isinstance(exc, PERMANENT_ERRORS) or attempt > self._max_retries:
                     await self._dead_letter(delivery.record, delivery.value, delivery.headers, exc, attempts=attempt)
                     return
                 log.warning("handler failed; retrying", error=repr(exc), attempt=attempt)

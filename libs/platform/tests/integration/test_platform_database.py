@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from tweetshop_platform import db
+from tweetshop_platform import consumer, db
 
 
 def migrations(sql: str) -> list[db.Migration]:
@@ -160,3 +160,24 @@ async def test_only_outbox_rows_published_longer_ago_than_the_retention_are_prun
             assert [r["unpublished"] for r in left] == [True, True, False, False, False]
     finally:
         await pool.close()
+
+
+async def test_values_a_column_cannot_take_raise_errors_the_subscriber_parks_at_once(database: Any) -> None:
+    """What Postgres and asyncpg really raise for a value past an INT or a VARCHAR: all of it parked at once."""
+    dsn = await database.provision("catalog")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE widgets (stock INT, code VARCHAR(3))")
+        failures: list[BaseException] = []
+        for sql, args in [
+            ("INSERT INTO widgets (stock) VALUES ($1)", (2**31,)),  # refused by asyncpg before it is sent
+            ("INSERT INTO widgets (stock) VALUES ($1::bigint)", (2**31,)),  # refused by the server
+            ("INSERT INTO widgets (code) VALUES ($1)", ("toolong",)),
+        ]:
+            with pytest.raises(Exception) as raised:
+                await conn.execute(sql, *args)
+            failures.append(raised.value)
+        assert [isinstance(f, consumer.PERMANENT_ERRORS) for f in failures] == [True, True, True], failures
+        assert await conn.fetchval("SELECT count(*) FROM widgets") == 0
+    finally:
+        await conn.close()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -129,12 +130,31 @@ async def test_a_handler_that_keeps_failing_parks_the_message_with_the_error_in_
     assert h.db.inbox == set(), "the failed attempts left nothing behind"
 
 
-async def test_a_permanent_error_is_parked_without_retrying() -> None:
-    h = Harness(fail_times=100, error=PermanentError("cannot ever apply"))
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermanentError("cannot ever apply"),
+        asyncpg.NumericValueOutOfRangeError("integer out of range"),
+        asyncpg.DataError("invalid input for query argument $1: 2147483648 (value out of int32 range)"),
+    ],
+    ids=["PermanentError", "value out of a column's range", "argument asyncpg cannot encode"],
+)
+async def test_a_permanent_error_is_parked_without_retrying(error: Exception) -> None:
+    h = Harness(fail_times=100, error=error)
     async with TestKafkaBroker(h.broker) as broker:
         await broker.publish(placed().to_bytes(), topics.CHECKOUT_ORDERS)
     assert h.attempts == 1
-    assert len(h.parked) == 1
+    [(_, headers)] = h.parked
+    assert headers["dlq_error_type"] == type(error).__name__
+    assert headers["dlq_attempts"] == "1"
+
+
+async def test_a_transient_error_is_retried_past_the_bounded_retries_and_never_parked() -> None:
+    h = Harness(fail_times=4, error=asyncpg.ConnectionDoesNotExistError("connection was closed"))
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish(placed().to_bytes(), topics.CHECKOUT_ORDERS)
+    assert h.attempts == 5, "more than one try plus max_retries=2: the database was gone, not the message bad"
+    assert len(h.applied) == 1 and h.parked == []
 
 
 @pytest.mark.parametrize(
