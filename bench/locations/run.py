@@ -386,7 +386,9 @@ async def run_tracking(
                     await asyncio.sleep(0.05)
                 cores = meter.stop()
                 row = await db.fetchrow(
-                    """SELECT count(*) AS n, max(published_at) AS last FROM tracking.outbox
+                    """SELECT coalesce(sum(1 + coalesce(cardinality(more_event_ids), 0)), 0) AS n,
+                              max(published_at) AS last
+                       FROM tracking.outbox
                        WHERE event_type = 'ShipmentLocationUpdated' AND created_at >= $1
                          AND published_at IS NOT NULL""",
                     step_started_db,

@@ -328,7 +328,7 @@ def _check_delivery(
                     f"{schema} outbox event {row['event_id']} ({row['event_type']}) is not on {row['topic']}"
                 )
     redelivered = {topic: len(found) - len({e.event_id for e in found}) for topic, found in events.items()}
-    report.facts["outbox_rows"] = {schema: len(rows) for schema, rows in outbox.items()}
+    report.facts["outbox_events"] = {schema: len(rows) for schema, rows in outbox.items()}
     report.facts["duplicate_messages_on_topics"] = {t: n for t, n in redelivered.items() if n}
 
     # Each consumer group (inbox.consumer) applied each event of the topics it reads, once.
@@ -416,8 +416,15 @@ async def reconcile(
         }
         reservations = await _fetch(conn, "SELECT order_id, status FROM catalog.reservations")
         shipments = await _fetch(conn, "SELECT order_id FROM tracking.shipments") if "tracking" in schemas else []
+        # One row per event: a row may carry several (more_event_ids, after its first).
         outbox = {
-            s: await _fetch(conn, f"SELECT event_id, topic, event_type, published_at FROM {s}.outbox") for s in schemas
+            s: await _fetch(
+                conn,
+                f"""SELECT e.event_id, o.topic, o.event_type, o.published_at FROM {s}.outbox o
+                    CROSS JOIN LATERAL unnest(o.event_id || coalesce(o.more_event_ids, '{{}}'::uuid[]))
+                                       AS e(event_id)""",
+            )
+            for s in schemas
         }
         inbox = [r for s in schemas for r in await _fetch(conn, f"SELECT consumer, event_id, topic FROM {s}.inbox")]
     finally:

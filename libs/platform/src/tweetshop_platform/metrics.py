@@ -46,7 +46,7 @@ OUTBOX_PRUNED = Counter(
     "tweetshop_outbox_pruned_total", "Published outbox rows deleted after TWEETSHOP_OUTBOX_RETENTION_S"
 )
 OUTBOX_PUBLISH_ERRORS = Counter("tweetshop_outbox_publish_errors_total", "Failed outbox publish attempts")
-OUTBOX_BACKLOG = Gauge("tweetshop_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_BACKLOG = Gauge("tweetshop_outbox_backlog", "Outbox events not yet published")
 OUTBOX_OLDEST_AGE = Gauge("tweetshop_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row")
 HTTP_REQUESTS = Counter("tweetshop_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram(

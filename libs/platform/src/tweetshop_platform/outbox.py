@@ -4,6 +4,11 @@ Delivery is at least once: a crash between publishing and marking republishes
 the rows, and consumers drop the duplicates by ``event_id`` (see inbox.py).
 One relay per service is active at a time (a session advisory lock), so rows
 are published in commit order and one aggregate's events keep their order.
+
+Events enqueued together that share topic, key, type and correlation id (a
+courier's batch of fixes) share one row, up to ``MAX_EVENTS_PER_ROW``: the first
+in ``event_id``/``payload``, the rest in ``more_event_ids``/``more_payloads``.
+Each is still its own Kafka message with its own event id.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -24,7 +30,8 @@ from .kafka import TopicNames
 log = structlog.get_logger(__name__)
 
 _RELAY_LOCK = 7_210_003
-_YIELD_EVERY = 200  # rows the relay sends before it lets other tasks run
+_YIELD_EVERY = 200  # events the relay sends before it lets other tasks run
+MAX_EVENTS_PER_ROW = 100
 
 
 def _channel(schema: str) -> str:
@@ -34,8 +41,52 @@ def _channel(schema: str) -> str:
 async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
     """Add events to the outbox inside the caller's transaction, and wake the relay when it commits.
 
-    One statement (one round trip) for any number of events; rows get their ids in the given order.
+    Rows get their ids in the given order. A run of events with the same topic, key, type and correlation
+    id is one row (one statement each); the other events go in together, in one statement.
     """
+    singles: list[Envelope] = []
+    for run in _runs(events):
+        if len(run) == 1:
+            singles.extend(run)
+            continue
+        await _insert_singles(conn, singles)
+        singles = []
+        first = run[0]
+        await conn.execute(
+            """WITH added AS (
+                   INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload,
+                                       more_event_ids, more_payloads)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               )
+               SELECT pg_notify('outbox_' || current_schema(), '')""",
+            first.event_id,
+            first.topic(),
+            first.key(),
+            first.event_type,
+            first.correlation_id,
+            first.to_bytes(),
+            [e.event_id for e in run[1:]],
+            [e.to_bytes() for e in run[1:]],
+        )
+    await _insert_singles(conn, singles)
+
+
+def _runs(events: Sequence[Envelope]) -> list[list[Envelope]]:
+    """The events in order, cut into runs that can share a row."""
+    runs: list[list[Envelope]] = []
+    previous: tuple[str, str, str, str] | None = None
+    for event in events:
+        shared = (event.topic(), event.key(), event.event_type, event.correlation_id)
+        if shared == previous and len(runs[-1]) < MAX_EVENTS_PER_ROW:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+            previous = shared
+    return runs
+
+
+async def _insert_singles(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    """One row per event, in one statement (one round trip) however many there are."""
     if not events:
         return
     await conn.execute(
@@ -158,36 +209,41 @@ class OutboxRelay:
             await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _RELAY_LOCK, self._schema)
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
-        """Publish one batch and mark it; returns how many rows were published."""
+        """Publish one batch (about ``batch_size`` events) and mark it; returns how many events were published."""
+        # Rows in id order until they hold batch_size events (the row that crosses it included).
         rows = await conn.fetch(
-            """SELECT id, topic, message_key, event_type, correlation_id, payload, created_at
-               FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1""",
+            """SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads FROM (
+                   SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads,
+                          sum(1 + coalesce(cardinality(more_payloads), 0)) OVER (ORDER BY id) AS upto,
+                          1 + coalesce(cardinality(more_payloads), 0) AS events
+                   FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
+               ) pending
+               WHERE upto - events < $1""",
             self._batch_size,
         )
+        events = sum(1 + len(row["more_payloads"] or ()) for row in rows)
         # Counting the backlog walks all of it: at most once a second, or it slows the relay most when it is behind.
-        if len(rows) < self._batch_size or time.monotonic() - self._backlog_recorded >= 1.0:
+        if events < self._batch_size or time.monotonic() - self._backlog_recorded >= 1.0:
             await self._record_backlog(conn)
         if not rows:
             return 0
-        futures = []
-        for n, row in enumerate(rows, 1):
-            if n % _YIELD_EVERY == 0:
-                # send() returns without suspending while a batch has room: a round of 2,000 rows would hold
-                # the event loop for tens of ms, and the service's HTTP requests would wait behind it.
-                await asyncio.sleep(0)
+        futures: list[asyncio.Future[Any]] = []
+        sent: list[tuple[str, int]] = []  # (topic, events) per row
+        for row in rows:
             headers = [
                 ("event_type", row["event_type"].encode()),
                 ("content-type", b"application/json"),
                 ("correlation_id", row["correlation_id"].encode()),
             ]
-            futures.append(
-                await self._producer.send(
-                    self._topics.physical(row["topic"]),
-                    bytes(row["payload"]),
-                    key=row["message_key"].encode(),
-                    headers=headers,
-                )
-            )
+            topic, key = self._topics.physical(row["topic"]), row["message_key"].encode()
+            payloads = [row["payload"], *(row["more_payloads"] or ())]
+            for payload in payloads:
+                if futures and len(futures) % _YIELD_EVERY == 0:
+                    # send() returns without suspending while a batch has room: a round of 2,000 events would
+                    # hold the event loop for tens of ms, and the service's HTTP requests would wait behind it.
+                    await asyncio.sleep(0)
+                futures.append(await self._producer.send(topic, bytes(payload), key=key, headers=headers))
+            sent.append((row["topic"], len(payloads)))
         # Wait for every broker ack before marking: an unacked row stays unpublished and is sent again.
         await asyncio.gather(*futures)
         # Chaos tests only (off by default): die between publishing and marking, the redelivery case.
@@ -195,9 +251,9 @@ class OutboxRelay:
         await conn.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )
-        for row in rows:
-            metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc()
-        return len(rows)
+        for topic, published in sent:
+            metrics.OUTBOX_PUBLISHED.labels(topic).inc(published)
+        return events
 
     async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
         """Now and then, delete rows published longer ago than the retention (0: keep them all)."""
@@ -212,7 +268,8 @@ class OutboxRelay:
     async def _record_backlog(self, conn: asyncpg.Connection) -> None:
         self._backlog_recorded = time.monotonic()
         row = await conn.fetchrow(
-            """SELECT count(*) AS n, EXTRACT(EPOCH FROM now() - min(created_at)) AS age
+            """SELECT coalesce(sum(1 + coalesce(cardinality(more_payloads), 0)), 0) AS n,
+                      EXTRACT(EPOCH FROM now() - min(created_at)) AS age
                FROM outbox WHERE published_at IS NULL"""
         )
         assert row is not None

@@ -21,7 +21,7 @@ async def test_migrations_apply_once_even_when_replicas_start_together(database:
     try:
         wanted = migrations("CREATE TABLE widgets (id INT PRIMARY KEY);")
         applied = await asyncio.gather(*(db.apply_migrations(p, "catalog", wanted) for p in pools))
-        assert sorted(len(a) for a in applied) == [0, 0, 2], "exactly one replica applies them"
+        assert sorted(len(a) for a in applied) == [0, 0, len(wanted)], "exactly one replica applies them"
         assert await db.apply_migrations(pools[0], "catalog", wanted) == []
         tables = {
             r["tablename"] for r in await pools[0].fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'catalog'")
