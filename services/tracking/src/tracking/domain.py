@@ -201,6 +201,16 @@ def _finite_in(value: float, low: float, high: float, *, high_open: bool = False
 
 def validate_point(index: int, point: Point, now: datetime, rules: Rules) -> None:
     """Raise InvalidPoint unless the point is on Earth, finite and recorded at a believable time."""
+    latest, earliest = _time_bounds(now, rules)
+    _validate_point(index, point, latest, earliest, rules)
+
+
+def _time_bounds(now: datetime, rules: Rules) -> tuple[datetime, datetime]:
+    """The newest and the oldest recorded_at a point may have."""
+    return now + timedelta(seconds=rules.max_future_s), now - timedelta(seconds=rules.max_age_s)
+
+
+def _validate_point(index: int, point: Point, latest: datetime, earliest: datetime, rules: Rules) -> None:
     if not _finite_in(point.lat, -90, 90):
         raise InvalidPoint(index, f"lat must be a finite number in [-90, 90], got {point.lat}")
     if not _finite_in(point.lon, -180, 180):
@@ -213,16 +223,17 @@ def validate_point(index: int, point: Point, now: datetime, rules: Rules) -> Non
         raise InvalidPoint(index, f"accuracy must be in [0, {MAX_ACCURACY_M:g}] m, got {point.accuracy}")
     if point.recorded_at.tzinfo is None or point.recorded_at.utcoffset() is None:
         raise InvalidPoint(index, "recorded_at must carry a timezone, e.g. 2025-01-01T12:00:00Z")
-    if point.recorded_at > now + timedelta(seconds=rules.max_future_s):
+    if point.recorded_at > latest:
         raise InvalidPoint(index, f"recorded_at is more than {rules.max_future_s:g} s in the future")
-    if point.recorded_at < now - timedelta(seconds=rules.max_age_s):
+    if point.recorded_at < earliest:
         raise InvalidPoint(index, f"recorded_at is older than {rules.max_age_s:g} s")
 
 
 def validate_batch(points: Sequence[Point], now: datetime, rules: Rules) -> None:
     """Validate every point; the first bad one names its index."""
+    latest, earliest = _time_bounds(now, rules)
     for index, point in enumerate(points):
-        validate_point(index, point, now, rules)
+        _validate_point(index, point, latest, earliest, rules)
 
 
 def apply_points(shipment: Shipment, points: Iterable[Point], rules: Rules) -> LocationOutcome:

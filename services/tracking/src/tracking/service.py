@@ -235,6 +235,8 @@ async def ingest_locations(
 
 def _first_of_each(points: Sequence[Point], stored: set[datetime]) -> list[Point]:
     """The points the database stored: one per new recorded_at (a batch may repeat itself)."""
+    if len(stored) == len(points):
+        return list(points)  # as many new times as points: every point, each time once (the usual batch)
     seen: set[datetime] = set()
     kept: list[Point] = []
     for point in points:
