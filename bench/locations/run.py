@@ -217,18 +217,16 @@ async def create_shipments(base_url: str, bootstrap: str, namespace: str, count:
         while len(found) < count:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"tracking created {len(found)} of {count} shipments in time")
-            cursor: str | None = None
+            cursor: dict[str, str] = {}
             while True:
-                params: dict[str, Any] = {"status": "label_created", "limit": 500}
-                if cursor:
-                    params["created_after"] = cursor
-                page = (await api.get("/shipments", params=params)).json()
+                page = (await api.get("/shipments", params={"status": "label_created", "limit": 500, **cursor})).json()
                 for s in page:
                     if uuid.UUID(s["order_id"]) in orders:
                         found[s["order_id"]] = s["id"]
                 if len(page) < 500:
                     break
-                cursor = page[-1]["created_at"]
+                # Shipments created in one transaction share created_at: the id continues the page after a tie.
+                cursor = {"created_after": page[-1]["created_at"], "after_id": page[-1]["id"]}
             await asyncio.sleep(0.2)
 
         gate = asyncio.Semaphore(16)

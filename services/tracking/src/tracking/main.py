@@ -183,7 +183,9 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         summary="The shipments of an order (buyers: order_id) or in one status (operators: status)",
         description=(
             "`order_id`: the order's shipments, for its buyer. `status`: shipments in that status, oldest first, "
-            "for operators (bearer: the operator key); page with `created_after` = the last one's `created_at`."
+            "for operators (bearer: the operator key); page with `created_after` = the last one's `created_at` "
+            "and `after_id` = its `id` (shipments created together share a `created_at`: `created_after` alone "
+            "skips those of them past the end of the page)."
         ),
         responses={
             401: {"description": "No token (order_id: the order's access token; status: the operator key)"},
@@ -198,6 +200,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         status: ShipmentStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         created_after: datetime | None = None,
+        after_id: Annotated[uuid.UUID | None, Query(description="With created_after: the last one's id")] = None,
     ) -> list[ShipmentOut]:
         if order_id is not None:
             await authorize_order_reader(request, order_id)
@@ -205,7 +208,11 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         if status is None:
             raise Unprocessable("give order_id (a buyer's order) or status (operators)", code="missing_filter")
         operator(request)
-        found = await service.shipments_in_status(runtime.pool, status, limit=limit, created_after=created_after)
+        if after_id is not None and created_after is None:
+            raise Unprocessable("after_id pages only together with created_after", code="after_id_alone")
+        found = await service.shipments_in_status(
+            runtime.pool, status, limit=limit, created_after=created_after, after_id=after_id
+        )
         return [view(s) for s in found]
 
     reader_responses: dict[int | str, dict[str, Any]] = {

@@ -192,17 +192,38 @@ async def recent_points(
 
 
 async def list_shipments_by_status(
-    conn: asyncpg.Connection, status: str, *, limit: int, created_after: datetime | None = None
+    conn: asyncpg.Connection,
+    status: str,
+    *,
+    limit: int,
+    created_after: datetime | None = None,
+    after_id: uuid.UUID | None = None,
 ) -> list[Shipment]:
-    """Shipments in one status, oldest first (``created_after``: a cursor for the next page)."""
-    rows = await conn.fetch(
-        f"""SELECT {_SHIPMENT_COLUMNS} FROM shipments
-            WHERE status = $1 AND created_at > coalesce($2, '-infinity'::timestamptz)
-            ORDER BY created_at, id LIMIT $3""",
-        status,
-        created_after,
-        limit,
-    )
+    """Shipments in one status, oldest first (then by id).
+
+    The next page starts after the previous page's last shipment: ``created_after`` its ``created_at`` and
+    ``after_id`` its ``id``. Shipments created by one transaction share a ``created_at`` (a consumer
+    batch creates up to a hundred), so ``created_after`` alone skips those of them past the page's end.
+    """
+    if created_after is not None and after_id is not None:
+        rows = await conn.fetch(
+            f"""SELECT {_SHIPMENT_COLUMNS} FROM shipments
+                WHERE status = $1 AND (created_at, id) > ($2, $3)
+                ORDER BY created_at, id LIMIT $4""",
+            status,
+            created_after,
+            after_id,
+            limit,
+        )
+    else:
+        rows = await conn.fetch(
+            f"""SELECT {_SHIPMENT_COLUMNS} FROM shipments
+                WHERE status = $1 AND created_at > coalesce($2, '-infinity'::timestamptz)
+                ORDER BY created_at, id LIMIT $3""",
+            status,
+            created_after,
+            limit,
+        )
     return [_shipment(r) for r in rows]
 
 

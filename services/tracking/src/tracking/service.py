@@ -271,11 +271,18 @@ async def get_shipment(pool: asyncpg.Pool, shipment_id: uuid.UUID) -> Shipment:
 
 
 async def shipments_in_status(
-    pool: asyncpg.Pool, status: domain.ShipmentStatus, *, limit: int, created_after: datetime | None = None
+    pool: asyncpg.Pool,
+    status: domain.ShipmentStatus,
+    *,
+    limit: int,
+    created_after: datetime | None = None,
+    after_id: uuid.UUID | None = None,
 ) -> list[Shipment]:
     """Operators: shipments in one status, oldest first (couriers pick up ``label_created`` ones)."""
     async with pool.acquire() as conn:
-        return await repository.list_shipments_by_status(conn, status, limit=limit, created_after=created_after)
+        return await repository.list_shipments_by_status(
+            conn, status, limit=limit, created_after=created_after, after_id=after_id
+        )
 
 
 async def route_of(pool: asyncpg.Pool, shipment_id: uuid.UUID, *, limit: int) -> list[Point]:

@@ -84,3 +84,36 @@ async def test_a_rule_that_keeps_every_point_thins_nothing(tracking_pool: asyncp
     done = await service.thin_history(tracking_pool, Thinning(keep_every_s=0, older_than_s=3600), now=NOW)
     assert done.deleted == 0
     assert await stored(tracking_pool, shipment.id) == recorded
+
+
+async def test_paging_by_created_at_and_id_never_skips_shipments_created_together(tracking_pool: asyncpg.Pool) -> None:
+    # One transaction (a consumer batch of OrderPaid events): every shipment gets the same created_at.
+    async with tracking_pool.acquire() as conn, conn.transaction():
+        for _ in range(5):
+            shipment = Shipment(
+                id=uuid.uuid4(),
+                order_id=uuid.uuid4(),
+                status="label_created",
+                destination=Destination("Paris", "FR", 48.853, 2.3499),
+                correlation_id="corr",
+            )
+            await repository.insert_shipment(conn, shipment, "hash")
+    async with tracking_pool.acquire() as conn:
+        everything = await repository.list_shipments_by_status(conn, "label_created", limit=100)
+        assert len({s.created_at for s in everything}) == 1 and len(everything) == 5
+        paged: list[Shipment] = []
+        page = await repository.list_shipments_by_status(conn, "label_created", limit=2)
+        while page:
+            paged += page
+            last = page[-1]
+            page = await repository.list_shipments_by_status(
+                conn, "label_created", limit=2, created_after=last.created_at, after_id=last.id
+            )
+        assert [s.id for s in paged] == [s.id for s in everything]
+        # created_after alone is strictly later: past a tie it skips the rest of it (why after_id exists).
+        assert (
+            await repository.list_shipments_by_status(
+                conn, "label_created", limit=2, created_after=everything[1].created_at
+            )
+            == []
+        )

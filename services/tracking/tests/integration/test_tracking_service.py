@@ -364,6 +364,11 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
         no_filter = await api.get("/shipments", headers=operator)
         assert (no_filter.status_code, no_filter.json()["error"]) == (422, "missing_filter")
         assert (await api.get("/shipments", params={"status": "lost"}, headers=operator)).status_code == 422
+        # The next page after the in-transit one: past its created_at and id, nothing.
+        after = {"created_after": in_transit.json()[0]["created_at"], "after_id": shipment_id}
+        assert (await api.get("/shipments", params={"status": "in_transit", **after}, headers=operator)).json() == []
+        alone = await api.get("/shipments", params={"status": "in_transit", "after_id": shipment_id}, headers=operator)
+        assert (alone.status_code, alone.json()["error"]) == (422, "after_id_alone")
 
     # Every stored point is on tracking.locations.v1, once, in recorded order for the shipment.
     located = await read_topic(
