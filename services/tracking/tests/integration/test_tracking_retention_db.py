@@ -11,7 +11,7 @@ from importlib import resources
 import asyncpg
 import pytest_asyncio
 from tracking import repository, service
-from tracking.domain import Destination, Point, Shipment, Thinning
+from tracking.domain import Destination, Point, Shipment, ShipmentStatus, Thinning
 from tweetshop_devstack.pytest_plugin import ScratchDatabase
 from tweetshop_platform import db
 
@@ -33,14 +33,18 @@ async def tracking_pool(database: ScratchDatabase) -> AsyncIterator[asyncpg.Pool
         await pool.close()
 
 
-async def a_shipment_with_history(pool: asyncpg.Pool, recorded: list[datetime]) -> Shipment:
-    shipment = Shipment(
+def new_shipment(status: ShipmentStatus = "in_transit") -> Shipment:
+    return Shipment(
         id=uuid.uuid4(),
         order_id=uuid.uuid4(),
-        status="in_transit",
+        status=status,
         destination=Destination("Paris", "FR", 48.853, 2.3499),
         correlation_id="corr",
     )
+
+
+async def a_shipment_with_history(pool: asyncpg.Pool, recorded: list[datetime]) -> Shipment:
+    shipment = new_shipment()
     points = [Point(48.9 - i * 1e-4, 2.3499, t) for i, t in enumerate(recorded)]
     async with pool.acquire() as conn:
         await repository.insert_shipment(conn, shipment, "hash")
@@ -90,14 +94,7 @@ async def test_paging_by_created_at_and_id_never_skips_shipments_created_togethe
     # One transaction (a consumer batch of OrderPaid events): every shipment gets the same created_at.
     async with tracking_pool.acquire() as conn, conn.transaction():
         for _ in range(5):
-            shipment = Shipment(
-                id=uuid.uuid4(),
-                order_id=uuid.uuid4(),
-                status="label_created",
-                destination=Destination("Paris", "FR", 48.853, 2.3499),
-                correlation_id="corr",
-            )
-            await repository.insert_shipment(conn, shipment, "hash")
+            await repository.insert_shipment(conn, new_shipment("label_created"), "hash")
     async with tracking_pool.acquire() as conn:
         everything = await repository.list_shipments_by_status(conn, "label_created", limit=100)
         assert len({s.created_at for s in everything}) == 1 and len(everything) == 5

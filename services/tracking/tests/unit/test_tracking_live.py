@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from tracking import domain, live
 from tracking.domain import Destination, Point, Shipment
 from tweetshop_contracts import ShipmentLocationUpdated, ShipmentStatusChanged
@@ -88,23 +89,21 @@ async def test_an_update_reaches_every_watcher_of_its_shipment_and_no_other() ->
     assert hub.watcher_count() == 0
 
 
-async def test_a_slow_watcher_loses_its_oldest_updates_not_the_newest() -> None:
+@pytest.mark.parametrize(
+    ("arrivals", "kept"),
+    [((50, 40, 30, 20, 10), (30, 20, 10)), ((5, 50, 40, 30, 20), (30, 20, 5))],
+    # Out of order: two batches of one courier that committed the wrong way round, the newest fix first.
+    ids=["in recorded order", "newest fix first"],
+)
+async def test_a_slow_watcher_loses_its_stalest_fixes_never_the_newest_position(
+    arrivals: tuple[int, ...], kept: tuple[int, ...]
+) -> None:
     hub = live.LiveHub(queue_size=3)
     with hub.watch(SHIPMENT.id) as mailbox:
-        for seconds_ago in (50, 40, 30, 20, 10):
+        for seconds_ago in arrivals:
             hub.publish(location(seconds_ago))
-        kept = mailbox.take().locations
-    assert [e.recorded_at for e in kept] == [NOW - timedelta(seconds=s) for s in (30, 20, 10)]
-
-
-async def test_fixes_that_arrive_out_of_order_never_push_out_the_newest_position() -> None:
-    # Two batches of one courier that commit out of order: the newest fix came first, then older ones.
-    hub = live.LiveHub(queue_size=3)
-    with hub.watch(SHIPMENT.id) as mailbox:
-        for seconds_ago in (5, 50, 40, 30, 20):
-            hub.publish(location(seconds_ago))
-        kept = mailbox.take().locations
-    assert [e.recorded_at for e in kept] == [NOW - timedelta(seconds=s) for s in (30, 20, 5)]
+        taken = mailbox.take().locations
+    assert [e.recorded_at for e in taken] == [NOW - timedelta(seconds=s) for s in kept]
 
 
 async def test_a_status_change_survives_any_flood_of_fixes_and_closing_survives_everything() -> None:
