@@ -221,29 +221,27 @@ class OutboxRelay:
                WHERE upto - events < $1""",
             self._batch_size,
         )
-        events = sum(1 + len(row["more_payloads"] or ()) for row in rows)
+        payloads_of = [[row["payload"], *(row["more_payloads"] or ())] for row in rows]  # each row's events, in order
+        events = sum(len(payloads) for payloads in payloads_of)
         # Counting the backlog walks all of it: at most once a second, or it slows the relay most when it is behind.
         if events < self._batch_size or time.monotonic() - self._backlog_recorded >= 1.0:
             await self._record_backlog(conn)
         if not rows:
             return 0
         futures: list[asyncio.Future[Any]] = []
-        sent: list[tuple[str, int]] = []  # (topic, events) per row
-        for row in rows:
+        for row, payloads in zip(rows, payloads_of, strict=True):
             headers = [
                 ("event_type", row["event_type"].encode()),
                 ("content-type", b"application/json"),
                 ("correlation_id", row["correlation_id"].encode()),
             ]
             topic, key = self._topics.physical(row["topic"]), row["message_key"].encode()
-            payloads = [row["payload"], *(row["more_payloads"] or ())]
             for payload in payloads:
                 if futures and len(futures) % _YIELD_EVERY == 0:
                     # send() returns without suspending while a batch has room: a round of 2,000 events would
                     # hold the event loop for tens of ms, and the service's HTTP requests would wait behind it.
                     await asyncio.sleep(0)
                 futures.append(await self._producer.send(topic, bytes(payload), key=key, headers=headers))
-            sent.append((row["topic"], len(payloads)))
         # Wait for every broker ack before marking: an unacked row stays unpublished and is sent again.
         await asyncio.gather(*futures)
         # Chaos tests only (off by default): die between publishing and marking, the redelivery case.
@@ -251,8 +249,8 @@ class OutboxRelay:
         await conn.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )
-        for topic, published in sent:
-            metrics.OUTBOX_PUBLISHED.labels(topic).inc(published)
+        for row, payloads in zip(rows, payloads_of, strict=True):
+            metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc(len(payloads))
         return events
 
     async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
