@@ -285,6 +285,7 @@ class ServiceStack:
                 tracking_public_url=self.url("tracking"),
                 topic_namespace=self.namespace,
                 log_format="json",
+                high_rate_limits=True,  # one address sends what many buyers and couriers would
             )
             self.processes[name] = ManagedProcess(
                 f"{self.label}-{name}",

@@ -149,6 +149,7 @@ def start_tracking(
         kafka_bootstrap=bootstrap,
         topic_namespace=namespace,
         log_format="json",
+        high_rate_limits=True,  # one address sends what many buyers and couriers would
     )
     env |= {"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY, "TWEETSHOP_KAFKA_TOPIC_PARTITIONS": str(PARTITIONS)}
     process = ManagedProcess(

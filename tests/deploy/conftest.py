@@ -1,11 +1,14 @@
 """docker-compose.yml as the containers see it: parsed, anchors merged, variables resolved.
 
-Tests get it through fixtures (test modules here are not importable from each other).
+Tests get it through fixtures (test modules here are not importable from each other). The file requires
+its secrets (``${NAME:?...}``): ``service_environment`` resolves it as on a host that set each of them
+(``HOST_SECRETS``, strong random values), plus what a test adds.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,27 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+_REQUIRED = re.compile(r"\$\{(\w+):?\?")
+
+
+def required_variables() -> set[str]:
+    """Every variable the file requires (``${NAME:?...}`` or ``${NAME?...}``): compose stops while one is unset."""
+    return set(_REQUIRED.findall(COMPOSE_FILE.read_text(encoding="utf-8")))
+
+
+def a_strong_value(variable: str) -> str:
+    """What a careful operator sets: a random value of the shape the variable needs."""
+    if variable == "STRIPE_API_KEY":
+        return "sk_test_" + secrets.token_hex(24)
+    if variable == "STRIPE_PUBLISHABLE_KEY":
+        return "pk_test_" + secrets.token_hex(24)
+    if variable == "STRIPE_WEBHOOK_SECRET":
+        return "whsec_" + secrets.token_urlsafe(32)
+    return secrets.token_urlsafe(48)
+
+
+HOST_SECRETS: dict[str, str] = {name: a_strong_value(name) for name in sorted(required_variables())}
 
 _VARIABLE = re.compile(r"\$\$|\$\{(?P<braced>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)")
 
@@ -87,10 +111,27 @@ ServiceEnvironment = Callable[..., dict[str, str]]
 
 @pytest.fixture(scope="session")
 def service_environment(compose_services: dict[str, dict[str, Any]]) -> ServiceEnvironment:
-    """``service_environment(name, host_env=None)``: the resolved environment of one compose service."""
+    """``service_environment(name, host_env=None)``: the resolved environment of one compose service, on a
+    host that set every required secret (HOST_SECRETS) and ``host_env``."""
 
     def environment_of(name: str, host_env: Mapping[str, str] | None = None) -> dict[str, str]:
         assert name in compose_services, f"docker-compose.yml has no service {name!r}"
+        return resolved_environment(compose_services[name], {**HOST_SECRETS, **(host_env or {})})
+
+    return environment_of
+
+
+@pytest.fixture(scope="session")
+def host_secrets() -> dict[str, str]:
+    """Every variable the file requires, set to a strong value (what ``service_environment`` resolves with)."""
+    return dict(HOST_SECRETS)
+
+
+@pytest.fixture(scope="session")
+def environment_on_host(compose_services: dict[str, dict[str, Any]]) -> ServiceEnvironment:
+    """``environment_on_host(name, host_env)``: one service's environment on a host with exactly ``host_env``."""
+
+    def environment_of(name: str, host_env: Mapping[str, str]) -> dict[str, str]:
         return resolved_environment(compose_services[name], host_env)
 
     return environment_of

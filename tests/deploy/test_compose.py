@@ -7,6 +7,7 @@ silently ignored by a container.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from pydantic_settings import BaseSettings
+from tweetshop_platform.settings import InsecureSecretsError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_PORTS: dict[str, int] = {"catalog": 8001, "feed": 8002, "checkout": 8003, "tracking": 8004}
@@ -232,24 +234,112 @@ def test_service_waits_for_healthy_kafka_and_postgres_and_restarts(compose_servi
     assert compose_services[service].get("restart") == "unless-stopped"
 
 
-def test_checkout_talks_to_localstripe_unless_given_stripe(
-    compose_services: Services, service_environment: ServiceEnvironment
+def test_checkout_talks_to_stripe_with_the_key_and_webhook_secret_the_host_sets(
+    compose_services: Services, service_environment: ServiceEnvironment, host_secrets: dict[str, str]
 ) -> None:
     env = service_environment("checkout")
-    for variable in ("TWEETSHOP_STRIPE_API_KEY", "TWEETSHOP_STRIPE_API_BASE", "TWEETSHOP_STRIPE_WEBHOOK_SECRET"):
-        assert env.get(variable), f"checkout needs {variable}"
-    base = urlsplit(env["TWEETSHOP_STRIPE_API_BASE"])
+    assert env["TWEETSHOP_STRIPE_API_KEY"] == host_secrets["STRIPE_API_KEY"]
+    assert env["TWEETSHOP_STRIPE_WEBHOOK_SECRET"] == host_secrets["STRIPE_WEBHOOK_SECRET"]
+    settings = settings_in_container("checkout", env)
+    assert settings.stripe_base_url is None, "by default checkout talks to api.stripe.com, not localstripe"
+    settings.check_secrets()
+
+    # Development without a Stripe account: the `localstripe` profile and its base URL (deploy/README.md).
+    local = service_environment("checkout", {"TWEETSHOP_STRIPE_API_BASE": "http://localstripe:8420"})
+    base = urlsplit(settings_in_container("checkout", local).stripe_base_url)
     assert (base.hostname, base.port) == ("localstripe", 8420)
     assert (8420, 8420) in published_ports(compose_services["localstripe"])
-    assert depends_on(compose_services["checkout"]).get("localstripe-webhook") == "service_completed_successfully"
-    settings = settings_in_container("checkout", env)
-    assert settings.stripe_api_key.get_secret_value().startswith("sk_test_"), "the default key must be a test key"
+    hook = (compose_services["checkout"].get("depends_on") or {}).get("localstripe-webhook")
+    assert hook == {"condition": "service_completed_successfully", "required": False}, (
+        "checkout waits for the webhook registration only when the localstripe profile runs it"
+    )
 
-    # A real key: the host sets the key and empties the base URL (api.stripe.com).
-    real = service_environment("checkout", {"STRIPE_API_KEY": "sk_test_real", "TWEETSHOP_STRIPE_API_BASE": ""})
-    real_settings = settings_in_container("checkout", real)
-    assert real_settings.stripe_api_key.get_secret_value() == "sk_test_real"
-    assert not real_settings.stripe_api_base, "an empty TWEETSHOP_STRIPE_API_BASE must not fall back to localstripe"
+
+def test_localstripe_runs_only_when_its_development_profile_is_asked_for(compose_services: Services) -> None:
+    for name in ("localstripe", "localstripe-webhook"):
+        assert compose_services[name].get("profiles") == ["localstripe"], f"{name} must be off unless asked for"
+    profiled = {name for name, service in compose_services.items() if service.get("profiles")}
+    for name, service in compose_services.items():
+        if name in profiled:
+            continue
+        needed = {dep for dep, spec in (service.get("depends_on") or {}).items() if (spec or {}).get("required", True)}
+        assert not needed & profiled, f"{name} always runs: it cannot require {sorted(needed & profiled)}"
+
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY\b|_KEY_|^KEY", re.IGNORECASE)
+NOT_SECRET = re.compile(r"PUBLISHABLE", re.IGNORECASE)
+DEFAULTED = re.compile(r"\$\{(\w+)(:?-)([^}]*)\}")
+
+
+def test_no_secret_has_a_default_or_a_value_in_the_file(written_environment: Any, compose_services: Services) -> None:
+    offenders: list[str] = []
+    for name in compose_services:
+        for key, value in written_environment(name).items():
+            if value is None:
+                continue
+            for variable, _, default in DEFAULTED.findall(value):
+                if (SECRET_NAME.search(variable) or SECRET_NAME.search(key)) and not NOT_SECRET.search(variable):
+                    offenders.append(f"{name}.{key}: ${{{variable}}} defaults to {default!r}")
+            if SECRET_NAME.search(key) and not NOT_SECRET.search(key) and "${" not in value:
+                offenders.append(f"{name}.{key} is written in the file")
+            dsn = urlsplit(value) if "://" in value else None
+            if dsn is not None and dsn.password is not None and not re.fullmatch(r"\$\{\w+:\?[^}]*\}", dsn.password):
+                offenders.append(f"{name}.{key}: the password in {value} is not a required variable")
+    assert not offenders, "secrets must be required (${NAME:?...}), never defaulted:\n" + "\n".join(offenders)
+
+
+REQUIRED_SECRETS = {
+    "TWEETSHOP_OPERATOR_KEY": {"catalog", "feed", "checkout", "tracking"},
+    "STRIPE_API_KEY": {"checkout"},
+    "STRIPE_WEBHOOK_SECRET": {"checkout", "localstripe-webhook"},
+    "POSTGRES_PASSWORD": {"postgres"},
+    "CATALOG_DB_PASSWORD": {"postgres", "catalog"},
+    "FEED_DB_PASSWORD": {"postgres", "feed"},
+    "CHECKOUT_DB_PASSWORD": {"postgres", "checkout"},
+    "TRACKING_DB_PASSWORD": {"postgres", "tracking"},
+    "GRAFANA_ADMIN_PASSWORD": {"grafana"},
+}
+
+
+@pytest.mark.parametrize("variable", sorted(REQUIRED_SECRETS))
+def test_compose_stops_and_names_a_secret_the_host_did_not_set(
+    environment_on_host: ServiceEnvironment, host_secrets: dict[str, str], variable: str
+) -> None:
+    assert variable in host_secrets, f"docker-compose.yml must require {variable} with ${{{variable}:?...}}"
+    for host in ({k: v for k, v in host_secrets.items() if k != variable}, {**host_secrets, variable: ""}):
+        for name in REQUIRED_SECRETS[variable]:
+            with pytest.raises(ValueError, match=rf"{variable} is required \(.*deploy/README.md, Secrets\)"):
+                environment_on_host(name, host)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_run_in_production_where_public_secrets_stop_them(
+    service_environment: ServiceEnvironment, host_secrets: dict[str, str], service: str
+) -> None:
+    settings = settings_in_container(service, service_environment(service))
+    assert settings.environment == "production"
+    assert settings.operator_key.get_secret_value() == host_secrets["TWEETSHOP_OPERATOR_KEY"]
+    settings.check_secrets()
+    weak = settings_in_container(service, service_environment(service, {"TWEETSHOP_OPERATOR_KEY": "dev-operator-key"}))
+    with pytest.raises(InsecureSecretsError, match="TWEETSHOP_OPERATOR_KEY is a public default"):
+        weak.check_secrets()
+
+
+# The public contract v1 ports (the four APIs, the web app) and Kafka for other teams' consumers; anything else
+# published (Postgres, localstripe, Prometheus, Grafana) is for this machine only.
+PUBLIC_PORTS = {"catalog", "feed", "checkout", "tracking", "webapp", "kafka"}
+
+
+def test_ports_other_than_the_public_apis_are_published_on_127_0_0_1_only(compose_services: Services) -> None:
+    offenders = []
+    for name, service in compose_services.items():
+        if name in PUBLIC_PORTS:
+            continue
+        for entry in service.get("ports") or []:
+            host_ip = entry.get("host_ip") if isinstance(entry, dict) else str(entry).rsplit(":", 2)[0]
+            if host_ip != "127.0.0.1" or (isinstance(entry, str) and str(entry).count(":") != 2):
+                offenders.append(f"{name}: {entry}")
+    assert not offenders, f'publish these on 127.0.0.1 only ("127.0.0.1:HOST:CONTAINER"): {offenders}'
 
 
 def test_localstripe_webhook_registers_checkouts_endpoint_with_checkouts_secret(
@@ -294,8 +384,10 @@ def test_kafka_advertises_localhost_9092_to_the_host(
     assert host_listeners, "other teams connect to localhost:9092: some listener must advertise it"
     name = host_listeners[0]
     assert bound[name][1] == 9092, "the listener advertised as localhost:9092 must listen on 9092 in the container"
-    assert protocols.get(name) == "PLAINTEXT"
-    assert (9092, 9092) in published_ports(compose_services["kafka"])
+    # Authenticated, and published on 127.0.0.1 only by the kafka-host profile (tests/deploy/test_broker_security.py).
+    assert protocols.get(name) == "SASL_PLAINTEXT"
+    assert not published_ports(compose_services["kafka"]), "Kafka itself is not published on the host"
+    assert (9092, 9092) in published_ports(compose_services["kafka-host"])
     assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
     assert all(listener in protocols for listener in bound)
 
@@ -367,3 +459,13 @@ def test_the_web_app_is_deployed_on_its_contract_port_behind_the_four_apis(compo
         assert environment[f"TWEETSHOP_{service.upper()}_URL"] == f"http://{service}:{port}"
         assert webapp["depends_on"][service] == {"condition": "service_healthy"}
     assert "http://127.0.0.1:8000/healthz" in webapp["healthcheck"]["test"]
+
+
+def test_the_apis_believe_x_forwarded_for_only_from_the_web_apps_fixed_address(compose: dict[str, Any]) -> None:
+    """Rate limits count buyers, not the web app: the APIs trust its X-Forwarded-For, and nobody else's."""
+    services = compose["services"]
+    webapp_address = services["webapp"]["networks"]["default"]["ipv4_address"]
+    subnets = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
+    assert any(ipaddress.ip_address(webapp_address) in ipaddress.ip_network(net) for net in subnets)
+    for name in ("catalog", "feed", "checkout", "tracking"):
+        assert services[name]["environment"]["TWEETSHOP_TRUSTED_PROXIES"] == webapp_address, name

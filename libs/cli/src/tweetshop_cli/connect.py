@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -13,6 +14,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from tweetshop_platform.kafka_security import client_security, describe
 
 from .settings import CliSettings
 
@@ -38,8 +40,17 @@ def broker_unreachable(settings: CliSettings, exc: BaseException) -> Unreachable
     """The error for a broker that does not answer."""
     return Unreachable(
         f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers} "
-        f"(TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers): {_reason(exc)}"
+        f"(TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers; {describe(settings)}, "
+        f"TWEETSHOP_KAFKA_SECURITY_PROTOCOL and TWEETSHOP_KAFKA_SASL_*): {_reason(exc)}"
     )
+
+
+def kafka_security(settings: CliSettings) -> dict[str, Any]:
+    """TLS and SASL arguments of every client the command builds (a bad setting is a CommandError)."""
+    try:
+        return client_security(settings)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def describe_dsn(dsn: str) -> str:
@@ -59,6 +70,7 @@ async def kafka_consumer(settings: CliSettings, *, group_id: str | None = None) 
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="tweetshop-cli",
+        **kafka_security(settings),
     )
     try:
         await asyncio.wait_for(consumer.start(), settings.connect_timeout_s)
@@ -76,7 +88,10 @@ async def kafka_consumer(settings: CliSettings, *, group_id: str | None = None) 
 async def kafka_producer(settings: CliSettings) -> AsyncIterator[AIOKafkaProducer]:
     """A started producer that waits for every replica (``acks=all``)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", client_id="tweetshop-cli"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        client_id="tweetshop-cli",
+        **kafka_security(settings),
     )
     try:
         await asyncio.wait_for(producer.start(), settings.connect_timeout_s)
@@ -93,7 +108,9 @@ async def kafka_producer(settings: CliSettings) -> AsyncIterator[AIOKafkaProduce
 @contextlib.asynccontextmanager
 async def kafka_admin(settings: CliSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="tweetshop-cli")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="tweetshop-cli", **kafka_security(settings)
+    )
     try:
         await asyncio.wait_for(admin.start(), settings.connect_timeout_s)
     except (KafkaError, OSError, TimeoutError) as exc:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from tweetshop_contracts.topics import ALL_TOPICS
 from tweetshop_platform.lag import PartitionLag, group_consumer, measure
 
-from .connect import broker_unreachable, kafka_admin, kafka_consumer
+from .connect import broker_unreachable, kafka_admin, kafka_consumer, kafka_security
 from .groups import SUBSCRIPTIONS
 from .output import json_line, note, say, table
 from .progress import Progress
@@ -45,7 +45,7 @@ async def targets(settings: CliSettings, *, include_others: bool, only: str | No
 
 
 async def _measure(settings: CliSettings, target: GroupTarget) -> list[PartitionLag]:
-    consumer = group_consumer(settings.kafka_bootstrap_servers, target.group)
+    consumer = group_consumer(settings.kafka_bootstrap_servers, target.group, security=kafka_security(settings))
     try:
         await asyncio.wait_for(consumer.start(), settings.connect_timeout_s)
     except Exception as exc:

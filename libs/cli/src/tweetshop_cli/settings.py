@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from tweetshop_platform.settings import KafkaClientSecurity, SecretFileSettingsSource
 
 
-class CliSettings(BaseSettings):
+class CliSettings(BaseSettings, KafkaClientSecurity):
     """Where the broker and the database are; command-line options override these."""
 
     model_config = SettingsConfigDict(env_prefix="TWEETSHOP_", extra="ignore")
 
     kafka_bootstrap_servers: str = Field(default="localhost:9092", description="The broker (as the services use it)")
+    # Kafka client security (TWEETSHOP_KAFKA_SECURITY_PROTOCOL, …): KafkaClientSecurity's fields, as the services
+    # read them; with ACLs on, as the operator principal (deploy/kafka/README.md).
     database_url: SecretStr = Field(
         default=SecretStr("postgresql://postgres@localhost:5432/tweetshop"),
         description="A DSN that can use the schema of the service whose read model `replay` rebuilds",
@@ -28,3 +31,15 @@ class CliSettings(BaseSettings):
         default="http://localhost:8003",
         description="Any running tweetshop service (checkout by default): it confirms the operator key first",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then TWEETSHOP_<FIELD>_FILE for secrets (as the services read them), then TWEETSHOP_<FIELD>."""
+        return init_settings, SecretFileSettingsSource(settings_cls), env_settings, dotenv_settings

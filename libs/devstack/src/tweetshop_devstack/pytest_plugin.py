@@ -162,6 +162,18 @@ async def _supports_idempotent_producer(bootstrap: str) -> bool:
     return True
 
 
+@pytest.fixture
+def no_tweetshop_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings built in the test see only what the test sets: no TWEETSHOP_* from the shell or a fixture.
+
+    Use it with ``pytestmark = pytest.mark.usefixtures("no_tweetshop_environment")``.
+    """
+    for key in list(os.environ):
+        if key.upper().startswith("TWEETSHOP_"):
+            monkeypatch.delenv(key)
+    yield
+
+
 @pytest.fixture(scope="session")
 def devstack_tmp_dir() -> Iterator[Path]:
     """A private directory for the embedded servers' data and logs, removed after the session."""
@@ -478,6 +490,7 @@ class ServiceProcesses:
                 **({"stripe": self._request.getfixturevalue("stripe_base_url")} if definition.name == "webapp" else {}),
             },
             topic_namespace=self.topic_namespace if topic_namespace is None else topic_namespace,
+            high_rate_limits=True,  # one address sends what many buyers and couriers would
         )
         instance = definition.name if first else f"{definition.name}-{port}"
         process = ManagedProcess(

@@ -6,11 +6,27 @@ import importlib.util
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
+# Every process `make run`, the test fixtures and the benchmarks start runs in development mode: it accepts the
+# public development secrets below (and the operator key's default) that a production service refuses to start with.
+DEVELOPMENT_ENVIRONMENT = {"TWEETSHOP_ENVIRONMENT": "development"}
 # Development-only credentials: localstripe accepts any ``sk_test_`` key, and Postgres runs with trust auth locally.
 DEV_STRIPE_API_KEY = "sk_test_tweetshop_dev"
 DEV_STRIPE_WEBHOOK_SECRET = "whsec_tweetshop_dev"
 # Id of checkout's webhook registration in localstripe (`POST /_config/webhooks/{id}`).
 STRIPE_WEBHOOK_ID = "tweetshop"
+# The per-client rate limits (tweetshop_platform.ratelimit) raised out of reach: tests and benchmarks send from one
+# address what thousands of buyers would. `make run` keeps the real defaults.
+HIGH_RATE_LIMITS = {
+    "TWEETSHOP_RATE_LIMIT_WRITES": "1000000/second",
+    "TWEETSHOP_RATE_LIMIT_SIGNUPS": "1000000/second",
+    "TWEETSHOP_RATE_LIMIT_ORDERS": "1000000/second",
+    "TWEETSHOP_RATE_LIMIT_COURIER_LOCATIONS": "1000000/second",
+    "TWEETSHOP_RATE_LIMIT_CREDENTIAL_FAILURES": "1000000/second",
+    # checkout: one test buyer, card and address place many orders left unpaid on purpose (0: no cap).
+    "TWEETSHOP_UNPAID_ORDERS_CAP": "0",
+}
+# The web app runs on the same machine: the services believe the buyer's address it sends (X-Forwarded-For).
+LOCAL_PROXIES = "127.0.0.1,::1"
 
 
 @dataclass(frozen=True)
@@ -73,9 +89,14 @@ def service_env(
     service_urls: dict[str, str] | None = None,
     topic_namespace: str = "",
     log_format: str = "console",
+    high_rate_limits: bool = False,
 ) -> dict[str, str]:
-    """The TWEETSHOP_* variables one service process gets (added to the parent's environment)."""
+    """The TWEETSHOP_* variables one service process gets (added to the parent's environment).
+
+    ``high_rate_limits``: the per-client limits raised out of reach (tests, benchmarks).
+    """
     env = {
+        **DEVELOPMENT_ENVIRONMENT,
         "TWEETSHOP_SERVICE_NAME": service.name,
         "TWEETSHOP_HTTP_HOST": http_host,
         "TWEETSHOP_HTTP_PORT": str(http_port),
@@ -103,6 +124,10 @@ def service_env(
         env["TWEETSHOP_TRACKING_PUBLIC_URL"] = tracking_public_url
     if service.name == "tracking":
         env["TWEETSHOP_PUBLIC_URL"] = tracking_public_url
+    if service.uses_database:  # the four APIs (the web app has no per-client limits of its own)
+        env["TWEETSHOP_TRUSTED_PROXIES"] = LOCAL_PROXIES
+        if high_rate_limits:
+            env.update(HIGH_RATE_LIMITS)
     for name, url in (service_urls or {}).items():
         # For the web app: where the APIs it calls live (TWEETSHOP_CATALOG_URL, ..., TWEETSHOP_STRIPE_URL).
         env[f"TWEETSHOP_{name.upper()}_URL"] = url

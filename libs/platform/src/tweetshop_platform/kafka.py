@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -14,6 +15,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream.kafka import KafkaBroker
 from tweetshop_contracts.topics import dlq_topic
 
+from .kafka_security import broker_security, client_security
 from .settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -41,7 +43,7 @@ class TopicNames:
 
 
 def create_broker(settings: ServiceSettings) -> KafkaBroker:
-    """A FastStream Kafka broker configured from settings (acks, idempotence, client id)."""
+    """A FastStream Kafka broker configured from settings (acks, idempotence, client id, TLS and SASL)."""
     acks: int | str = "all" if settings.kafka_acks == "all" else int(settings.kafka_acks)
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
@@ -50,6 +52,7 @@ def create_broker(settings: ServiceSettings) -> KafkaBroker:
         enable_idempotence=settings.kafka_enable_idempotence,
         request_timeout_ms=15_000,
         logger=None,
+        security=broker_security(settings),
     )
 
 
@@ -93,16 +96,27 @@ def create_producer(settings: ServiceSettings, *, client_suffix: str) -> AIOKafk
         # broker round trip every few dozen sends; larger batches carry a round in a few requests per partition.
         max_batch_size=256 * 1024,
         partitioner=CachedKeyPartitioner(),
+        **client_security(settings),
     )
 
 
-async def ensure_topics(bootstrap_servers: str, names: Iterable[str], partitions: int, timeout: float = 60) -> None:
-    """Create the topics (and leave existing ones as they are), retrying while the broker starts."""
+async def ensure_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    partitions: int,
+    timeout: float = 60,
+    *,
+    security: Mapping[str, Any] | None = None,
+) -> None:
+    """Create the topics (and leave existing ones as they are), retrying while the broker starts.
+
+    ``security``: ``client_security(settings)`` (TLS and SASL arguments); the principal needs CREATE on them.
+    """
     wanted = sorted(set(names))
     deadline = asyncio.get_running_loop().time() + timeout
     delay = 0.2
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **(security or {}))
         try:
             await admin.start()
             existing = set(await admin.list_topics())

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -79,14 +79,24 @@ async def measure(consumer: AIOKafkaConsumer, group: str, topics: Iterable[str])
     ]
 
 
-def group_consumer(bootstrap_servers: str, group: str, *, request_timeout_ms: int = 10_000) -> AIOKafkaConsumer:
-    """A consumer that only reads ``group``'s offsets: it never subscribes, so it never joins the group."""
+def group_consumer(
+    bootstrap_servers: str,
+    group: str,
+    *,
+    request_timeout_ms: int = 10_000,
+    security: Mapping[str, Any] | None = None,
+) -> AIOKafkaConsumer:
+    """A consumer that only reads ``group``'s offsets: it never subscribes, so it never joins the group.
+
+    ``security``: ``kafka_security.client_security(settings)``, the TLS and SASL arguments (none: PLAINTEXT).
+    """
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=group,
         enable_auto_commit=False,
         request_timeout_ms=request_timeout_ms,
         client_id=f"tweetshop-lag-{group}"[:200],
+        **(security or {}),
     )
 
 
@@ -100,9 +110,11 @@ class ConsumerLagMonitor:
         subscriptions: Sequence[tuple[str, str]],
         *,
         interval: float = LAG_INTERVAL_S,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
-        """``subscriptions``: (group id, contract topic) pairs."""
+        """``subscriptions``: (group id, contract topic) pairs; ``security``: TLS and SASL client arguments."""
         self._bootstrap = bootstrap_servers
+        self._security = dict(security or {})
         self._names = names
         self._interval = interval
         self._topics_of: dict[str, list[str]] = {}
@@ -155,7 +167,7 @@ class ConsumerLagMonitor:
     async def _consumer(self, group: str) -> AIOKafkaConsumer:
         consumer = self._consumers.get(group)
         if consumer is None:
-            consumer = group_consumer(self._bootstrap, group)
+            consumer = group_consumer(self._bootstrap, group, security=self._security)
             try:
                 await asyncio.wait_for(consumer.start(), METADATA_TIMEOUT_S * 2)
             except BaseException:

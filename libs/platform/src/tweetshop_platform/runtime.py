@@ -26,11 +26,13 @@ from .asyncapi import install_asyncapi
 from .consumer import AfterCommit, Handler, ReliableSubscriber
 from .http import install_common, install_operator_check
 from .kafka import TopicNames, create_broker, create_producer, ensure_topics
+from .kafka_security import client_security
 from .lag import ConsumerLagMonitor
 from .logs import configure_logging
 from .openapi import install_error_documentation
 from .outbox import OutboxRelay
-from .settings import ServiceSettings
+from .ratelimit import RateLimiter
+from .settings import InsecureSecretsError, ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +57,8 @@ class ServiceRuntime:
         self.package = package
         self.topics = TopicNames(settings.topic_namespace)
         self.broker = create_broker(settings)
+        # TLS and SASL arguments for any other Kafka client the service builds (tracking's live feed).
+        self.kafka_security = client_security(settings)
         self.produces = produces
         self._pool: asyncpg.Pool | None = None
         self._subscriptions: list[_Subscription] = []
@@ -102,6 +106,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         """Connect, migrate, create topics, start consuming, relaying and the workers."""
         s = self.settings
+        s.check_secrets()  # before anything connects: outside development, no start with unsafe secrets
         gc.set_threshold(*s.gc_thresholds)
         self._pool = await db.wait_for_pool(
             s.database_url.get_secret_value(), self.name, min_size=s.database_pool_min, max_size=s.database_pool_max
@@ -114,7 +119,10 @@ class ServiceRuntime:
             consumed = {sub.topic for sub in self._subscriptions}
             wanted = set(self.produces) | consumed | {dlq_topic(t) for t in consumed}
             await ensure_topics(
-                s.kafka_bootstrap_servers, [self.topics.physical(t) for t in wanted], s.kafka_topic_partitions
+                s.kafka_bootstrap_servers,
+                [self.topics.physical(t) for t in wanted],
+                s.kafka_topic_partitions,
+                security=self.kafka_security,
             )
         for sub in self._subscriptions:
             self.subscribers.append(
@@ -152,7 +160,10 @@ class ServiceRuntime:
             self._tasks.append(asyncio.create_task(self._supervise(name, worker), name=name))
         if self._subscriptions:
             lag = ConsumerLagMonitor(
-                s.kafka_bootstrap_servers, self.topics, [(sub.group_id, sub.topic) for sub in self._subscriptions]
+                s.kafka_bootstrap_servers,
+                self.topics,
+                [(sub.group_id, sub.topic) for sub in self._subscriptions],
+                security=self.kafka_security,
             )
             self._tasks.append(asyncio.create_task(self._supervise("consumer-lag", lag.run), name="consumer-lag"))
         if s.gc_freeze_after_start:
@@ -238,7 +249,15 @@ def create_service_app(runtime: ServiceRuntime, *, title: str, description: str,
     """A FastAPI app with the common surface, started and stopped with the runtime."""
     s = runtime.settings
     configure_logging(s.service_name, s.log_level, s.log_format)
-    app = FastAPI(title=title, description=description, version=version, lifespan=runtime.lifespan)
+    # Per-client limits on writes and refused credentials (429): a check every route runs first.
+    limiter = RateLimiter.from_settings(s)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=runtime.lifespan,
+        dependencies=limiter.dependencies(),
+    )
     install_common(
         app,
         {"database": runtime.check_database, "broker": runtime.check_broker},
@@ -247,12 +266,17 @@ def create_service_app(runtime: ServiceRuntime, *, title: str, description: str,
     install_operator_check(app, s.operator_key)
     install_asyncapi(app, s.service_name)
     install_error_documentation(app)
+    limiter.install(app)  # after install_common and install_error_documentation: wraps their handlers/document
     app.state.runtime = runtime
     return app
 
 
 def serve(app: FastAPI, settings: ServiceSettings, **uvicorn_options: Any) -> None:
-    """Run the app with uvicorn (what ``python -m <service>`` does)."""
+    """Run the app with uvicorn (what ``python -m <service>`` does); exit 1 first if a secret is unsafe."""
+    try:
+        settings.check_secrets()
+    except InsecureSecretsError as exc:
+        raise SystemExit(str(exc)) from None  # the message alone on stderr, no traceback
     uvicorn.run(
         app,
         host=settings.http_host,
@@ -260,5 +284,8 @@ def serve(app: FastAPI, settings: ServiceSettings, **uvicorn_options: Any) -> No
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Who the client is, trusted_proxies decides (ratelimit.client_address), not uvicorn (it believes
+        # X-Forwarded-For from 127.0.0.1 by default, so any local process could pose as any address).
+        proxy_headers=False,
         **uvicorn_options,
     )

@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import FastAPI, Query, Request, status
 from tweetshop_contracts import topics
+from tweetshop_platform import ratelimit
 from tweetshop_platform.auth import bearer_token
 from tweetshop_platform.errors import NotFound
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
@@ -108,4 +109,8 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         )
         return ProductOut.of(updated)
 
+    # Registering and rotating keys: a tighter limit per client than other writes.
+    ratelimit.limit_routes(
+        app, {"POST /merchants": ratelimit.SIGNUPS, "POST /merchants/{merchant_id}/api-key": ratelimit.SIGNUPS}
+    )
     return app

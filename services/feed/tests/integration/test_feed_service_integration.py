@@ -114,6 +114,7 @@ async def feed(kafka_bootstrap: str, kafka_is_apache: bool, postgres_admin_dsn: 
     database_admin_dsn = dsn_with_database(postgres_admin_dsn, database)
     await provision_service(database_admin_dsn, "feed", PASSWORD)
     settings = FeedSettings(
+        environment="development",  # the development operator key: what the test fixtures run with
         database_url=SecretStr(service_dsn(database_admin_dsn, "feed", PASSWORD)),
         kafka_bootstrap_servers=kafka_bootstrap,
         kafka_enable_idempotence=kafka_is_apache,

@@ -15,7 +15,7 @@ import json
 import re
 import signal
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -264,7 +264,10 @@ class LiveFeed:
         fetch_max_wait_ms: int,
         listener: AssignmentListener,
         max_records: int = 1000,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
+        """``security``: the runtime's TLS and SASL client arguments (``runtime.kafka_security``)."""
+        self._security = dict(security or {})
         self._hub = hub
         self._names = topic_names
         self._topics = [topic_names.physical(t) for t in logical_topics]
@@ -283,6 +286,7 @@ class LiveFeed:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             fetch_max_wait_ms=self._fetch_max_wait_ms,
+            **self._security,
         )
         consumer.subscribe(topics=self._topics, listener=self._listener)
         await consumer.start()

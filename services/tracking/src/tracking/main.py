@@ -8,14 +8,16 @@ import uuid
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import structlog
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from tweetshop_contracts import topics
+from tweetshop_platform import ratelimit
 from tweetshop_platform.auth import bearer_token, is_operator_key, operator_only
-from tweetshop_platform.errors import DomainError, Unprocessable
+from tweetshop_platform.errors import DomainError, Forbidden, Unprocessable
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, live, metrics, service
@@ -24,6 +26,8 @@ from .config import DEV_OPERATOR_KEY, TrackingSettings
 from .domain import Rules, Shipment, ShipmentStatus, Thinning
 
 log = structlog.get_logger(__name__)
+# Where a browser may put a token it cannot send as a header (the map page's link, EventSource): buyers' only.
+QUERY_TOKEN_NAMES = ("access_token", "token")
 
 
 def rules_of(settings: TrackingSettings) -> Rules:
@@ -57,6 +61,48 @@ def page_config(settings: TrackingSettings, order_id: uuid.UUID) -> str:
     return json.dumps(config).replace("<", "\\u003c")
 
 
+def tile_source(tile_url: str) -> str | None:
+    """The CSP source the map's tiles load from: the tile URL's origin, a ``{s}`` subdomain as ``*``."""
+    parts = urlsplit(tile_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    host = parts.netloc
+    if host.startswith("{s}."):
+        host = "*." + host[len("{s}.") :]
+    # Any other placeholder in the host cannot be a CSP source: allow the scheme rather than break the map.
+    return f"{parts.scheme}://{host}" if "{" not in host else f"{parts.scheme}:"
+
+
+def map_page_csp(settings: TrackingSettings) -> str:
+    """The map page's Content-Security-Policy: its own scripts, styles and API only; tiles from their server."""
+    tiles = tile_source(settings.map_tile_url)
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            # Leaflet positions its panes through element.style (CSSOM), which style-src does not restrict.
+            "style-src 'self'",
+            "img-src 'self' data:" + (f" {tiles}" if tiles else ""),
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def map_page_headers(settings: TrackingSettings) -> dict[str, str]:
+    """Headers of the map page: no caching, a strict CSP, and no Referer (its URL carries the buyer's token)."""
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": map_page_csp(settings),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+    }
+
+
 def _asset_version(*names: str) -> str:
     """A short hash of the page's own static files, so a browser never keeps an old copy after a deploy."""
     digest = hashlib.sha256()
@@ -85,6 +131,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         # aiokafka's default (500 ms) would hold every quiet update back by up to half a second.
         fetch_max_wait_ms=settings.live_fetch_max_wait_ms,
         listener=live.AssignmentListener(),
+        security=runtime.kafka_security,
     )
     runtime.add_worker("live-feed", feed.run)
 
@@ -129,6 +176,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         .read_text(encoding="utf-8")
         .replace("__ASSET_VERSION__", _asset_version("track.js", "track.css"))
     )
+    page_headers = map_page_headers(settings)
 
     def now() -> datetime:
         return datetime.now(UTC)
@@ -139,18 +187,38 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     def render(shipment: Shipment) -> dict[str, Any]:
         return view(shipment).model_dump(mode="json")
 
+    def is_operator(token: str) -> bool:
+        return is_operator_key(token, settings.operator_key)
+
+    def refuse_operator_key_in_url(request: Request) -> None:
+        """403 when the operator key rides in the URL (``?token=``/``?access_token=``), on every route.
+
+        Only a buyer's token may be put there (the map page's link, EventSource): a URL ends up in browser
+        history, proxy and access logs, and Referer headers. Operators send the key as ``Authorization: Bearer``.
+        """
+        for name in QUERY_TOKEN_NAMES:
+            value = request.query_params.get(name, "").strip()
+            if value and is_operator(value):
+                raise Forbidden(
+                    "the operator key is never accepted in a URL (?token= or ?access_token=): send it as "
+                    "Authorization: Bearer <key>, and replace it, since this URL may have been logged",
+                    code="operator_key_in_url",
+                )
+
+    # Before any route below is added: each of them refuses the operator key in its URL, first thing.
+    app.router.dependencies.append(Depends(refuse_operator_key_in_url))
+
     def presented_token(request: Request) -> str:
         """The caller's token: ``Authorization: Bearer``, or ``access_token``/``token`` in the query (EventSource
-        and the map page's link cannot send headers); 401 when there is none."""
+        and the map page's link cannot send headers, so a buyer's token may ride there); 401 when there is none.
+        """
+        refuse_operator_key_in_url(request)
         if "authorization" not in request.headers:
-            for name in ("access_token", "token"):
+            for name in QUERY_TOKEN_NAMES:
                 value = request.query_params.get(name, "").strip()
                 if value:
                     return value
         return bearer_token(request)
-
-    def is_operator(token: str) -> bool:
-        return is_operator_key(token, settings.operator_key)
 
     async def authorize_order_reader(request: Request, order_id: uuid.UUID) -> None:
         """The order's buyer (its access token) or an operator; 401 without a token, 404 with any other one.
@@ -189,7 +257,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         ),
         responses={
             401: {"description": "No token (order_id: the order's access token; status: the operator key)"},
-            403: {"description": "status given with another key than the operator key"},
+            403: {"description": "status with another key than the operator key, or the operator key in the URL"},
             404: {"description": "order_id: no shipment of this order can be read with this token"},
             422: {"description": "Neither order_id nor status given"},
         },
@@ -217,6 +285,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     reader_responses: dict[int | str, dict[str, Any]] = {
         401: {"description": "No token: send the order's access token (bearer, or `access_token` in the query)"},
+        403: {"description": "The operator key in the URL: operators send it as `Authorization: Bearer` only"},
         404: {"description": "Unknown shipment, or one this token may not read"},
     }
 
@@ -335,6 +404,8 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     async def track_page(order_id: uuid.UUID, request: Request) -> HTMLResponse:
         await authorize_order_reader(request, order_id)
         html = page_template.replace("__CONFIG_JSON__", page_config(settings, order_id))
-        return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+        return HTMLResponse(html, headers=page_headers)
 
+    # Couriers post often, by design: their own generous limit, counted per courier token, not per address.
+    ratelimit.limit_routes(app, {"POST /shipments/{shipment_id}/locations": ratelimit.COURIER_LOCATIONS})
     return app

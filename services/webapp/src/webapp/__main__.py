@@ -13,4 +13,6 @@ uvicorn.run(
     log_config=None,
     access_log=False,
     timeout_graceful_shutdown=10,
+    # The buyer's address: trusted_proxies decides (gateway.py), not uvicorn's X-Forwarded-For handling.
+    proxy_headers=False,
 )

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from tweetshop_platform.ratelimit import parse_trusted_proxies
 
 REAL_STRIPE_JS = "https://js.stripe.com/v3/"
 _REAL_STRIPE_API_HOSTS = {"api.stripe.com", "js.stripe.com"}
@@ -49,8 +50,44 @@ class WebappSettings(BaseSettings):
         description="Publishable key for Stripe.js (localstripe accepts any pk_test_...)",
     )
 
-    upstream_timeout_s: float = Field(default=15, gt=0, description="Longest wait for an API answer (not streams)")
-    upstream_connect_timeout_s: float = Field(default=3, gt=0)
+    # --- the gateway: timeouts on every upstream call, live streams on a pool of their own, capped ---------------
+    upstream_timeout_s: float = Field(
+        default=15, gt=0, description="Longest wait for the next bytes of an API answer (ordinary calls: read timeout)"
+    )
+    upstream_connect_timeout_s: float = Field(default=3, gt=0, description="Longest wait to connect to an API")
+    upstream_write_timeout_s: float = Field(default=15, gt=0, description="Longest wait to send a request to an API")
+    upstream_pool_timeout_s: float = Field(
+        default=5,
+        gt=0,
+        description="Longest wait for a free connection of the pool (then 504); streams and calls have separate pools",
+    )
+    upstream_max_connections: int = Field(
+        default=200, ge=1, description="Connections to the APIs for ordinary calls (live streams never take these)"
+    )
+    stream_read_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        description=(
+            "A live stream silent this long (tracking sends a heartbeat every 15 s) is cut; the page reconnects"
+        ),
+    )
+    stream_max_open: int = Field(
+        default=1000, ge=1, description="Live streams open at once through this web app (also the size of their pool)"
+    )
+    stream_max_per_credential: int = Field(
+        default=4,
+        ge=1,
+        description="Live streams open at once per credential (a buyer's order token), or per address without one",
+    )
+    stream_retry_after_s: int = Field(default=10, ge=1, description="Retry-After of a stream refused over a cap (429)")
+    trusted_proxies: str = Field(
+        default="",
+        description=(
+            "Comma-separated addresses or networks of proxies in front of the web app whose X-Forwarded-For is "
+            "believed. The gateway sends the buyer's address on to the APIs as X-Forwarded-For (the APIs believe it "
+            "when their own trusted_proxies names the web app)"
+        ),
+    )
     readiness_timeout_s: float = Field(default=2, gt=0, description="Per upstream, for GET /readyz")
     max_request_body_bytes: int = 1_000_000
     log_level: str = "INFO"
@@ -60,6 +97,12 @@ class WebappSettings(BaseSettings):
     @classmethod
     def _service_url(cls, value: str) -> str:
         return _base_url(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)
+        return value
 
     @field_validator("stripe_url")
     @classmethod

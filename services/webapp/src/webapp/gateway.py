@@ -2,21 +2,41 @@
 
 The pages call one origin (no CORS anywhere), and only the public resources of each service are reachable:
 operations endpoints (metrics, webhooks, courier tokens' issuing is operator-only anyway) stay inside.
+
+Every upstream call has a connect, write, read and pool timeout. Live streams (server-sent events) go through a
+client and a connection pool of their own, so however many are open, ordinary calls still find a connection;
+their number is capped per credential and in all (429 with Retry-After past a cap), and a stream's slot is
+given back as soon as it ends or its client goes away. The buyer's address goes on to the APIs as
+X-Forwarded-For, so that their per-client limits count each buyer, not the web app.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from urllib.parse import quote
 
+import anyio
 import httpx
 import structlog
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import Receive, Scope, Send
 from tweetshop_platform.http import error_body
+from tweetshop_platform.ratelimit import (
+    RATE_LIMITED,
+    Network,
+    client_address,
+    parse_trusted_proxies,
+    presented_credential,
+    too_many_requests,
+)
+
+from .config import WebappSettings
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +72,9 @@ UPSTREAM_SECONDS = Histogram(
     ["upstream"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+OPEN_STREAMS = Gauge("tweetshop_webapp_open_streams", "Live streams open through the gateway now")
+STREAMS_PER_CREDENTIAL = "streams_per_credential"
+STREAMS_TOTAL = "streams_total"
 
 
 @dataclass(frozen=True)
@@ -83,29 +106,145 @@ def _is_stream(request: Request, path: str) -> bool:
     return path.endswith("/stream") or "text/event-stream" in request.headers.get("accept", "")
 
 
-async def forward(
+class StreamSlots:
+    """How many live streams are open, per credential and in all; a slot is taken before a stream opens."""
+
+    def __init__(self, *, per_credential: int, total: int) -> None:
+        self.per_credential = per_credential
+        self.total = total
+        self._open: dict[str, int] = {}
+        self._count = 0
+
+    @property
+    def open(self) -> int:
+        """Streams open now."""
+        return self._count
+
+    def acquire(self, key: str) -> str | None:
+        """Take a slot for ``key``: None when taken, else the cap that refused it."""
+        if self._count >= self.total:
+            return STREAMS_TOTAL
+        if self._open.get(key, 0) >= self.per_credential:
+            return STREAMS_PER_CREDENTIAL
+        self._open[key] = self._open.get(key, 0) + 1
+        self._count += 1
+        OPEN_STREAMS.inc()
+        return None
+
+    def release(self, key: str) -> None:
+        """Give ``key``'s slot back (once per acquire)."""
+        left = self._open.get(key, 0) - 1
+        if left < 0:
+            return
+        if left:
+            self._open[key] = left
+        else:
+            del self._open[key]
+        self._count -= 1
+        OPEN_STREAMS.dec()
+
+
+def _upstream_client(
+    settings: WebappSettings, transport: httpx.AsyncBaseTransport | None, read_timeout_s: float, connections: int
+) -> httpx.AsyncClient:
+    """An HTTP client to the APIs with a timeout on each phase and a pool of its own."""
+    return httpx.AsyncClient(
+        transport=transport,
+        follow_redirects=False,
+        timeout=httpx.Timeout(
+            connect=settings.upstream_connect_timeout_s,
+            read=read_timeout_s,
+            write=settings.upstream_write_timeout_s,
+            pool=settings.upstream_pool_timeout_s,
+        ),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=min(40, connections)),
+    )
+
+
+class Gateway:
+    """The two clients of the gateway: ordinary calls and live streams, each with its own pool and timeouts.
+
+    ``async with Gateway(settings) as gateway``: the clients are closed on the way out.
+    """
+
+    def __init__(self, settings: WebappSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.trusted = parse_trusted_proxies(settings.trusted_proxies)
+        self.client = _upstream_client(
+            settings, transport, settings.upstream_timeout_s, settings.upstream_max_connections
+        )
+        # Streams: as many connections as streams may be open, so a stream never waits for another one's.
+        self.stream_client = _upstream_client(
+            settings, transport, settings.stream_read_timeout_s, settings.stream_max_open
+        )
+        self.streams = StreamSlots(per_credential=settings.stream_max_per_credential, total=settings.stream_max_open)
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.client.aclose()
+        await self.stream_client.aclose()
+
+    def _stream_key(self, request: Request) -> str:
+        credential = presented_credential(request)
+        if credential is not None:
+            return "credential:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+        return "address:" + client_address(request.scope, self.trusted)
+
+    async def forward(self, request: Request, target: Route) -> Response:
+        """Send the request on and stream the answer back; 502/504 when the service does not answer, 429 past a
+        cap of live streams."""
+        if not _is_stream(request, target.path):
+            return await _forward(self.client, request, target, self.trusted)
+        key = self._stream_key(request)
+        refused = self.streams.acquire(key)
+        if refused is not None:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            RATE_LIMITED.labels(route, refused).inc()
+            log.warning("live stream refused", upstream=target.upstream, cap=refused, open=self.streams.open)
+            what = "this credential" if refused == STREAMS_PER_CREDENTIAL else "this web app"
+            return too_many_requests(
+                "too_many_streams",
+                f"{what} has as many live streams open as it may; close one or retry later",
+                self.settings.stream_retry_after_s,
+                limit=refused,
+            )
+        try:
+            return await _forward(
+                self.stream_client, request, target, self.trusted, on_close=lambda: self.streams.release(key)
+            )
+        except BaseException:
+            self.streams.release(key)
+            raise
+
+
+async def _forward(
     client: httpx.AsyncClient,
     request: Request,
     target: Route,
+    trusted: Sequence[Network] = (),
     *,
-    timeout: httpx.Timeout,
-    stream_timeout: httpx.Timeout,
+    on_close: Callable[[], None] | None = None,
 ) -> Response:
-    """Send the request on and stream the answer back; 502/504 as JSON when the service does not answer."""
     headers = {name: request.headers[name] for name in _FORWARDED_REQUEST_HEADERS if name in request.headers}
     headers["x-correlation-id"] = str(request.state.correlation_id)
+    # Who the buyer is, for the APIs' per-client limits (believed only from a proxy they trust: this web app).
+    headers["x-forwarded-for"] = client_address(request.scope, trusted)
     upstream_request = client.build_request(
         request.method,
         target.base_url + target.path,
         params=request.url.query or None,
         headers=headers,
         content=await request.body(),
-        timeout=stream_timeout if _is_stream(request, target.path) else timeout,
     )
     started = time.perf_counter()
     try:
         upstream = await client.send(upstream_request, stream=True)
     except httpx.TimeoutException as exc:
+        _closed(on_close)
         UPSTREAM_REQUESTS.labels(target.upstream, "timeout").inc()
         log.warning("upstream timed out", upstream=target.upstream, error=repr(exc))
         return JSONResponse(
@@ -113,6 +252,7 @@ async def forward(
             status_code=504,
         )
     except httpx.TransportError as exc:
+        _closed(on_close)
         UPSTREAM_REQUESTS.labels(target.upstream, "unreachable").inc()
         log.warning("upstream unreachable", upstream=target.upstream, error=repr(exc))
         return JSONResponse(
@@ -124,9 +264,39 @@ async def forward(
     response_headers = {
         name: upstream.headers[name] for name in _FORWARDED_RESPONSE_HEADERS if name in upstream.headers
     }
-    return StreamingResponse(
-        _relay(upstream, target.upstream), status_code=upstream.status_code, headers=response_headers
-    )
+    return _Relayed(upstream, target.upstream, on_close, status_code=upstream.status_code, headers=response_headers)
+
+
+def _closed(on_close: Callable[[], None] | None) -> None:
+    if on_close is not None:
+        on_close()
+
+
+class _Relayed(StreamingResponse):
+    """The upstream answer, streamed; whatever way it ends (done, cut, client gone), the upstream connection is
+    closed and ``on_close`` runs, once."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        name: str,
+        on_close: Callable[[], None] | None,
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(_relay(upstream, name), status_code=status_code, headers=headers)
+        self.upstream = upstream
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            on_close, self.on_close = self.on_close, None
+            _closed(on_close)  # first, and without waiting: the request may be cancelled (client gone)
+            with anyio.CancelScope(shield=True):
+                await self.upstream.aclose()
 
 
 async def _relay(upstream: httpx.Response, name: str) -> AsyncIterator[bytes]:

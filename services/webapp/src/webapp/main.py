@@ -23,9 +23,23 @@ STATIC_DIR = Path(str(resources.files("webapp") / "static"))
 PAGES = {"/": "index.html", "/orders": "orders.html", "/merchant": "merchant.html"}
 
 
+# Real Stripe.js loads from js.stripe.com and its subdomains, and frames hooks.stripe.com for 3-D Secure.
+_REAL_STRIPE_EXTRA = ("https://*.js.stripe.com",)
+
+
 def content_security_policy(settings: WebappSettings) -> str:
-    """Scripts from here and Stripe only; API calls to here and Stripe only; no framing of our pages."""
-    stripe = " ".join(settings.stripe_origins)
+    """Scripts from here and Stripe only, none inline; API calls to here and Stripe only; no framing of our pages.
+
+    Every text from data is put into the pages as text (see static/js/common.js, ``el``); this is the second
+    line: an injected inline script or event handler would not run.
+    """
+    origins = list(settings.stripe_origins)
+    if not settings.uses_stripe_stand_in:
+        origins.extend(_REAL_STRIPE_EXTRA)
+    stripe = " ".join(origins)
+    # The local stand-in styles itself through element.style (CSSOM), which style-src does not restrict; real
+    # Stripe.js also writes style attributes and elements of its own, so only then are inline styles allowed.
+    styles = "style-src 'self'" if settings.uses_stripe_stand_in else "style-src 'self' 'unsafe-inline'"
     return "; ".join(
         [
             "default-src 'self'",
@@ -34,8 +48,8 @@ def content_security_policy(settings: WebappSettings) -> str:
             f"frame-src {stripe}",
             # Product pictures are any http(s) URL a merchant gives.
             "img-src 'self' data: https: http:",
-            # Stripe Elements and the stand-in's 3-D Secure box style themselves inline.
-            "style-src 'self' 'unsafe-inline'",
+            styles,
+            "object-src 'none'",
             "frame-ancestors 'none'",
             "base-uri 'none'",
             "form-action 'self'",
@@ -43,20 +57,29 @@ def content_security_policy(settings: WebappSettings) -> str:
     )
 
 
+def security_headers(settings: WebappSettings) -> dict[str, str]:
+    """What every answer of the web app carries (pages, scripts, API answers and errors alike)."""
+    return {
+        "Content-Security-Policy": content_security_policy(settings),
+        "X-Content-Type-Options": "nosniff",
+        # Pages link to the map page, whose URL carries the buyer's token: no Referer anywhere.
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+    }
+
+
 def create_app(settings: WebappSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """The web app; ``transport`` replaces the network to the services (tests)."""
     settings = settings or WebappSettings()
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
-    timeout = httpx.Timeout(settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s)
-    # Server-sent events stay open for as long as the page watches: no read timeout there.
-    stream_timeout = httpx.Timeout(None, connect=settings.upstream_connect_timeout_s)
-    csp = content_security_policy(settings)
+    headers = security_headers(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=40)
-        async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False) as client:
-            app.state.client = client
+        # Ordinary calls and live streams on separate clients and pools (gateway.Gateway), with timeouts.
+        async with gateway.Gateway(settings, transport=transport) as upstreams:
+            app.state.gateway = upstreams
+            app.state.client = upstreams.client
             yield
 
     app = FastAPI(
@@ -68,10 +91,6 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
         version="1.0.0",
         lifespan=lifespan,
     )
-
-    def client_of(request: Request) -> httpx.AsyncClient:
-        client: httpx.AsyncClient = request.app.state.client
-        return client
 
     def upstream_answers(name: str, base_url: str) -> Callable[[], Awaitable[None]]:
         async def check() -> None:
@@ -88,12 +107,11 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
     )
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def add_security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if response.headers.get("content-type", "").startswith("text/html"):
-            response.headers["Content-Security-Policy"] = csp
+        # Set, not defaulted: an upstream answer passed through never chooses these.
+        for name, value in headers.items():
+            response.headers[name] = value
         return response
 
     @app.get("/config.json", tags=["pages"], summary="What the pages need to know: where Stripe.js comes from")
@@ -128,9 +146,8 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
             target = gateway.route(settings.upstreams, service, path)
         except gateway.RouteRefused as exc:
             return JSONResponse(error_body("not_found", str(exc)), status_code=404)
-        return await gateway.forward(
-            client_of(request), request, target, timeout=timeout, stream_timeout=stream_timeout
-        )
+        upstreams: gateway.Gateway = request.app.state.gateway
+        return await upstreams.forward(request, target)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

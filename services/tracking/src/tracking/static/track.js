@@ -1,5 +1,7 @@
 // The buyer's map page: finds the order's shipment, draws its route, courier and destination on a
 // Leaflet map, and follows the live stream (server-sent events), reconnecting by itself.
+// Text from data (a city typed by a buyer) only ever goes into the page as text: textContent, or a DOM
+// element for Leaflet (a string tooltip or popup is HTML to Leaflet). The page's CSP allows no inline script.
 "use strict";
 (() => {
   const config = JSON.parse(document.getElementById("track-config").textContent);
@@ -7,7 +9,16 @@
   const query = new URLSearchParams(location.search);
   const fragment = new URLSearchParams(location.hash.slice(1));
   const token = query.get("token") || query.get("access_token") || fragment.get("token") || fragment.get("access_token");
+  // fetch sends the token as a header; only EventSource, which cannot, puts it in the URL.
   const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token) : url);
+  const authorized = token ? { headers: { Authorization: "Bearer " + token } } : {};
+  const getJson = (url) => fetch(url, authorized);
+  /** A DOM element holding ``text`` as text: what Leaflet's tooltips are given (never an HTML string). */
+  const textElement = (text) => {
+    const element = document.createElement("span");
+    element.textContent = text;
+    return element;
+  };
   const $ = (id) => document.getElementById(id);
   const labels = {
     label_created: "Label created", picked_up: "Picked up", in_transit: "In transit",
@@ -26,6 +37,7 @@
   const mapElement = $("map");
   const map = L.map(mapElement, { zoomControl: true, attributionControl: Boolean(config.tileUrl) });
   if (config.tileUrl) {
+    // Leaflet takes the attribution as HTML: the setting, plain text, goes in escaped.
     const attribution = document.createElement("span");
     attribution.textContent = config.tileAttribution || "";
     L.tileLayer(config.tileUrl, { maxZoom: 19, attribution: attribution.innerHTML }).addTo(map);
@@ -76,7 +88,11 @@
     const dest = s.destination;
     if (!destinationMarker) {
       destinationMarker = L.marker([dest.lat, dest.lon], { title: "Destination", alt: "Destination" })
-        .bindTooltip(dest.city + ", " + dest.country).addTo(map);
+        // Above the pin: a long city wraps there instead of running off the side of a phone's screen.
+        .bindTooltip(textElement(dest.city + ", " + dest.country), {
+          className: "destination-label", direction: "top", offset: [-16, -14],
+        })
+        .addTo(map);
     }
     state.destination = { lat: dest.lat, lon: dest.lon };
     const p = s.last_location;
@@ -84,7 +100,7 @@
     if (!courierMarker) {
       courierMarker = L.circleMarker([p.lat, p.lon], {
         radius: 9, color: "#fff", weight: 3, fillColor: "#e0245e", fillOpacity: 1,
-      }).bindTooltip("Courier", { className: "courier-label" }).addTo(map);
+      }).bindTooltip(textElement("Courier"), { className: "courier-label" }).addTo(map);
     } else {
       courierMarker.setLatLng([p.lat, p.lon]);
     }
@@ -134,7 +150,7 @@
   // --- data ------------------------------------------------------------------------------
   async function loadRoute(shipmentId) {
     try {
-      const response = await fetch(withToken("/shipments/" + shipmentId + "/locations"));
+      const response = await getJson("/shipments/" + encodeURIComponent(shipmentId) + "/locations");
       if (!response.ok) return;
       replaceRoute((await response.json()).points);
       fit();
@@ -149,7 +165,7 @@
     let ended = false;
 
     const connect = () => {
-      source = new EventSource(withToken("/shipments/" + shipmentId + "/stream"));
+      source = new EventSource(withToken("/shipments/" + encodeURIComponent(shipmentId) + "/stream"));
       source.addEventListener("snapshot", (e) => {
         setConnection("live");
         retryDelay = 1000;
@@ -190,7 +206,7 @@
 
   async function start() {
     try {
-      const response = await fetch(withToken("/shipments?order_id=" + encodeURIComponent(config.orderId)));
+      const response = await getJson("/shipments?order_id=" + encodeURIComponent(config.orderId));
       if (response.ok) {
         const shipments = await response.json();
         if (shipments.length > 0) {

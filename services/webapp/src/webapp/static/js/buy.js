@@ -1,6 +1,6 @@
 // The product sheet: quantity, a saved address, a card through Stripe.js, Pay → the order page.
 
-import { api, buyerId, el, money, notice, rememberOrder, stockLabel, store, uuid } from "./common.js";
+import { api, buyerId, el, money, notice, rememberOrder, safeUrl, stockLabel, store, uuid } from "./common.js";
 import { PaymentError, loadPayments } from "./stripe-pay.js";
 
 const MAX_QUANTITY = 100; // checkout's limit per order
@@ -117,7 +117,7 @@ function render() {
   $("sheet-stock").className = `stock ${kind}`;
   const image = $("sheet-image");
   image.hidden = !p.image_url;
-  if (p.image_url) image.src = p.image_url;
+  if (p.image_url && safeUrl(p.image_url)) image.src = p.image_url;
   const most = Math.max(1, Math.min(MAX_QUANTITY, p.stock_available));
   state.quantity = Math.min(Math.max(1, state.quantity), most);
   $("qty").textContent = String(state.quantity);
@@ -239,7 +239,7 @@ async function pay() {
       placed_at: new Date().toISOString(),
     });
     state.paying = false;
-    location.assign(`/orders/${placed.id}`);
+    location.assign(`/orders/${encodeURIComponent(placed.id)}`);
     return;
   } catch (error) {
     state.paying = false;

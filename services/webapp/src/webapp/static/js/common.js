@@ -150,16 +150,38 @@ export function orderRecord(id) {
 
 // --- DOM ---------------------------------------------------------------------------------------------
 
-/** el("p", {class: "x", text: "hi", onclick: f}, child, ...): text is always set as text, never as HTML. */
+// Attributes whose value is a URL: only http(s) or same-site ones are set (never javascript: or data:).
+const URL_ATTRIBUTES = new Set(["href", "src", "action", "formaction"]);
+
+/** ``value`` when it is an http(s) or relative URL, else null. */
+export function safeUrl(value) {
+  try {
+    const url = new URL(String(value), location.href);
+    return url.protocol === "http:" || url.protocol === "https:" ? String(value) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * el("p", {class: "x", text: "hi", onclick: f}, child, ...): the one way the pages build DOM from data.
+ * Text is always set as text (textContent, text nodes), never parsed as HTML; handlers are functions
+ * (addEventListener), never attribute strings; URL attributes take http(s) URLs only.
+ */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
     if (key === "text") node.textContent = value;
     else if (key === "class") node.className = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else node.setAttribute(key, value === true ? "" : value);
+    else if (key.startsWith("on")) {
+      if (typeof value !== "function") throw new TypeError(`el: ${key} must be a function`);
+      node.addEventListener(key.slice(2), value);
+    } else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (URL_ATTRIBUTES.has(key)) {
+      const url = safeUrl(value);
+      if (url !== null) node.setAttribute(key, url);
+    } else node.setAttribute(key, value === true ? "" : value);
   }
   for (const child of children.flat()) {
     if (child === undefined || child === null || child === false) continue;

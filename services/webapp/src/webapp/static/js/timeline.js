@@ -94,7 +94,7 @@ async function toggleFollow(merchantId) {
     notice(banner, error.message);
     return;
   }
-  for (const button of document.querySelectorAll(`button.follow[data-merchant-id="${merchantId}"]`)) {
+  for (const button of document.querySelectorAll(`button.follow[data-merchant-id="${CSS.escape(merchantId)}"]`)) {
     button.replaceWith(followButton(merchantId));
   }
 }
