@@ -369,3 +369,56 @@ def test_each_services_role_reads_only_its_own_schema(processes: dict[str, Any])
         return wrong
 
     assert asyncio.run(probe()) == []
+
+
+def test_a_cheap_payment_naming_a_waiting_order_neither_pays_nor_ships_it(
+    stack: dict[str, str], stripe_base_url: str
+) -> None:
+    """The attack on payment integrity, end to end: a $2,500 order waits for 3-D Secure; someone makes and confirms
+    a $1 PaymentIntent with ``metadata[order_id]`` of that order, and Stripe (localstripe) signs and delivers its
+    ``payment_intent.succeeded`` to checkout. The order stays unpaid and unshipped, the mismatch is counted, and the
+    order's own payment still completes it."""
+    product, api_key = a_listed_product(stack, stock=3, price_minor=250_000)
+    tweet = a_buyable_tweet(stack, product, api_key)
+    client = stripe.StripeClient(DEV_STRIPE_API_KEY, base_addresses={"api": stripe_base_url})
+    card = {"number": "4000002760003184", "exp_month": 12, "exp_year": 2030, "cvc": "123"}  # asks for 3-D Secure
+    method = client.v1.payment_methods.create(params={"type": "card", "card": card})  # type: ignore[typeddict-item]
+    order = place_order(stack, order_body(tweet, product, 1, method.id), str(uuid.uuid4())).json()
+    waiting = wait_for_status(stack, order, "requires_action")
+
+    forged = client.v1.payment_intents.create(
+        params={
+            "amount": 100,
+            "currency": "eur",
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+            "payment_method_types": ["card"],
+            "metadata": {"order_id": order["id"]},
+        }
+    )
+    assert forged.status == "succeeded" and forged.id != waiting["payment_intent_id"]
+
+    def mismatch_counted() -> bool | None:
+        text = httpx.get(f"{stack['checkout']}/metrics").text
+        line = 'checkout_payment_mismatches_total{reason="foreign_intent",source="webhook"} '
+        return True if any(row.startswith(line) and float(row[len(line) :]) >= 1 for row in text.splitlines()) else None
+
+    eventually(mismatch_counted, what="checkout to receive Stripe's webhook of the foreign intent and refuse it")
+    now = order_status(stack, order)
+    assert (now["status"], now["payment_intent_id"], now["shipment_id"]) == (
+        "requires_action",
+        waiting["payment_intent_id"],
+        None,
+    )
+
+    # The buyer completes 3-D Secure: the order is paid by its own intent, for its own price, and ships.
+    authenticated = httpx.post(
+        f"{stripe_base_url}/v1/payment_intents/{waiting['payment_intent_id']}/_authenticate",
+        data={"client_secret": waiting["client_secret"], "success": "true"},
+        auth=(DEV_STRIPE_API_KEY, ""),
+    )
+    assert authenticated.status_code == 200, authenticated.text
+    paid = wait_for_status(stack, order, "paid")
+    assert paid["payment_intent_id"] == waiting["payment_intent_id"]
+    intents = {pi.id: pi for pi in payment_intents_of(stripe_base_url, order["id"])}
+    assert intents[paid["payment_intent_id"]].amount == 250_000

@@ -44,3 +44,14 @@ class Forbidden(DomainError):
 class Unprocessable(DomainError):
     status = 422
     code = "unprocessable"
+
+
+class TooManyRequests(DomainError):
+    """A limit was reached; ``retry_after_s`` becomes the answer's Retry-After header (whole seconds, at least 1)."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None, **details: Any) -> None:
+        super().__init__(message, code=code, **details)
+        self.retry_after_s = retry_after_s

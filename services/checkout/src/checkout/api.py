@@ -186,10 +186,33 @@ class RefundIn(BaseModel):
 
 class ReconcileOut(BaseModel):
     taken: int = Field(description="Orders past their deadline this pass took up")
-    ended: dict[str, int] = Field(description="Where they ended: final status (or 'retry': Stripe unreachable) → count")
+    ended: dict[str, int] = Field(
+        description="Where they ended: final status, 'retry' (Stripe unreachable) or 'mismatch' (see "
+        "/ops/payment-mismatches) → count"
+    )
     still_overdue: int = Field(description="Orders still open past their deadline after the pass")
 
 
 class WebhookAck(BaseModel):
     received: bool
     outcome: str
+
+
+class PaymentMismatchOut(BaseModel):
+    """News of a PaymentIntent that was not allowed to move its order (the order was left as it was)."""
+
+    order_id: uuid.UUID
+    payment_intent_id: str
+    reason: str = Field(
+        description="foreign_intent (not the order's own intent), unrecorded_intent (a webhook about an intent the "
+        "order has not recorded), other_order (the intent names another order), amount, currency, livemode "
+        "(the intent charges other than the order), unverified (Stripe's object lacked a field)"
+    )
+    source: str = Field(description="Who saw it: worker, webhook, reconciler or buyer_cancel")
+    outcome: str = Field(description="What the intent said: paid, failed, cancelled, requires_action, processing")
+    intent_amount_minor: int | None
+    intent_currency: str | None
+    intent_livemode: bool | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    times_seen: int

@@ -429,28 +429,88 @@ OutcomeKind = Literal["paid", "requires_action", "failed", "processing", "cancel
 
 
 @dataclass(frozen=True)
+class IntentFacts:
+    """What a PaymentIntent says it is for and charges, as Stripe's own object says (None: not said)."""
+
+    order_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    livemode: bool | None = None
+
+
+@dataclass(frozen=True)
 class PaymentOutcome:
-    """Where a PaymentIntent leaves the order."""
+    """Where a PaymentIntent leaves the order; ``facts``: what the intent charges, when Stripe's object was seen."""
 
     kind: OutcomeKind
     payment_intent_id: str | None
     client_secret: str | None = None
     reason: str | None = None
+    facts: IntentFacts | None = None
 
 
 def outcome_of_intent(
-    payment_intent_id: str, status: str, client_secret: str | None, error_message: str | None
+    payment_intent_id: str,
+    status: str,
+    client_secret: str | None,
+    error_message: str | None,
+    *,
+    facts: IntentFacts | None = None,
 ) -> PaymentOutcome:
     """Map a Stripe PaymentIntent status onto the order (automatic capture, confirmed at creation)."""
     if status == "succeeded":
-        return PaymentOutcome("paid", payment_intent_id)
+        return PaymentOutcome("paid", payment_intent_id, facts=facts)
     if status == "requires_action":
-        return PaymentOutcome("requires_action", payment_intent_id, client_secret=client_secret)
+        return PaymentOutcome("requires_action", payment_intent_id, client_secret=client_secret, facts=facts)
     if status == "requires_payment_method":
         # A confirmed intent back at "requires_payment_method" means the attempt failed (declined, 3-D Secure failed).
-        return PaymentOutcome("failed", payment_intent_id, reason=error_message or "the payment was declined")
+        return PaymentOutcome(
+            "failed", payment_intent_id, reason=error_message or "the payment was declined", facts=facts
+        )
     if status == "canceled":
         # Cancelled at Stripe (by us at the deadline or for the buyer, or by hand): it can never be paid.
-        return PaymentOutcome("cancelled", payment_intent_id, reason="the payment was cancelled")
+        return PaymentOutcome("cancelled", payment_intent_id, reason="the payment was cancelled", facts=facts)
     # processing, requires_capture, requires_confirmation: not decided yet; look again later.
-    return PaymentOutcome("processing", payment_intent_id)
+    return PaymentOutcome("processing", payment_intent_id, facts=facts)
+
+
+# --- whose payment is it: an order is paid only by its own intent, for its own price -----
+
+MismatchReason = Literal[
+    "foreign_intent", "unrecorded_intent", "other_order", "unverified", "amount", "currency", "livemode"
+]
+
+
+def payment_mismatch(
+    order: Order, outcome: PaymentOutcome, *, livemode: bool, may_adopt: bool
+) -> MismatchReason | None:
+    """Why news of a PaymentIntent may not move ``order``, or None when it may.
+
+    An intent is the order's own when it is the one recorded on the order, or, while none is
+    recorded, one our own payment step created or found again (``may_adopt``; a webhook
+    never adopts: the payment step that is creating the intent records it). News that the
+    intent failed or is waiting needs no more than that. A success must also come with
+    Stripe's own object (``facts``) naming this order and charging exactly the order's
+    amount and currency, in the mode of our API key: a payment of $1 never pays $2,500.
+    """
+    intent_id = outcome.payment_intent_id
+    if intent_id is None:
+        return None  # nothing was made at Stripe (an order ended before any intent)
+    if order.payment_intent_id is not None and intent_id != order.payment_intent_id:
+        return "foreign_intent"
+    if order.payment_intent_id is None and not may_adopt:
+        return "unrecorded_intent"
+    facts = outcome.facts
+    if outcome.kind != "paid" and (facts is None or order.payment_intent_id is not None):
+        return None  # our own intent's news (or what our own call was answered) that it did not pay
+    if facts is None or None in (facts.order_id, facts.amount_minor, facts.currency, facts.livemode):
+        return "unverified"
+    if facts.order_id != str(order.id):
+        return "other_order"
+    if facts.amount_minor != order.amount_minor:
+        return "amount"
+    if (facts.currency or "").lower() != order.currency.lower():
+        return "currency"
+    if facts.livemode != livemode:
+        return "livemode"
+    return None

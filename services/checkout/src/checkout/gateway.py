@@ -23,7 +23,7 @@ import structlog
 
 from . import metrics
 from .config import CheckoutSettings
-from .domain import Order, PaymentOutcome, outcome_of_intent
+from .domain import IntentFacts, Order, PaymentOutcome, outcome_of_intent, payment_mismatch
 
 if TYPE_CHECKING:
     from stripe.params import PaymentIntentCreateParams
@@ -63,22 +63,40 @@ class Intent:
     client_secret: str | None
     error_message: str | None
     order_id: str | None
+    # What the intent charges, as Stripe says: an order is paid only by an intent of its own amount, currency and mode.
+    amount_minor: int | None = None
+    currency: str | None = None
+    livemode: bool | None = None
 
     def outcome(self) -> PaymentOutcome:
-        """Where this intent leaves its order."""
-        return outcome_of_intent(self.id, self.status, self.client_secret, self.error_message)
+        """Where this intent leaves its order (with what it charges, checked before it can pay one)."""
+        return outcome_of_intent(
+            self.id,
+            self.status,
+            self.client_secret,
+            self.error_message,
+            facts=IntentFacts(self.order_id, self.amount_minor, self.currency, self.livemode),
+        )
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Intent:
         """From a PaymentIntent as JSON (an API answer or a webhook's data.object)."""
         error = data.get("last_payment_error") or {}
         metadata = data.get("metadata") or {}
+        amount = data.get("amount")
+        currency = data.get("currency")
+        livemode = data.get("livemode")
+        order_id = metadata.get("order_id") if isinstance(metadata, dict) else None
         return cls(
             id=str(data["id"]),
             status=str(data.get("status", "")),
             client_secret=data.get("client_secret"),
             error_message=error.get("message") if isinstance(error, dict) else None,
-            order_id=metadata.get("order_id") if isinstance(metadata, dict) else None,
+            order_id=str(order_id) if order_id is not None else None,
+            # bool is an int in Python: a JSON true is not an amount.
+            amount_minor=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+            currency=currency if isinstance(currency, str) else None,
+            livemode=livemode if isinstance(livemode, bool) else None,
         )
 
 
@@ -94,7 +112,7 @@ class PaymentGateway(Protocol):
 
     async def create_intent(self, order: Order, attempt: int) -> Intent: ...
 
-    async def find_intent_for_order(self, order_id: uuid.UUID) -> Intent | None: ...
+    async def find_intent_for_order(self, order: Order) -> Intent | None: ...
 
     async def retrieve_intent(self, payment_intent_id: str) -> Intent: ...
 
@@ -139,6 +157,7 @@ class StripeGateway:
     def __init__(self, settings: CheckoutSettings) -> None:
         base = settings.stripe_base_url
         self._localstripe = settings.stripe_is_localstripe
+        self._livemode = settings.stripe_livemode
         self._http = _PooledAIOHTTPClient(
             timeout=settings.stripe_timeout_s, connections=settings.payment_max_in_flight + 20
         )
@@ -202,20 +221,26 @@ class StripeGateway:
         )
         return Intent.from_data(intent.to_dict())
 
-    async def find_intent_for_order(self, order_id: uuid.UUID) -> Intent | None:
+    async def find_intent_for_order(self, order: Order) -> Intent | None:
         """The PaymentIntent made for this order by an attempt whose answer was lost, if any.
 
         localstripe has no search and ignores Idempotency-Key, so this pages
         through the list; it only runs when an attempt was recorded without its
-        PaymentIntent id (a crash or a lost answer), which is rare.
+        PaymentIntent id (a crash or a lost answer), which is rare. Metadata is
+        anyone's to write who holds the API key: only an intent that also charges
+        the order's amount and currency, in this key's mode, can be the one we made.
         """
 
         async def scan() -> Intent | None:
             page = await self._client.v1.payment_intents.list_async({"limit": 100})
-            async for intent in page.auto_paging_iter():
-                data = intent.to_dict()
-                if (data.get("metadata") or {}).get("order_id") == str(order_id):
-                    return Intent.from_data(data)
+            async for item in page.auto_paging_iter():
+                data = item.to_dict()
+                if (data.get("metadata") or {}).get("order_id") != str(order.id):
+                    continue
+                intent = Intent.from_data(data)
+                if payment_mismatch(order, intent.outcome(), livemode=self._livemode, may_adopt=True) is None:
+                    return intent
+                log.warning("an intent names this order but does not match it", payment_intent_id=intent.id)
             return None
 
         return await self._call("payment_intents.list", scan)

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
-from fastapi import Body, Depends, FastAPI, Header, Request, Response, status
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response, status
 from tweetshop_contracts import topics
+from tweetshop_platform import ratelimit
 from tweetshop_platform.auth import bearer_token, operator_only
 from tweetshop_platform.errors import DomainError
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, metrics, service
-from .api import OrderCreated, OrderIn, OrderOut, ReconcileOut, RefundIn, WebhookAck, idempotency_key_problem
+from .api import (
+    OrderCreated,
+    OrderIn,
+    OrderOut,
+    PaymentMismatchOut,
+    ReconcileOut,
+    RefundIn,
+    WebhookAck,
+    idempotency_key_problem,
+)
 from .config import CheckoutSettings
 from .gateway import PaymentGateway, StripeGateway, verify_webhook
 from .reconciler import Reconciler
@@ -66,7 +76,13 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         response_model=OrderCreated,
         tags=["orders"],
         summary="Buy from a tweet",
-        responses={200: {"description": "The same request again (same Idempotency-Key): the same order"}},
+        responses={
+            200: {"description": "The same request again (same Idempotency-Key): the same order"},
+            429: {
+                "description": "Too many orders of this buyer, card or address wait for payment (Retry-After), "
+                "or too many requests from this client"
+            },
+        },
     )
     async def place_order(
         body: OrderIn,
@@ -81,6 +97,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
             raise DomainError(problem or "missing Idempotency-Key", code="idempotency_key_required")
         placed = await service.place_order(
             runtime.pool,
+            settings,
             body.to_request(),
             domain.request_fingerprint(body.canonical()),
             idempotency_key,
@@ -153,24 +170,41 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
             raise DomainError("the reconciler pass failed; see the logs", code="reconcile_failed", status=503)
         return ReconcileOut(taken=result.taken, ended=result.ended, still_overdue=result.still_overdue)
 
+    @app.get(
+        "/ops/payment-mismatches",
+        response_model=list[PaymentMismatchOut],
+        tags=["operators"],
+        summary="Payments that were not allowed to move their order, newest first (bearer: the operator key)",
+        dependencies=[Depends(operator)],
+        responses={401: {"description": "No operator key"}, 403: {"description": "Not the operator key"}},
+    )
+    async def payment_mismatches(limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[PaymentMismatchOut]:
+        rows = await service.list_payment_mismatches(runtime.pool, limit)
+        return [PaymentMismatchOut(**vars(row)) for row in rows]
+
     @app.post("/webhooks/stripe", response_model=WebhookAck, tags=["stripe"], summary="Stripe's signed events")
     async def stripe_webhook(
         request: Request, stripe_signature: str | None = Header(default=None, alias="Stripe-Signature")
     ) -> WebhookAck:
         payload = await request.body()
-        try:
-            event = verify_webhook(
-                payload,
-                stripe_signature,
-                settings.stripe_webhook_secret.get_secret_value(),
-                settings.stripe_webhook_tolerance_s,
-            )
-        except ValueError as exc:
+        event: dict[str, Any] | None = None
+        errors: list[ValueError] = []
+        # One secret, or the new and the old one while a secret is rolled: a signature by either is accepted.
+        for secret in settings.stripe_webhook_secrets:
+            try:
+                event = verify_webhook(payload, stripe_signature, secret, settings.stripe_webhook_tolerance_s)
+                break
+            except ValueError as exc:
+                errors.append(exc)
+        if event is None:
             metrics.WEBHOOKS.labels("unknown", "rejected").inc()
-            raise DomainError(str(exc), code="invalid_webhook") from None
-        outcome = await service.handle_stripe_event(runtime.pool, settings, event)
+            raise DomainError(str(errors[0] if errors else "no webhook secret is set"), code="invalid_webhook")
+        outcome = await service.handle_stripe_event(runtime.pool, payments, settings, event)
         metrics.WEBHOOKS.labels(str(event.get("type", "unknown"))[:100], outcome).inc()
         log.info("stripe webhook", stripe_event_id=event.get("id"), event_type=event.get("type"), outcome=outcome)
         return WebhookAck(received=True, outcome=outcome)
 
+    # Buying needs no login: its own limit per client. Stripe's events are never throttled (signed, and Stripe
+    # retries what is refused, from addresses shared by many shops).
+    ratelimit.limit_routes(app, {"POST /orders": ratelimit.ORDERS, "POST /webhooks/stripe": ratelimit.EXEMPT})
     return app

@@ -44,3 +44,15 @@ OVERDUE_ORDERS = Gauge(
 RECONCILER_LAST_RUN = Gauge(
     "checkout_reconciler_last_run_timestamp_seconds", "When the reconciler last finished a pass (Unix time)"
 )
+PAYMENT_MISMATCHES = Counter(
+    "checkout_payment_mismatches_total",
+    "News of a PaymentIntent that was not allowed to move its order (another intent than the order's own, or an "
+    "amount, currency or mode other than the order's), by reason and where it came from; each is in the "
+    "payment_mismatches table and the logs, and a succeeded one may need a refund by hand",
+    ["reason", "source"],
+)
+UNPAID_CAP_REFUSALS = Counter(
+    "checkout_unpaid_orders_refused_total",
+    "Orders refused (429) because the buyer, the payment method or the address had unpaid_orders_cap orders waiting",
+    ["limit"],
+)

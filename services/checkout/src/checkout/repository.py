@@ -295,12 +295,13 @@ _RETURNING_ORDER = ", ".join("o." + c.strip() for c in _ORDER_COLUMNS.split(",")
 
 
 async def claim_due_payments(
-    conn: asyncpg.Connection, limit: int, lease_s: float, deadline_s: float
+    conn: asyncpg.Connection, limit: int, lease_s: float, deadline_s: float, action_deadline_s: float
 ) -> list[tuple[Order, bool]]:
     """Take up to ``limit`` due orders for this worker for ``lease_s`` seconds; other workers skip them.
 
     Each comes with whether it is past its deadline (by the database's clock, the only one
-    every replica shares). A PaymentIntent creation attempt is counted here for an order
+    every replica shares): ``deadline_s`` after it was placed, or the shorter ``action_deadline_s``
+    while it waits for the buyer's 3-D Secure. A PaymentIntent creation attempt is counted here for an order
     still in time, committed before Stripe is called, so a crash after the call is known on
     the next try (which then looks for the intent first). An order past its deadline gets
     no new attempt: it is only ended, from Stripe's truth.
@@ -315,15 +316,28 @@ async def claim_due_payments(
                     + CASE WHEN o.payment_intent_id IS NULL AND o.status = 'pending'
                            AND o.created_at > now() - make_interval(secs => $3) THEN 1 ELSE 0 END
             FROM due WHERE o.id = due.id
-            RETURNING {_RETURNING_ORDER}, o.created_at <= now() - make_interval(secs => $3) AS overdue""",
+            RETURNING {_RETURNING_ORDER}, o.created_at <= now() - make_interval(
+                secs => CASE WHEN o.status = 'requires_action' THEN $4::float8 ELSE $3::float8 END) AS overdue""",
         limit,
         lease_s,
         deadline_s,
+        action_deadline_s,
     )
     return [(_order(r), bool(r["overdue"])) for r in rows]
 
 
-async def claim_overdue_orders(conn: asyncpg.Connection, limit: int, lease_s: float, deadline_s: float) -> list[Order]:
+_OVERDUE = """((status = 'pending' AND created_at <= now() - make_interval(secs => $DEADLINE))
+    OR (status = 'requires_action' AND created_at <= now() - make_interval(secs => $ACTION)))"""
+
+
+def _overdue(deadline: int, action: int) -> str:
+    """Orders still waiting for their payment past their deadline ($n parameters of the two deadlines)."""
+    return _OVERDUE.replace("$DEADLINE", f"${deadline}").replace("$ACTION", f"${action}")
+
+
+async def claim_overdue_orders(
+    conn: asyncpg.Connection, limit: int, lease_s: float, deadline_s: float, action_deadline_s: float
+) -> list[Order]:
     """Orders still waiting for their payment past the deadline and leased to no one: leased to the reconciler.
 
     An order leased by a payment step (``payment_due_at`` ahead) is left alone until its lease
@@ -332,8 +346,7 @@ async def claim_overdue_orders(conn: asyncpg.Connection, limit: int, lease_s: fl
     rows = await conn.fetch(
         f"""WITH overdue AS (
                 SELECT id FROM orders
-                WHERE status IN ('pending', 'requires_action')
-                    AND created_at <= now() - make_interval(secs => $3)
+                WHERE {_overdue(3, 4)}
                     AND (payment_due_at IS NULL OR payment_due_at <= now())
                 ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
             UPDATE orders o SET payment_due_at = now() + make_interval(secs => $2)
@@ -342,18 +355,39 @@ async def claim_overdue_orders(conn: asyncpg.Connection, limit: int, lease_s: fl
         limit,
         lease_s,
         deadline_s,
+        action_deadline_s,
     )
     return [_order(r) for r in rows]
 
 
-async def count_overdue_orders(conn: asyncpg.Connection, deadline_s: float) -> int:
+async def count_overdue_orders(conn: asyncpg.Connection, deadline_s: float, action_deadline_s: float) -> int:
     """Orders still waiting for their payment past the deadline (should drop to 0 after each reconciler run)."""
-    count = await conn.fetchval(
-        """SELECT count(*) FROM orders
-           WHERE status IN ('pending', 'requires_action') AND created_at <= now() - make_interval(secs => $1)""",
-        deadline_s,
-    )
+    count = await conn.fetchval(f"SELECT count(*) FROM orders WHERE {_overdue(1, 2)}", deadline_s, action_deadline_s)
     return int(count)
+
+
+async def unpaid_orders_of(
+    conn: asyncpg.Connection, buyer_id: str, payment_method: str, line1: str, city: str, country: str, cap: int
+) -> str | None:
+    """Which of the buyer, the payment method or the address already has ``cap`` orders waiting for payment."""
+    row = await conn.fetchrow(
+        """SELECT
+             (SELECT count(*) FROM (SELECT 1 FROM orders WHERE status IN ('pending', 'requires_action')
+                  AND buyer_id = $1 LIMIT $6) b) AS buyer,
+             (SELECT count(*) FROM (SELECT 1 FROM orders WHERE status IN ('pending', 'requires_action')
+                  AND payment_method = $2 LIMIT $6) p) AS payment_method,
+             (SELECT count(*) FROM (SELECT 1 FROM orders WHERE status IN ('pending', 'requires_action')
+                  AND ship_country = $5 AND lower(ship_city) = lower($4) AND lower(ship_line1) = lower($3)
+                  LIMIT $6) a) AS address""",
+        buyer_id,
+        payment_method,
+        line1,
+        city,
+        country,
+        cap,
+    )
+    assert row is not None
+    return next((key for key in ("buyer", "payment_method", "address") if row[key] >= cap), None)
 
 
 async def set_shipment(
@@ -460,3 +494,64 @@ async def record_stripe_event(
         order_id,
     )
     return bool(inserted)
+
+
+# --- payments that may not move their order --------------------------------------------
+
+
+async def record_payment_mismatch(
+    conn: asyncpg.Connection,
+    order_id: uuid.UUID,
+    payment_intent_id: str,
+    reason: str,
+    source: str,
+    outcome: str,
+    *,
+    amount_minor: int | None,
+    currency: str | None,
+    livemode: bool | None,
+) -> bool:
+    """Keep a mismatch for an operator; True the first time this (order, intent, reason, source) is seen."""
+    first: bool = await conn.fetchval(
+        """INSERT INTO payment_mismatches AS m (order_id, payment_intent_id, reason, source, outcome,
+                intent_amount_minor, intent_currency, intent_livemode)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (order_id, payment_intent_id, reason, source) DO UPDATE
+               SET last_seen_at = now(), times_seen = m.times_seen + 1, outcome = EXCLUDED.outcome
+           RETURNING m.times_seen = 1""",
+        order_id,
+        payment_intent_id[:255],
+        reason,
+        source,
+        outcome,
+        amount_minor,
+        currency[:16] if currency is not None else None,
+        livemode,
+    )
+    return first
+
+
+@dataclass(frozen=True)
+class PaymentMismatchRow:
+    order_id: uuid.UUID
+    payment_intent_id: str
+    reason: str
+    source: str
+    outcome: str
+    intent_amount_minor: int | None
+    intent_currency: str | None
+    intent_livemode: bool | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    times_seen: int
+
+
+async def list_payment_mismatches(conn: asyncpg.Connection, limit: int) -> list[PaymentMismatchRow]:
+    """The most recently seen mismatches, newest first."""
+    rows = await conn.fetch(
+        """SELECT order_id, payment_intent_id, reason, source, outcome, intent_amount_minor, intent_currency,
+                  intent_livemode, first_seen_at, last_seen_at, times_seen
+           FROM payment_mismatches ORDER BY last_seen_at DESC LIMIT $1""",
+        limit,
+    )
+    return [PaymentMismatchRow(**dict(r.items())) for r in rows]

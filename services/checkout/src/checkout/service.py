@@ -13,6 +13,7 @@ import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -29,7 +30,7 @@ from tweetshop_contracts import (
 )
 from tweetshop_platform import faults, outbox
 from tweetshop_platform.auth import is_operator_key
-from tweetshop_platform.errors import Conflict, DomainError, Forbidden, NotFound, Unprocessable
+from tweetshop_platform.errors import Conflict, DomainError, Forbidden, NotFound, TooManyRequests, Unprocessable
 
 from . import access, domain, metrics, repository
 from .config import CheckoutSettings
@@ -108,8 +109,45 @@ def _replay(found: repository.IdempotentOrder, request_hash: str, idempotency_ke
     return PlacedOrder(found.order, token, replayed=True)
 
 
+_UNPAID_WHAT = {"buyer": "this buyer", "payment_method": "this card", "address": "this shipping address"}
+
+
+async def _refuse_too_many_unpaid(
+    conn: asyncpg.Connection, request: PurchaseRequest, settings: CheckoutSettings
+) -> None:
+    """429 when the buyer, the card or the address already has ``unpaid_orders_cap`` orders waiting for payment.
+
+    Unpaid orders hold stock: without a cap, a few hundred of them keep any product sold out.
+    """
+    shipping = request.shipping
+    full = await repository.unpaid_orders_of(
+        conn,
+        request.buyer.id,
+        request.payment_method,
+        shipping.line1,
+        shipping.city,
+        shipping.country,
+        settings.unpaid_orders_cap,
+    )
+    if full is None:
+        return
+    metrics.UNPAID_CAP_REFUSALS.labels(full).inc()
+    raise TooManyRequests(
+        f"{_UNPAID_WHAT[full]} already has {settings.unpaid_orders_cap} orders waiting for payment: "
+        "finish paying or cancel one of them first",
+        code="too_many_unpaid_orders",
+        retry_after_s=min(settings.payment_recheck_interval_s, 60),
+        limit=full,
+    )
+
+
 async def place_order(
-    pool: asyncpg.Pool, request: PurchaseRequest, request_hash: str, idempotency_key: str, correlation_id: str
+    pool: asyncpg.Pool,
+    settings: CheckoutSettings,
+    request: PurchaseRequest,
+    request_hash: str,
+    idempotency_key: str,
+    correlation_id: str,
 ) -> PlacedOrder:
     """One order per Idempotency-Key: a new pending order plus OrderPlaced, or the order this exact request made."""
     key_hash = access.idempotency_key_hash(idempotency_key)
@@ -117,6 +155,8 @@ async def place_order(
         found = await repository.get_order_by_key(conn, key_hash)
         if found is not None:
             return _replay(found, request_hash, idempotency_key)
+        if settings.unpaid_orders_cap:
+            await _refuse_too_many_unpaid(conn, request, settings)
         product, tweet = await repository.get_product_and_tweet(conn, request.product_id, request.tweet_id)
         try:
             price = domain.price_purchase(product, tweet, request)
@@ -188,11 +228,71 @@ async def on_stock_rejected(conn: asyncpg.Connection, event: StockRejected) -> N
 # --- payments --------------------------------------------------------------------------
 
 
-async def apply_payment_outcome(
-    conn: asyncpg.Connection, order_id: uuid.UUID, outcome: PaymentOutcome, settings: CheckoutSettings
-) -> tuple[OrderStatus, OrderStatus] | None:
-    """Move the order as the PaymentIntent says, under its row lock; (before, after), or None if unknown.
+PaymentSource = Literal["worker", "webhook", "reconciler", "buyer_cancel"]
 
+
+@dataclass(frozen=True)
+class PaymentChange:
+    """What a payment outcome did to its order: the statuses before and after, and why it was refused, if it was."""
+
+    before: OrderStatus
+    after: OrderStatus
+    mismatch: domain.MismatchReason | None = None
+
+
+async def _record_mismatch(
+    conn: asyncpg.Connection,
+    order: Order,
+    outcome: PaymentOutcome,
+    reason: domain.MismatchReason,
+    source: PaymentSource,
+) -> None:
+    """Keep, count and log news of an intent that may not move the order (the order itself is left as it is)."""
+    assert outcome.payment_intent_id is not None
+    facts = outcome.facts or domain.IntentFacts()
+    first = await repository.record_payment_mismatch(
+        conn,
+        order.id,
+        outcome.payment_intent_id,
+        reason,
+        source,
+        outcome.kind,
+        amount_minor=facts.amount_minor,
+        currency=facts.currency,
+        livemode=facts.livemode,
+    )
+    if first:
+        metrics.PAYMENT_MISMATCHES.labels(reason, source).inc()
+    log.error(
+        "a payment intent does not match its order and was not applied; an operator should look"
+        + ("; a succeeded one may need a refund by hand" if outcome.kind == "paid" else ""),
+        order_id=str(order.id),
+        order_status=order.status,
+        order_payment_intent_id=order.payment_intent_id,
+        order_amount_minor=order.amount_minor,
+        order_currency=order.currency,
+        payment_intent_id=outcome.payment_intent_id,
+        intent_outcome=outcome.kind,
+        intent_amount_minor=facts.amount_minor,
+        intent_currency=facts.currency,
+        intent_livemode=facts.livemode,
+        mismatch=reason,
+        source=source,
+    )
+
+
+async def apply_payment_outcome(
+    conn: asyncpg.Connection,
+    order_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    settings: CheckoutSettings,
+    *,
+    source: PaymentSource = "worker",
+) -> PaymentChange | None:
+    """Move the order as the PaymentIntent says, under its row lock; what changed, or None if the order is unknown.
+
+    Only the order's own intent moves it, and a success only for its exact amount, currency and mode
+    (``domain.payment_mismatch``); any other news is recorded for an operator and changes nothing.
     Whoever comes second (the worker or a webhook) finds the order already moved and changes nothing.
     """
     found = await repository.get_order_for_payment(conn, order_id)
@@ -200,12 +300,20 @@ async def apply_payment_outcome(
         return None
     order, access_hash = found
     now = utc_now()
+    mismatch = domain.payment_mismatch(order, outcome, livemode=settings.stripe_livemode, may_adopt=source != "webhook")
+    if mismatch is not None:
+        if outcome.kind == "paid" or mismatch != "foreign_intent":
+            await _record_mismatch(conn, order, outcome, mismatch, source)
+        # else: news that another intent failed or waits; only the order's own intent matters to it.
+        if order.status in AWAITING_PAYMENT and source != "webhook":
+            # The order's own payment is still open: look again later, not in a loop.
+            await repository.schedule_payment(conn, order.id, settings.payment_recheck_interval_s)
+        return PaymentChange(order.status, order.status, mismatch)
     if order.status not in AWAITING_PAYMENT:
-        other_intent = order.payment_intent_id is not None and outcome.payment_intent_id != order.payment_intent_id
-        if outcome.kind == "paid" and (order.status in ("failed", "cancelled") or other_intent):
+        if outcome.kind == "paid" and order.status in ("failed", "cancelled"):
             metrics.UNEXPECTED_PAYMENTS.inc()
             log.error(
-                "a payment succeeded for an order that had ended or was paid by another intent; refund it by hand",
+                "a payment succeeded for an order that had ended; refund it by hand",
                 order_id=str(order.id),
                 status=order.status,
                 payment_intent_id=outcome.payment_intent_id,
@@ -213,14 +321,7 @@ async def apply_payment_outcome(
         if order.payment_intent_id is None and outcome.payment_intent_id is not None:
             await repository.save_order(conn, replace(order, payment_intent_id=outcome.payment_intent_id))
         await repository.schedule_payment(conn, order.id, None)
-        return order.status, order.status
-
-    if (
-        outcome.kind != "paid"
-        and order.payment_intent_id is not None
-        and outcome.payment_intent_id not in (None, order.payment_intent_id)
-    ):
-        return order.status, order.status  # news of another intent than the order's: only a success would matter
+        return PaymentChange(order.status, order.status)
 
     events: list[Envelope] = []
     next_look: float | None = None
@@ -250,7 +351,7 @@ async def apply_payment_outcome(
     else:
         await repository.schedule_payment(conn, order.id, next_look)
     await outbox.enqueue(conn, *events)
-    return order.status, updated.status
+    return PaymentChange(order.status, updated.status)
 
 
 @dataclass(frozen=True)
@@ -268,7 +369,11 @@ async def claim_due_payments(
     attempt is committed before Stripe is called."""
     async with pool.acquire() as conn, conn.transaction():
         claimed = await repository.claim_due_payments(
-            conn, limit or settings.payment_batch_size, settings.payment_lease_s, settings.payment_deadline_s
+            conn,
+            limit or settings.payment_batch_size,
+            settings.payment_lease_s,
+            settings.payment_deadline_s,
+            settings.action_deadline_s,
         )
     return [PaymentStep(order, overdue) for order, overdue in claimed]
 
@@ -281,7 +386,7 @@ async def _ask_stripe(gateway: PaymentGateway, order: Order, *, overdue: bool) -
             return (await gateway.retrieve_intent(order.payment_intent_id)).outcome()
         if order.payment_attempts > 1:
             # An earlier attempt was recorded without its intent id (a crash or a lost answer): adopt what it made.
-            found = await gateway.find_intent_for_order(order.id)
+            found = await gateway.find_intent_for_order(order)
             if found is not None:
                 log.info("adopted the payment intent of an earlier attempt", payment_intent_id=found.id)
                 return found.outcome()
@@ -301,7 +406,7 @@ async def _end_overdue(gateway: PaymentGateway, order: Order) -> PaymentOutcome:
     if order.payment_intent_id is not None:
         intent = await gateway.retrieve_intent(order.payment_intent_id)
     elif order.payment_attempts > 0:
-        intent = await gateway.find_intent_for_order(order.id)
+        intent = await gateway.find_intent_for_order(order)
     if intent is None:
         return PaymentOutcome("cancelled", None, reason=domain.NOT_PAID_IN_TIME)
     outcome = intent.outcome()
@@ -364,10 +469,10 @@ async def _retry_later(
 
 async def settle_payment(
     pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings, step: PaymentStep
-) -> tuple[OrderStatus, OrderStatus] | None:
+) -> PaymentChange | None:
     """Take one leased order one step further with Stripe: create, adopt, check or end its PaymentIntent.
 
-    Returns the (before, after) statuses, or None when Stripe could not be asked (retried later).
+    Returns what changed, or None when Stripe could not be asked (retried later).
     """
     order = step.order
     with structlog.contextvars.bound_contextvars(correlation_id=order.correlation_id, order_id=str(order.id)):
@@ -389,12 +494,20 @@ async def settle_payment(
         # Chaos tests only (off by default): die after Stripe acted and before the database knows.
         faults.maybe_crash("checkout_after_stripe")
         async with pool.acquire() as conn, conn.transaction():
-            change = await apply_payment_outcome(conn, order.id, outcome, settings)
+            change = await apply_payment_outcome(
+                conn, order.id, outcome, settings, source="reconciler" if step.overdue else "worker"
+            )
         if change is not None:
-            _count(*change)
-            if change[0] != change[1]:
-                log.info("payment step applied", transition=f"{change[0]}->{change[1]}", outcome=outcome.kind)
+            _count(change.before, change.after)
+            if change.before != change.after:
+                log.info("payment step applied", transition=f"{change.before}->{change.after}", outcome=outcome.kind)
         return change
+
+
+async def list_payment_mismatches(pool: asyncpg.Pool, limit: int) -> list[repository.PaymentMismatchRow]:
+    """What operators look at when ``checkout_payment_mismatches_total`` rises."""
+    async with pool.acquire() as conn:
+        return await repository.list_payment_mismatches(conn, limit)
 
 
 # --- the reconciler: orders still open past their deadline ------------------------------
@@ -405,7 +518,7 @@ class ReconcileRun:
     """What one reconciler pass found and did."""
 
     taken: int
-    ended: dict[str, int]  # final status (or "retry" when Stripe could not be asked) → orders
+    ended: dict[str, int]  # final status ("retry": Stripe could not be asked; "mismatch": see payment_mismatches)
     still_overdue: int
 
 
@@ -418,7 +531,11 @@ async def reconcile_overdue(pool: asyncpg.Pool, gateway: PaymentGateway, setting
     """
     async with pool.acquire() as conn, conn.transaction():
         overdue = await repository.claim_overdue_orders(
-            conn, settings.payment_batch_size, settings.payment_lease_s, settings.payment_deadline_s
+            conn,
+            settings.payment_batch_size,
+            settings.payment_lease_s,
+            settings.payment_deadline_s,
+            settings.action_deadline_s,
         )
     changes = await asyncio.gather(
         *(settle_payment(pool, gateway, settings, PaymentStep(order, overdue=True)) for order in overdue),
@@ -431,11 +548,13 @@ async def reconcile_overdue(pool: asyncpg.Pool, gateway: PaymentGateway, setting
             log.error("reconciling an order failed", order_id=str(order.id), error=repr(change))
             ended["error"] += 1
         else:
-            ended["retry" if change is None else change[1]] += 1
+            ended["retry" if change is None else "mismatch" if change.mismatch else change.after] += 1
     for outcome, count in ended.items():
         metrics.RECONCILED.labels(outcome).inc(count)
     async with pool.acquire() as conn:
-        still_overdue = await repository.count_overdue_orders(conn, settings.payment_deadline_s)
+        still_overdue = await repository.count_overdue_orders(
+            conn, settings.payment_deadline_s, settings.action_deadline_s
+        )
     metrics.OVERDUE_ORDERS.set(still_overdue)
     if overdue:
         log.info("reconciled overdue orders", taken=len(overdue), ended=dict(ended), still_overdue=still_overdue)
@@ -480,11 +599,11 @@ async def cancel_order(
     except PaymentDeclined as declined:
         raise Conflict(f"Stripe refused the cancellation: {declined.message}", code="cancel_refused") from None
     async with pool.acquire() as conn, conn.transaction():
-        change = await apply_payment_outcome(conn, order.id, outcome, settings)
+        change = await apply_payment_outcome(conn, order.id, outcome, settings, source="buyer_cancel")
         current = await repository.get_order(conn, order.id)
     assert current is not None
     if change is not None:
-        _count(*change)
+        _count(change.before, change.after)
     if current.status == "cancelled":
         log.info("order cancelled by the buyer", order_id=str(order.id), payment_intent_id=order.payment_intent_id)
         return current
@@ -515,8 +634,16 @@ def _uuid_or_none(value: object) -> uuid.UUID | None:
         return None
 
 
-async def handle_stripe_event(pool: asyncpg.Pool, settings: CheckoutSettings, event: dict[str, object]) -> str:
-    """Apply one verified Stripe event once; returns what happened (for logs and metrics)."""
+async def handle_stripe_event(
+    pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings, event: dict[str, object]
+) -> str:
+    """Apply one verified Stripe event once; returns what happened (for logs and metrics).
+
+    A webhook only says "look at this intent": its intent must be the one recorded on the order,
+    and what the order becomes is decided by Stripe's own object (retrieved), checked against the
+    order's amount, currency and mode like every other payment outcome. An intent not recorded yet
+    is left to the payment step that is creating it (it records what Stripe answered it).
+    """
     event_id = str(event.get("id", ""))
     event_type = str(event.get("type", ""))
     kind = _WEBHOOK_OUTCOMES.get(event_type)
@@ -524,33 +651,47 @@ async def handle_stripe_event(pool: asyncpg.Pool, settings: CheckoutSettings, ev
     obj = data.get("object") if isinstance(data, dict) else None
     if kind is None or not isinstance(obj, dict) or not event_id or "id" not in obj:
         return "ignored"
-    intent = Intent.from_data(obj)
-    if kind == "paid":
-        outcome = PaymentOutcome("paid", intent.id)
-    elif kind == "cancelled":
-        outcome = PaymentOutcome("cancelled", intent.id, reason="the payment was cancelled")
-    else:
-        outcome = PaymentOutcome("failed", intent.id, reason=intent.error_message or "the payment failed")
-    order_id = _uuid_or_none(intent.order_id)
-    if kind == "paid" and order_id is not None:
-        # The usual case: the worker applied Stripe's answer before its webhook came. Settled by one read, with no
-        # write (and no durable commit); an event that could change something takes the locked path below.
-        async with pool.acquire() as conn:
-            seen, status, intent_id = await repository.webhook_precheck(conn, event_id, order_id)
-        if seen:
-            return "duplicate"
-        if status == "paid" and intent_id == intent.id:
-            return "no_change"
-    async with pool.acquire() as conn, conn.transaction():
+    said = Intent.from_data(obj)
+    order_id = _uuid_or_none(said.order_id)
+    async with pool.acquire() as conn:
         if order_id is None:
-            order_id = await repository.get_order_id_by_intent(conn, intent.id)
+            order_id = await repository.get_order_id_by_intent(conn, said.id)
+        seen, status, recorded_intent = (
+            (False, None, None) if order_id is None else await repository.webhook_precheck(conn, event_id, order_id)
+        )
+    if seen:
+        return "duplicate"
+    if order_id is None or status is None:
+        return "not_ours"  # another shop on the same Stripe account (or localstripe shared by tests)
+    if recorded_intent is None:
+        return "deferred"  # the payment step creating this order's intent records it (or finds it after a crash)
+    if said.id != recorded_intent:
+        if kind != "paid":
+            return "no_change"  # another intent failed or was cancelled: only the order's own intent matters
+    elif status not in AWAITING_PAYMENT and not (kind == "paid" and status in ("failed", "cancelled")):
+        return "no_change"  # the usual case: the payment step applied Stripe's answer before this webhook came
+    if said.id == recorded_intent:
+        try:
+            outcome = (await gateway.retrieve_intent(said.id)).outcome()  # Stripe's own object decides
+        except (PaymentProviderUnavailable, PaymentDeclined) as exc:
+            # Not recorded as seen: Stripe delivers the event again, and the payment step rechecks meanwhile.
+            raise DomainError(
+                "Stripe could not be asked about this payment; deliver the event again later",
+                code="payment_provider_unavailable",
+                status=503,
+            ) from exc
+    else:
+        outcome = said.outcome()  # a foreign intent claims the order: recorded as a mismatch, never applied
+    async with pool.acquire() as conn, conn.transaction():
         if not await repository.record_stripe_event(conn, event_id, event_type, order_id):
             return "duplicate"
-        change = None if order_id is None else await apply_payment_outcome(conn, order_id, outcome, settings)
+        change = await apply_payment_outcome(conn, order_id, outcome, settings, source="webhook")
     if change is None:
-        return "not_ours"  # another shop on the same Stripe account (or localstripe shared by tests)
-    _count(*change)
-    return "applied" if change[0] != change[1] else "no_change"
+        return "not_ours"
+    _count(change.before, change.after)
+    if change.mismatch is not None:
+        return "mismatch"
+    return "applied" if change.before != change.after else "no_change"
 
 
 # --- refunds ---------------------------------------------------------------------------

@@ -95,6 +95,12 @@ class Checkout:
         finally:
             await conn.close()
 
+    async def keep_worker_away(self, order_id: str) -> None:
+        """Push the order's next payment step an hour away: only what the test does may move it meanwhile."""
+        await self.sql(
+            "UPDATE orders SET payment_due_at = now() + interval '1 hour' WHERE id = $1", uuid.UUID(order_id)
+        )
+
     # --- catalog --------------------------------------------------------------------------
 
     async def list_product(self, *, price_minor: int = 1200, stock: int = 5, version: int = 1) -> ProductListed:

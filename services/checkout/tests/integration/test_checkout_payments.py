@@ -28,6 +28,7 @@ from tweetshop_contracts import (
 )
 from tweetshop_devstack.kafka_probe import publish_events
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
+from tweetshop_platform.settings import DEV_OPERATOR_KEY
 
 if TYPE_CHECKING:
     from conftest import Checkout
@@ -205,6 +206,11 @@ async def test_a_failed_3ds_authentication_fails_the_order(checkout: Checkout) -
 
 async def test_a_signed_stripe_event_is_applied_once_however_often_it_is_delivered(checkout: Checkout) -> None:
     order, waiting = await checkout.order_waiting_for_3ds()
+    # The worker would notice the payment itself within a second: only the webhook may tell it here.
+    await checkout.sql(
+        "UPDATE orders SET payment_due_at = now() + interval '1 hour' WHERE id = $1", uuid.UUID(order["id"])
+    )
+    await checkout.authenticate(waiting, success=True)
     event = {
         "id": f"evt_{uuid.uuid4().hex[:14]}",
         "object": "event",
@@ -443,3 +449,171 @@ async def test_a_refund_of_an_order_never_paid_is_refused_and_writes_nothing(che
     assert refused.status_code == 409 and refused.json()["error"] == "order_not_paid"
     rows = await checkout.sql("SELECT count(*) AS n FROM refunds WHERE order_id = $1", uuid.UUID(order["id"]))
     assert rows[0]["n"] == 0
+
+
+# --- payment integrity: an order is paid only by its own intent, for its own price --------------------------------
+
+
+async def a_paid_intent(checkout: Checkout, order_id: str, *, amount: int, currency: str = "eur") -> dict[str, Any]:
+    """Anyone holding a Stripe API key can make and confirm an intent that names any order in its metadata."""
+    async with checkout.stripe_http() as stripe:
+        made = await stripe.post(
+            "/v1/payment_intents",
+            data={
+                "amount": str(amount),
+                "currency": currency,
+                "payment_method": checkout.CHARGED,
+                "confirm": "true",
+                "metadata[order_id]": order_id,
+            },
+        )
+    assert made.status_code == 200 and made.json()["status"] == "succeeded", made.text
+    return dict(made.json())
+
+
+def a_stripe_event(event_type: str, intent: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"evt_{uuid.uuid4().hex[:14]}", "object": "event", "type": event_type, "data": {"object": intent}}
+
+
+async def mismatches_of(checkout: Checkout, order_id: str) -> list[tuple[str, str, str]]:
+    rows = await checkout.sql(
+        "SELECT payment_intent_id, reason, source FROM payment_mismatches WHERE order_id = $1", uuid.UUID(order_id)
+    )
+    return sorted((r["payment_intent_id"], r["reason"], r["source"]) for r in rows)
+
+
+async def mismatch_count(checkout: Checkout, reason: str, source: str) -> float:
+    async with checkout.http() as http:
+        text = (await http.get("/metrics")).text
+    prefix = f'checkout_payment_mismatches_total{{reason="{reason}",source="{source}"}} '
+    return sum(float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_a_cheap_foreign_payment_naming_an_order_never_pays_it(checkout: Checkout) -> None:
+    """The attack: a 3-D Secure order waits; a $1 intent with its order id succeeds and Stripe signs the webhook."""
+    order, waiting = await checkout.order_waiting_for_3ds()
+    counted_before = await mismatch_count(checkout, "foreign_intent", "webhook")
+    forged = await a_paid_intent(checkout, order["id"], amount=100)
+    payload = json.dumps(a_stripe_event("payment_intent.succeeded", forged)).encode()
+    async with checkout.http() as http:
+        answer = await http.post("/webhooks/stripe", content=payload, headers=checkout.signed(payload))
+    assert (answer.status_code, answer.json()["outcome"]) == (200, "mismatch")
+
+    now = await checkout.get_order(order["id"], order["access_token"])
+    assert (now["status"], now["payment_intent_id"]) == ("requires_action", waiting["payment_intent_id"])
+    assert await mismatches_of(checkout, order["id"]) == [(forged["id"], "foreign_intent", "webhook")]
+    assert await mismatch_count(checkout, "foreign_intent", "webhook") == counted_before + 1
+    async with checkout.http() as http:
+        listed = await http.get("/ops/payment-mismatches", headers={"Authorization": f"Bearer {DEV_OPERATOR_KEY}"})
+        refused = await http.get(
+            "/ops/payment-mismatches", headers={"Authorization": f"Bearer {order['access_token']}"}
+        )
+    assert listed.status_code == 200 and refused.status_code == 403
+    mine = [m for m in listed.json() if m["order_id"] == order["id"]]
+    assert [(m["payment_intent_id"], m["reason"], m["outcome"], m["intent_amount_minor"]) for m in mine] == [
+        (forged["id"], "foreign_intent", "paid", 100)
+    ]
+
+    # The order's own payment still completes it, with its own intent.
+    await checkout.authenticate(waiting, success=True)
+    paid = await checkout.until_status(order, "paid", timeout=15)
+    assert paid["payment_intent_id"] == waiting["payment_intent_id"]
+    events = await checkout.order_events(order["id"], lambda es: any(isinstance(e, OrderPaid) for e in es))
+    order_paid = next(e for e in events if isinstance(e, OrderPaid))
+    assert order_paid.payment_intent_id == waiting["payment_intent_id"]
+    assert [type(e) for e in events] == [OrderPlaced, OrderPaid]
+
+
+async def test_a_webhook_is_checked_against_stripes_own_object(checkout: Checkout) -> None:
+    """A signed event that says the order's own intent succeeded, while Stripe says it still waits: Stripe decides."""
+    order, waiting = await checkout.order_waiting_for_3ds()
+    await checkout.sql(
+        "UPDATE orders SET payment_due_at = now() + interval '1 hour' WHERE id = $1", uuid.UUID(order["id"])
+    )
+    claimed = {
+        "id": waiting["payment_intent_id"],
+        "object": "payment_intent",
+        "status": "succeeded",
+        "amount": order["amount_minor"],
+        "currency": "eur",
+        "livemode": False,
+        "metadata": {"order_id": order["id"]},
+    }
+    payload = json.dumps(a_stripe_event("payment_intent.succeeded", claimed)).encode()
+    async with checkout.http() as http:
+        answer = await http.post("/webhooks/stripe", content=payload, headers=checkout.signed(payload))
+    assert (answer.status_code, answer.json()["outcome"]) == (200, "no_change")
+    assert (await checkout.get_order(order["id"], order["access_token"]))["status"] == "requires_action"
+
+
+@pytest.mark.parametrize(("amount", "currency", "reason"), [(100, "eur", "amount"), (1200, "usd", "currency")])
+async def test_the_orders_own_intent_pays_it_only_at_its_price(
+    checkout: Checkout, amount: int, currency: str, reason: str
+) -> None:
+    """Recorded on the order, succeeded at Stripe, but for another amount or currency: recorded, never paid."""
+    order, _ = await checkout.order_waiting_for_3ds()
+    assert (order["amount_minor"], order["currency"]) == (1200, "EUR")
+    wrong = await a_paid_intent(checkout, order["id"], amount=amount, currency=currency)
+    await checkout.sql(
+        "UPDATE orders SET payment_intent_id = $2, payment_due_at = now() + interval '1 hour' WHERE id = $1",
+        uuid.UUID(order["id"]),
+        wrong["id"],
+    )
+    payload = json.dumps(a_stripe_event("payment_intent.succeeded", wrong)).encode()
+    async with checkout.http() as http:
+        answer = await http.post("/webhooks/stripe", content=payload, headers=checkout.signed(payload))
+    assert (answer.status_code, answer.json()["outcome"]) == (200, "mismatch")
+    # The payment worker's own look at the intent comes to the same verdict.
+    await checkout.sql("UPDATE orders SET payment_due_at = now() WHERE id = $1", uuid.UUID(order["id"]))
+
+    async def seen_by_the_worker() -> list[tuple[str, str, str]] | None:
+        found = await mismatches_of(checkout, order["id"])
+        return found if len(found) == 2 else None
+
+    found = await checkout.eventually(seen_by_the_worker, what="the worker to record the mismatch")
+    assert found == sorted([(wrong["id"], reason, "webhook"), (wrong["id"], reason, "worker")])
+    assert (await checkout.get_order(order["id"], order["access_token"]))["status"] == "requires_action"
+    events = await checkout.order_events(order["id"], lambda es: len(es) >= 1)
+    assert [type(e) for e in events] == [OrderPlaced]
+
+
+async def test_a_webhook_never_adopts_an_intent_the_order_has_not_recorded(checkout: Checkout) -> None:
+    product = await checkout.list_product()
+    order = (await checkout.place(checkout.order_body(product.product_id))).json()  # not reserved: nothing charged
+    stranger = await a_paid_intent(checkout, order["id"], amount=1200)
+    payload = json.dumps(a_stripe_event("payment_intent.succeeded", stranger)).encode()
+    async with checkout.http() as http:
+        answer = await http.post("/webhooks/stripe", content=payload, headers=checkout.signed(payload))
+    assert (answer.status_code, answer.json()["outcome"]) == (200, "deferred")
+    now = await checkout.get_order(order["id"], order["access_token"])
+    assert (now["status"], now["payment_intent_id"]) == ("pending", None)
+
+
+async def test_recovery_after_a_lost_answer_adopts_only_an_intent_at_the_orders_price(checkout: Checkout) -> None:
+    product = await checkout.list_product(price_minor=900)
+    order = (await checkout.place(checkout.order_body(product.product_id))).json()
+    decoy = await a_paid_intent(checkout, order["id"], amount=1)  # names the order, charges 1 cent
+    await checkout.sql("UPDATE orders SET payment_attempts = 1 WHERE id = $1", uuid.UUID(order["id"]))
+    await checkout.reserve(order, product)
+    paid = await checkout.until_status(order, "paid")
+    assert paid["payment_intent_id"] != decoy["id"]
+    intents = {pi["id"]: pi for pi in await checkout.stripe_intents_for(order["id"])}
+    assert intents[paid["payment_intent_id"]]["amount"] == 900
+
+
+async def test_the_reconciler_applies_the_same_rule(checkout: Checkout) -> None:
+    """An overdue order whose recorded intent succeeded for less than its price is not paid by the reconciler."""
+    order, _ = await checkout.order_waiting_for_3ds()
+    wrong = await a_paid_intent(checkout, order["id"], amount=50)
+    await checkout.sql(
+        """UPDATE orders SET payment_intent_id = $2, payment_due_at = NULL, created_at = now() - interval '3 hours'
+           WHERE id = $1""",
+        uuid.UUID(order["id"]),
+        wrong["id"],
+    )
+    async with checkout.http() as http:
+        ran = await http.post("/ops/reconcile", headers={"Authorization": f"Bearer {DEV_OPERATOR_KEY}"})
+    assert ran.status_code == 200, ran.text
+    assert ran.json()["ended"].get("mismatch", 0) >= 1
+    assert (wrong["id"], "amount", "reconciler") in await mismatches_of(checkout, order["id"])
+    assert (await checkout.get_order(order["id"], order["access_token"]))["status"] == "requires_action"

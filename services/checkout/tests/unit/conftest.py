@@ -38,9 +38,9 @@ class FakeGateway:
         self.intents[intent.id] = intent
         return intent
 
-    async def find_intent_for_order(self, order_id: uuid.UUID) -> Intent | None:
+    async def find_intent_for_order(self, order: Order) -> Intent | None:
         self._maybe_down()
-        return self.existing.get(order_id)
+        return self.existing.get(order.id)
 
     async def retrieve_intent(self, payment_intent_id: str) -> Intent:
         self._maybe_down()

@@ -1,0 +1,93 @@
+"""checkout's limits against the real broker, Postgres and localstripe: a cap on orders waiting for payment per
+buyer, card and address, and a short hold for orders waiting for 3-D Secure, after which their stock returns."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from tweetshop_contracts import OrderCancelled, OrderPlaced
+
+if TYPE_CHECKING:
+    from conftest import Checkout
+
+CHECKOUT_ENV = {
+    "TWEETSHOP_UNPAID_ORDERS_CAP": "2",
+    "TWEETSHOP_PAYMENT_ACTION_DEADLINE_S": "3",
+    "TWEETSHOP_RECONCILE_INTERVAL_S": "0.5",
+}
+
+
+def a_body(checkout: Checkout, product_id: uuid.UUID, *, buyer: str, card: str, street: str) -> dict[str, Any]:
+    body = checkout.order_body(product_id, payment_method=card)
+    body["buyer"]["id"] = buyer
+    body["shipping"]["line1"] = street
+    return body
+
+
+async def test_a_buyer_card_or_address_may_have_only_so_many_unpaid_orders_at_once(checkout: Checkout) -> None:
+    product = await checkout.list_product(stock=50)
+    run = uuid.uuid4().hex[:8]
+    card = f"pm_{run}"  # never charged (no stock is reserved): only the id matters here
+    first = await checkout.place(a_body(checkout, product.product_id, buyer=f"a-{run}", card=card, street=f"1 {run}"))
+    second_key = str(uuid.uuid4())
+    second_body = a_body(checkout, product.product_id, buyer=f"a-{run}", card=card, street=f"2 {run}")
+    second = await checkout.place(second_body, second_key)
+    assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
+
+    # Two orders of this buyer and card wait (neither reserved nor paid): a third is refused, with when to try again.
+    third = await checkout.place(a_body(checkout, product.product_id, buyer=f"a-{run}", card=f"{card}y", street="3"))
+    assert third.status_code == 429, third.text
+    assert third.json()["error"] == "too_many_unpaid_orders" and third.json()["details"]["limit"] == "buyer"
+    assert int(third.headers["Retry-After"]) >= 1
+    # The same card from another buyer is refused too; so is a third order to one address.
+    same_card = await checkout.place(a_body(checkout, product.product_id, buyer=f"b-{run}", card=card, street="x"))
+    assert same_card.status_code == 429 and same_card.json()["details"]["limit"] == "payment_method"
+    other_body = a_body(checkout, product.product_id, buyer=f"c-{run}", card=f"{card}z", street=f"1 {run}")
+    other_body["shipping"]["line1"] = f"1 {run}".upper()  # the same street, typed otherwise
+    same_street = await checkout.place(other_body)
+    assert same_street.status_code == 202, "one order at that address so far"
+    again_street = await checkout.place({**other_body, "buyer": {**other_body["buyer"], "id": f"d-{run}"}})
+    assert again_street.status_code == 429 and again_street.json()["details"]["limit"] == "address"
+    # A replay of an order already placed is still answered (it places nothing new).
+    replay = await checkout.place(second_body, second_key)
+    assert replay.status_code == 200 and replay.json()["id"] == second.json()["id"]
+
+    # One order ends (the buyer cancels it): the buyer may order again.
+    async with checkout.http() as http:
+        cancelled = await http.post(
+            f"/orders/{first.json()['id']}/cancel",
+            headers={"Authorization": f"Bearer {first.json()['access_token']}"},
+        )
+    assert cancelled.status_code == 200, cancelled.text
+    fourth = await checkout.place(a_body(checkout, product.product_id, buyer=f"a-{run}", card=f"{card}w", street="4"))
+    assert fourth.status_code == 202, fourth.text
+    async with checkout.http() as http:
+        metrics = (await http.get("/metrics")).text
+    assert 'checkout_unpaid_orders_refused_total{limit="buyer"}' in metrics
+
+
+async def test_an_order_waiting_for_3ds_is_held_only_briefly_then_its_stock_returns(checkout: Checkout) -> None:
+    order, waiting = await checkout.order_waiting_for_3ds()
+    ended = await checkout.until_status(order, "cancelled", timeout=20)
+    assert ended["cancellation_reason"] == "the order was not paid in time"
+    events = await checkout.order_events(order["id"], lambda es: any(isinstance(e, OrderCancelled) for e in es))
+    assert [type(e) for e in events] == [OrderPlaced, OrderCancelled]
+    cancelled = events[1]
+    assert isinstance(cancelled, OrderCancelled) and cancelled.stock_reserved, "catalog returns the reserved stock"
+    intents = await checkout.stripe_intents_for(order["id"])
+    assert [(pi["id"], pi["status"]) for pi in intents] == [(waiting["payment_intent_id"], "canceled")]
+
+
+async def test_an_order_not_waiting_for_the_buyer_keeps_the_long_deadline(checkout: Checkout) -> None:
+    product = await checkout.list_product()
+    order = (await checkout.place(checkout.order_body(product.product_id))).json()  # pending: stock not answered
+    await checkout.sql(
+        "UPDATE orders SET created_at = now() - interval '10 seconds' WHERE id = $1", uuid.UUID(order["id"])
+    )
+    async with checkout.http() as http:
+        from tweetshop_platform.settings import DEV_OPERATOR_KEY
+
+        ran = await http.post("/ops/reconcile", headers={"Authorization": f"Bearer {DEV_OPERATOR_KEY}"})
+    assert ran.status_code == 200, ran.text
+    assert (await checkout.get_order(order["id"], order["access_token"]))["status"] == "pending"
