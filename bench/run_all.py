@@ -107,7 +107,7 @@ def rebuild_summary(results_dir: Path, tiny: bool) -> int:
     orders_file = results_dir / f"orders{suffix}.json"
     orders = json.loads(orders_file.read_text()) if orders_file.exists() else None
     if orders is not None:
-        from bench.orders.run import summary_rows
+        from bench.orders.report import summary_rows
 
         orders["summary_rows"] = [r.as_dict() for r in summary_rows(orders)]
     locations_md: str | None = None

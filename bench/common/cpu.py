@@ -8,15 +8,18 @@ from collections.abc import Mapping
 import psutil
 
 
-def cpu_seconds(pid: int, *, descendants: bool = True) -> float:
-    """User + system CPU seconds of ``pid``, with its reaped children and live descendants unless told not to."""
+def cpu_seconds(pid: int, *, descendants: bool = True, reaped: bool = True) -> float:
+    """User + system CPU seconds of ``pid``, with its live descendants and (``reaped``) the children it has
+    already reaped, unless told not to."""
     try:
         process = psutil.Process(pid)
         times = process.cpu_times()
         if not descendants:
             return float(times.user + times.system)
         # Postgres backends are children of the postmaster: the reaped ones are in children_*, the live ones below.
-        total = times.user + times.system + times.children_user + times.children_system
+        total = times.user + times.system
+        if reaped:
+            total += times.children_user + times.children_system
         for child in process.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 child_times = child.cpu_times()
@@ -29,15 +32,18 @@ def cpu_seconds(pid: int, *, descendants: bool = True) -> float:
 class CpuMeter:
     """Snapshots of CPU seconds per named group of pids; the difference of two is the CPU a phase used."""
 
-    def __init__(self, groups: Mapping[str, list[int | None]], *, alone: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self, groups: Mapping[str, list[int | None]], *, alone: frozenset[int] = frozenset(), reaped: bool = True
+    ) -> None:
         self.groups = {name: [p for p in pids if p is not None] for name, pids in groups.items()}
         # Pids counted without their descendants: the benchmark process itself is the parent of everything.
         self.alone = alone
+        self.reaped = reaped  # count the CPU of children already reaped (Postgres backends that have exited)
 
     def snapshot(self) -> dict[str, float]:
         """CPU seconds so far, per group."""
         return {
-            name: sum(cpu_seconds(pid, descendants=pid not in self.alone) for pid in pids)
+            name: sum(cpu_seconds(pid, descendants=pid not in self.alone, reaped=self.reaped) for pid in pids)
             for name, pids in self.groups.items()
         }
 

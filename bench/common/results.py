@@ -78,8 +78,12 @@ def _clean(value: Any) -> Any:
 
 def write_json(name: str, data: Mapping[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
     """Write ``<results_dir>/<name>.json`` (nan and inf become null)."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{name}.json"
+    return write_json_file(results_dir / f"{name}.json", data)
+
+
+def write_json_file(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as JSON to ``path``, making its directory (nan and inf become null)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_clean(dict(data)), indent=2, sort_keys=False) + "\n")
     return path
 

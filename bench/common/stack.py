@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tweetshop_contracts.system import SYSTEM
 from tweetshop_devstack.infra import (
     LOCALHOST,
     EmbeddedPostgres,
@@ -35,6 +36,7 @@ from tweetshop_devstack.infra import (
     ManagedProcess,
     StartupError,
     Tansu,
+    answers_200,
     free_port,
     listens_on,
     register_stripe_webhook,
@@ -47,24 +49,14 @@ from tweetshop_devstack.services import (
     service_dsn,
     service_env,
 )
+from tweetshop_devstack.testing import create_database, dsn_with_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICE_NAMES = ("catalog", "feed", "checkout", "tracking")
+# Every declared service with a database and Kafka (the APIs; the web app is not benchmarked).
+SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SYSTEM.services if s.database and s.kafka)
 READY_TIMEOUT_S = 120.0
 PRODUCT_STOCK = 1_000_000
 PRODUCT_PRICE_MINOR = 1500
-
-
-def _dsn_with_database(dsn: str, database: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{database}"
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class BenchInfra:
@@ -168,7 +160,7 @@ class BenchInfra:
         if self.standin is not None:
             self.standin.start()
             self.standin.wait_until_ready(
-                lambda: _answers(f"{self.standin_url}/_standin/stats"), timeout=30, what="stand-in answering"
+                lambda: answers_200(f"{self.standin_url}/_standin/stats"), timeout=30, what="stand-in answering"
             )
 
     def stop(self) -> None:
@@ -207,16 +199,6 @@ class Seeded:
     api_key: str
     product_id: str
     tweet_id: str
-
-
-async def _create_database(admin_dsn: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 async def _provision(database_admin_dsn: str, services: tuple[str, ...]) -> None:
@@ -268,7 +250,7 @@ class ServiceStack:
     @property
     def database_admin_dsn(self) -> str:
         """Superuser DSN to this stack's database."""
-        return _dsn_with_database(self.infra.admin_dsn, self.database)
+        return dsn_with_database(self.infra.admin_dsn, self.database)
 
     def start(self) -> None:
         """Create the database and roles, start the services side by side, wait until all are ready, seed."""
@@ -282,7 +264,7 @@ class ServiceStack:
                 kafka_bootstrap=self.infra.kafka_bootstrap,
                 kafka_idempotence=False,
                 stripe_base_url=self.stripe_url,
-                tracking_public_url=self.url("tracking"),
+                public_urls={other: self.url(other) for other in SERVICE_NAMES},
                 topic_namespace=self.namespace,
                 log_format="json",
                 high_rate_limits=True,  # one address sends what many buyers and couriers would
@@ -306,7 +288,7 @@ class ServiceStack:
 
     def _is_ready(self, name: str) -> bool:
         # Our own child must hold the port: on a shared machine another process may answer there.
-        return listens_on(self.processes[name].pid, self.ports[name]) and _answers(f"{self.url(name)}/readyz")
+        return listens_on(self.processes[name].pid, self.ports[name]) and answers_200(f"{self.url(name)}/readyz")
 
     def stop(self) -> None:
         """Stop the four services at once (SIGTERM, SIGKILL after the grace period)."""
@@ -326,7 +308,7 @@ class ServiceStack:
                 self.infra.configure_standin(webhook_url="")
 
     async def _prepare_database(self) -> None:
-        await _create_database(self.infra.admin_dsn, self.database)
+        await create_database(self.infra.admin_dsn, self.database)
         await _provision(self.database_admin_dsn, SERVICE_NAMES)
 
     def _register_webhook(self) -> None:

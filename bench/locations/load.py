@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psutil
-
-from bench.common.cpu import machine_ticks, steal_share
+from bench.common import cpu
+from bench.common.stats import percentile
 
 # Every point of a run gets its own recorded_at, 100 µs after the previous one, starting two hours ago:
 # strictly newer per shipment (so every point moves the parcel) and well inside tracking's accepted window.
@@ -21,26 +19,14 @@ STEP_US = 100
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def percentile(values: list[float], share: float) -> float | None:
-    """The nearest-rank percentile (None for no values)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
 def latency_summary(seconds: list[float]) -> dict[str, float | None]:
-    """p50/p95/p99/max in milliseconds."""
+    """p50/p95/p99/max in milliseconds (nearest rank, ``bench.common.stats``), to 0.1 ms; None for no values."""
+    ordered = sorted(seconds)
 
-    def ms(value: float | None) -> float | None:
-        return None if value is None else round(value * 1000, 1)
+    def ms(share: float) -> float | None:
+        return round(percentile(ordered, share) * 1000, 1) if ordered else None
 
-    return {
-        "p50_ms": ms(percentile(seconds, 0.50)),
-        "p95_ms": ms(percentile(seconds, 0.95)),
-        "p99_ms": ms(percentile(seconds, 0.99)),
-        "max_ms": ms(max(seconds) if seconds else None),
-    }
+    return {"p50_ms": ms(0.50), "p95_ms": ms(0.95), "p99_ms": ms(0.99), "max_ms": ms(1.0)}
 
 
 class Clock:
@@ -151,48 +137,33 @@ async def open_loop(
 
 
 class CpuMeter:
-    """Cores used by named processes between two readings; ``postgres`` counts with all its backends."""
+    """Cores used by named processes between two readings; ``postgres`` counts with its live backends, every
+    other process alone (``bench.common.cpu``, without the CPU of children already reaped)."""
 
     def __init__(self, pids: dict[str, int | None]) -> None:
-        self._processes = {name: psutil.Process(pid) for name, pid in pids.items() if pid is not None}
+        named = {name: pid for name, pid in pids.items() if pid is not None}
+        self._meter = cpu.CpuMeter(
+            {name: [pid] for name, pid in named.items()},
+            # A postmaster forks a backend per connection: their time is the database's.
+            alone=frozenset(pid for name, pid in named.items() if name != "postgres"),
+            reaped=False,
+        )
         self._start: dict[str, float] = {}
         self._started_at = 0.0
         self._ticks: tuple[int, int] | None = None
         self.steal_share: float | None = None  # of the machine's CPU time between start and stop
 
-    def _read(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for name, process in self._processes.items():
-            total = 0.0
-            # A postmaster forks a backend per connection: their time is the database's.
-            for p in _with_children(process) if name == "postgres" else (process,):
-                try:
-                    times = p.cpu_times()
-                    total += times.user + times.system
-                except psutil.Error:
-                    continue
-            totals[name] = total
-        return totals
-
     def start(self) -> None:
-        self._start = self._read()
+        self._start = self._meter.snapshot()
         self._started_at = time.monotonic()
-        self._ticks = machine_ticks()
+        self._ticks = cpu.machine_ticks()
 
     def stop(self) -> dict[str, float]:
         """Average cores used by each process since ``start`` (1.0 = one core busy all along)."""
         elapsed = max(1e-9, time.monotonic() - self._started_at)
-        now = self._read()
-        self.steal_share = steal_share(self._ticks, machine_ticks())
+        now = self._meter.snapshot()
+        self.steal_share = cpu.steal_share(self._ticks, cpu.machine_ticks())
         return {name: round((now[name] - self._start.get(name, 0.0)) / elapsed, 2) for name in now}
-
-
-def _with_children(process: psutil.Process) -> Iterable[psutil.Process]:
-    yield process
-    try:
-        yield from process.children(recursive=True)
-    except psutil.Error:
-        return
 
 
 def point_json(lat: float, lon: float, micros: int) -> dict[str, Any]:

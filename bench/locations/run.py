@@ -20,17 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,13 +35,15 @@ import aiohttp
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
-from tweetshop_contracts import Destination, OrderPaid
-from tweetshop_devstack.infra import LOCALHOST, EmbeddedPostgres, ManagedProcess, Tansu, free_port
-from tweetshop_devstack.pytest_plugin import dsn_with_database
+from tweetshop_contracts import Destination
+from tweetshop_devstack.infra import LOCALHOST, ManagedProcess, free_port
 from tweetshop_devstack.services import TRACKING, dev_password, service_dsn, service_env
+from tweetshop_devstack.testing import create_database, drop_database, dsn_with_database, metric_value, order_paid
 from tweetshop_platform.db import provision_service
 
 from bench.common.gc_settings import collect_like_the_services
+from bench.common.results import SummaryRow, machine_info, write_json_file
+from bench.common.stack import BenchInfra
 from bench.locations.load import (
     Clock,
     CpuMeter,
@@ -92,49 +89,6 @@ _STARTED = time.monotonic()
 
 def say(message: str) -> None:
     print(f"bench {time.monotonic() - _STARTED:6.1f}s | {message}", file=sys.stderr, flush=True)
-
-
-# --- infrastructure ----------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def infrastructure(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, str, dict[str, int | None]]]:
-    """(Postgres superuser DSN, Kafka bootstrap, pids to meter): given ones, else embedded children we stop."""
-    with contextlib.ExitStack() as stack:
-        pids: dict[str, int | None] = {}
-        if args.postgres_dsn:
-            dsn = args.postgres_dsn
-        else:
-            # The same server settings `make run` uses (durable commits): honest numbers, not test-tuned ones.
-            postgres = EmbeddedPostgres(workdir / "pgdata", free_port(), workdir / "logs")
-            postgres.start()
-            stack.callback(postgres.stop)
-            dsn, pids["postgres"] = postgres.admin_dsn, postgres.pid
-        if args.kafka:
-            bootstrap = args.kafka
-        else:
-            tansu = Tansu(free_port(), workdir / "logs")
-            tansu.start()
-            stack.callback(tansu.stop)
-            bootstrap, pids["tansu"] = tansu.bootstrap_servers, tansu.pid
-        yield dsn, bootstrap, pids
-
-
-async def create_database(admin_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return dsn_with_database(admin_dsn, name)
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def start_tracking(
@@ -195,16 +149,13 @@ async def create_shipments(base_url: str, bootstrap: str, namespace: str, count:
     try:
         futures = []
         for order_id in orders:
-            event = OrderPaid(
+            event = order_paid(
+                order_id,
+                destination=DEST,
+                amount_minor=1000,
                 producer="bench",
                 correlation_id=f"bench-{order_id}",
-                order_id=order_id,
-                product_id=uuid.uuid4(),
-                quantity=1,
-                amount_minor=1000,
-                currency="EUR",
                 payment_intent_id=f"pi_{order_id.hex[:16]}",
-                destination=DEST,
             )
             futures.append(await producer.send(namespace + event.topic(), event.to_bytes(), key=event.key().encode()))
         await asyncio.gather(*futures)
@@ -295,11 +246,7 @@ class SseWatcher:
 
 async def metric(api: aiohttp.ClientSession, base_url: str, name: str) -> float:
     async with api.get(f"{base_url}/metrics") as response:
-        text = await response.text()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+        return metric_value(await response.text(), name)
 
 
 async def run_tracking(
@@ -570,19 +517,18 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         value = ours["offered_pps"] if ours else None
         baseline = base["offered_pps"] if base else None
         processes = f", {replicas} tracking processes (baseline: 1)" if replicas > 1 else ""
-        row: dict[str, Any] = {
-            "benchmark": "locations",
-            "metric": f"points/s sustained, persisted + published + seen by {watchers} SSE watcher(s){processes}",
-            "value": value,
-            "unit": "pts/s",
-            "baseline": baseline,
-            "baseline_label": "asyncpg + aiokafka by hand",
-            "goal": "≥ 20,000 pts/s, ≥ 0.5 × baseline",
-            "met": bool(value and value >= 20_000 and baseline and value >= 0.5 * baseline),
-            "note": "",
-        }
-        row["ratio"] = round(value / baseline, 3) if value and baseline else None
-        rows.append(row)
+        rows.append(
+            SummaryRow(
+                "locations",
+                f"points/s sustained, persisted + published + seen by {watchers} SSE watcher(s){processes}",
+                value,
+                "pts/s",
+                baseline,
+                "asyncpg + aiokafka by hand",
+                "≥ 20,000 pts/s, ≥ 0.5 × baseline",
+                bool(value and value >= 20_000 and baseline and value >= 0.5 * baseline),
+            ).as_dict()
+        )
         if ours:
             p99 = ours["latency"]["p99_ms"]
             # The baseline at the same offered rate, not at its own sustained one.
@@ -593,18 +539,16 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ]
             base_p99 = same_rate[0]["latency"]["p99_ms"] if same_rate else None
             rows.append(
-                {
-                    "benchmark": "locations",
-                    "metric": f"p99 POST → SSE watcher at {value} pts/s, {watchers} watcher(s){processes}",
-                    "value": p99,
-                    "unit": "ms",
-                    "baseline": base_p99,
-                    "baseline_label": "to an asyncio queue, same rate",
-                    "goal": "< 500 ms with 1,000 watchers" if watchers >= 1000 else "",
-                    "met": (p99 is not None and p99 < 500) if watchers >= 1000 else None,
-                    "note": "",
-                    "ratio": round(p99 / base_p99, 3) if p99 and base_p99 else None,
-                }
+                SummaryRow(
+                    "locations",
+                    f"p99 POST → SSE watcher at {value} pts/s, {watchers} watcher(s){processes}",
+                    p99,
+                    "ms",
+                    base_p99,
+                    "to an asyncio queue, same rate",
+                    "< 500 ms with 1,000 watchers" if watchers >= 1000 else "",
+                    (p99 is not None and p99 < 500) if watchers >= 1000 else None,
+                ).as_dict()
             )
     return rows
 
@@ -644,7 +588,8 @@ async def run_all(
     started_at = datetime.now(UTC).isoformat()
     name = f"bench_{uuid.uuid4().hex[:12]}"
     namespace = f"b{uuid.uuid4().hex[:10]}."
-    database_dsn = await create_database(admin_dsn, name)
+    await create_database(admin_dsn, name)
+    database_dsn = dsn_with_database(admin_dsn, name)
     replicas: list[ManagedProcess] = []
     results: list[dict[str, Any]] = []
     try:
@@ -690,17 +635,12 @@ async def run_all(
     return {
         "benchmark": "locations",
         "started_at": started_at,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            # Other work on the machine moves every number: the load says how much.
-            "loadavg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        # Other work on the machine moves every number: the load (at the end) says how much.
+        "machine": machine_info(),
         "plan": plan.__dict__,
         "infrastructure": {
             "postgres": "given" if "postgres" not in pids else "embedded, make run's settings (durable commits)",
-            "kafka": "given" if "tansu" not in pids else "embedded Tansu (memory storage)",
+            "kafka": "given" if "broker" not in pids else "embedded Tansu (memory storage)",
         },
         "results": results,
         "summary_rows": summary_rows(results),
@@ -728,14 +668,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_from(args)
     collect_like_the_services()  # the generator and its 1,000 watchers share the cores with what they measure
 
-    workdir = Path(tempfile.mkdtemp(prefix="tweetshop-bench-"))
+    # The same server settings `make run` uses (durable commits): honest numbers, not test-tuned ones.
+    infra = BenchInfra(kafka_bootstrap=args.kafka, admin_dsn=args.postgres_dsn, localstripe=False, standin=False)
     try:
-        with infrastructure(args, workdir) as (admin_dsn, bootstrap, pids):
-            report = asyncio.run(run_all(plan, admin_dsn, bootstrap, pids, workdir / "logs"))
+        infra.start()
+        report = asyncio.run(run_all(plan, infra.admin_dsn, infra.kafka_bootstrap, infra.pids(), infra.logs_dir))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+        infra.stop()
+    write_json_file(args.output, report)
     print(markdown(report["results"]))
     say(f"results written to {args.output}")
     return 0

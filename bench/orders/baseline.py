@@ -49,6 +49,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tweetshop_devstack.infra import ManagedProcess, stop_all
+from tweetshop_devstack.testing import create_database, dsn_with_database
 from tweetshop_platform.kafka import ensure_topics
 
 from bench.common.gc_settings import collect_like_the_services, freeze_what_started
@@ -456,8 +457,7 @@ class BaselinePipeline:
         token = uuid.uuid4().hex[:8]
         self.database = f"bench_baseline_{token}"
         self.namespace = f"bl{token}."
-        base, _, _ = admin_dsn.rpartition("/")
-        self.dsn = f"{base}/{self.database}"
+        self.dsn = dsn_with_database(admin_dsn, self.database)
         self.admin_dsn = admin_dsn
         self.bootstrap = bootstrap
         self.standin_url = standin_url
@@ -500,11 +500,7 @@ class BaselinePipeline:
 
     async def start(self) -> Intake:
         """Database, schema, stock, topics, stage processes, intake."""
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            await conn.execute(f'CREATE DATABASE "{self.database}"')
-        finally:
-            await conn.close()
+        await create_database(self.admin_dsn, self.database)
         conn = await asyncpg.connect(self.dsn)
         try:
             await conn.execute(SCHEMA)

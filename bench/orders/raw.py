@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import stripe
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from tweetshop_devstack.testing import create_database, dsn_with_database
 from tweetshop_platform.kafka import ensure_topics
 
 MESSAGE_BYTES = 400  # about the size of one of our JSON events
@@ -56,13 +57,8 @@ async def broker_rate(bootstrap: str, *, messages: int = 100_000, partitions: in
 async def postgres_commit_rate(admin_dsn: str, *, concurrency: int = 16, seconds: float = 5.0) -> dict[str, Any]:
     """Small single-row INSERT transactions per second at ``concurrency`` (the server's durability as configured)."""
     database = f"bench_raw_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await conn.close()
-    base, _, _ = admin_dsn.rpartition("/")
-    pool = await asyncpg.create_pool(f"{base}/{database}", min_size=concurrency, max_size=concurrency)
+    await create_database(admin_dsn, database)
+    pool = await asyncpg.create_pool(dsn_with_database(admin_dsn, database), min_size=concurrency, max_size=concurrency)
     assert pool is not None
     try:
         await pool.execute("CREATE TABLE t (id uuid PRIMARY KEY, payload jsonb NOT NULL)")

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tweetshop_devstack.pytest_plugin import KafkaServer, eventually, scratch_processes
+from tweetshop_devstack.pytest_plugin import KafkaServer, scratch_processes
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
+from tweetshop_devstack.testing import eventually
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page

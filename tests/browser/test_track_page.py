@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tweetshop_contracts import Destination, OrderPaid
+from tweetshop_contracts import Destination
 from tweetshop_devstack.kafka_probe import publish_events
-from tweetshop_devstack.pytest_plugin import eventually, run_sync
+from tweetshop_devstack.testing import eventually, metric_value, order_paid, run_sync
 from tweetshop_platform.auth import hash_secret
 
 if TYPE_CHECKING:
@@ -26,10 +26,7 @@ CLOSER = {"lat": 45.7608, "lon": 4.8320}  # ~330 m north
 
 
 def metric(api: httpx.Client, name: str) -> float:
-    for line in api.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+    return metric_value(api.get("/metrics").text, name)
 
 
 def track_state(page: Page) -> dict[str, Any]:
@@ -46,18 +43,7 @@ def test_the_map_page_follows_the_courier_live_on_a_phone_and_reconnects_by_itse
     tracking: Any, service_process: Any, kafka_bootstrap: str, page: Page
 ) -> None:
     order_id = uuid.uuid4()
-    paid = OrderPaid(
-        producer="checkout",
-        correlation_id=f"corr-{order_id}",
-        order_id=order_id,
-        product_id=uuid.uuid4(),
-        quantity=1,
-        amount_minor=1999,
-        currency="EUR",
-        payment_intent_id=f"pi_{order_id.hex[:12]}",
-        destination=LYON,
-        buyer_access_sha256=hash_secret(BUYER_TOKEN),
-    )
+    paid = order_paid(order_id, destination=LYON, amount_minor=1999, buyer_access_sha256=hash_secret(BUYER_TOKEN))
     run_sync(publish_events(kafka_bootstrap, service_process.topic_namespace, paid))
 
     with httpx.Client(base_url=tracking.base_url, timeout=10) as api:

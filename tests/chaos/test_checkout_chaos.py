@@ -37,10 +37,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from tweetshop_devstack.pytest_plugin import RunningService, ServiceProcesses, run_sync
+from tweetshop_devstack.infra import answers_200
+from tweetshop_devstack.pytest_plugin import RunningService, ServiceProcesses
 from tweetshop_devstack.reconciliation import reconcile, settle_problems
 from tweetshop_devstack.seed import order_body as seed_order_body
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
+from tweetshop_devstack.testing import eventually, fetch, run_sync
 from tweetshop_platform.faults import ARM_FILE_VAR as FAULT_ARM_FILE_VAR
 from tweetshop_platform.faults import ENV_VAR as FAULT_POINTS_VAR
 from tweetshop_platform.faults import MARKER as FAULT_MARKER
@@ -275,10 +277,7 @@ def buy(urls: dict[str, str], outcome: Outcome, payment_method: str, n: int) -> 
 
 
 def is_ready(service: RunningService) -> bool:
-    try:
-        return httpx.get(f"{service.base_url}/readyz", timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return answers_200(f"{service.base_url}/readyz", timeout=0.5)
 
 
 @dataclass
@@ -355,13 +354,6 @@ async def checkout_products_known(database_dsn: str, product_ids: list[str]) -> 
     return bool(known == len(product_ids))
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 def run_chaos(
     service_process: ServiceProcesses,
     kafka_bootstrap: str,
@@ -381,10 +373,11 @@ def run_chaos(
     admin_dsn = service_process.database.admin_dsn
 
     products = set_up_shop(urls, rng)
-    wait_for(
+    eventually(
         lambda: run_sync(checkout_products_known(admin_dsn, [p.id for p in products])),
-        60,
-        "checkout to know the products",
+        timeout=60,
+        interval=0.3,
+        what="checkout to know the products",
     )
     plan = plan_orders(rng, products)
     three_ds = [three_d_secure_method(stripe_base_url) for o in plan if o.card == "3ds"]
@@ -479,11 +472,7 @@ def run_chaos(
 
 
 async def final_statuses(database_dsn: str) -> dict[str, str]:
-    conn = await asyncpg.connect(database_dsn)
-    try:
-        return {str(r["id"]): r["status"] for r in await conn.fetch("SELECT id, status FROM checkout.orders")}
-    finally:
-        await conn.close()
+    return {str(r["id"]): r["status"] for r in await fetch(database_dsn, "SELECT id, status FROM checkout.orders")}
 
 
 def test_orders_add_up_after_services_are_killed_at_random(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from tweetshop_devstack.infra import LOCALHOST, ManagedProcess, free_port
-from tweetshop_devstack.pytest_plugin import eventually
 from tweetshop_devstack.services import BY_NAME, service_env
+from tweetshop_devstack.testing import eventually
 
 NOWHERE = f"{LOCALHOST}:{free_port()}"  # nothing listens there
 EXIT_TIMEOUT_S = 60.0

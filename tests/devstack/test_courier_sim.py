@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from tracking.config import DEV_OPERATOR_KEY as TRACKING_DEV_OPERATOR_KEY
-from tweetshop_contracts import Destination, OrderPaid
+from tweetshop_contracts import Destination
 from tweetshop_devstack import courier_sim
 from tweetshop_devstack.courier_sim import CourierSimulator, distance_m, plan_route
 from tweetshop_devstack.kafka_probe import publish_events
-from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_devstack.testing import eventually, order_paid, run_sync
 from tweetshop_platform.auth import hash_secret
 
 MARSEILLE = (43.2965, 5.3698)
@@ -181,16 +180,10 @@ def test_a_shipment_tracking_refuses_is_dropped() -> None:
 def test_the_simulator_delivers_a_real_paid_order(service_process: Any, kafka_bootstrap: str) -> None:
     tracking = service_process.start("tracking")  # the development operator key, as in `make run`
     order_id = uuid.uuid4()
-    paid = OrderPaid(
-        producer="checkout",
-        correlation_id=f"corr-{order_id}",
-        order_id=order_id,
-        product_id=uuid.uuid4(),
-        quantity=1,
-        amount_minor=1200,
-        currency="EUR",
-        payment_intent_id=f"pi_{order_id.hex[:12]}",
+    paid = order_paid(
+        order_id,
         destination=Destination(city="Marseille", country="FR", lat=MARSEILLE[0], lon=MARSEILLE[1]),
+        amount_minor=1200,
         buyer_access_sha256=hash_secret("tso_the-buyer"),
     )
     run_sync(publish_events(kafka_bootstrap, service_process.topic_namespace, paid))
@@ -205,15 +198,13 @@ def test_the_simulator_delivers_a_real_paid_order(service_process: Any, kafka_bo
     try:
         buyer = {"Authorization": "Bearer tso_the-buyer"}
         with httpx.Client(base_url=tracking.base_url, timeout=10, headers=buyer) as api:
-            deadline = time.monotonic() + 45
-            shipment: dict[str, Any] = {}
-            while time.monotonic() < deadline:
+
+            def delivered() -> dict[str, Any] | None:
                 answer = api.get("/shipments", params={"order_id": str(order_id)})
                 found = answer.json() if answer.status_code == 200 else []
-                shipment = found[0] if found else {}
-                if shipment.get("status") == "delivered":
-                    break
-                time.sleep(0.3)
+                return found[0] if found and found[0].get("status") == "delivered" else None
+
+            shipment = eventually(delivered, timeout=45, interval=0.3, what="the shipment to be delivered")
             assert shipment.get("status") == "delivered", shipment
             route = api.get(f"/shipments/{shipment['id']}/locations").json()["points"]
     finally:

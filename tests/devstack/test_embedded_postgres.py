@@ -12,6 +12,7 @@ import asyncpg
 import psutil
 import pytest
 from tweetshop_devstack.infra import EmbeddedPostgres, PortInUseError, free_port
+from tweetshop_devstack.testing import fetch
 
 
 @pytest.fixture
@@ -25,11 +26,7 @@ def scratch_dir() -> Iterator[Path]:
 
 
 async def fetch_notes(dsn: str) -> list[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return [r["body"] for r in await conn.fetch("SELECT body FROM notes ORDER BY id")]
-    finally:
-        await conn.close()
+    return [r["body"] for r in await fetch(dsn, "SELECT body FROM notes ORDER BY id")]
 
 
 async def add_note(dsn: str, body: str) -> None:

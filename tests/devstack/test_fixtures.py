@@ -13,8 +13,9 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from tweetshop_devstack.pytest_plugin import ScratchDatabase, ServiceProcesses, dsn_with_database, run_sync
+from tweetshop_devstack.pytest_plugin import ScratchDatabase, ServiceProcesses
 from tweetshop_devstack.services import ServiceDef
+from tweetshop_devstack.testing import dsn_with_database, run_sync
 
 
 async def test_each_service_gets_a_role_that_owns_its_schema_and_cannot_read_another(

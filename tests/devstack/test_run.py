@@ -20,9 +20,9 @@ import httpx
 import psutil
 import pytest
 from tweetshop_devstack import run
-from tweetshop_devstack.infra import free_port
-from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_devstack.infra import answers_200, free_port
 from tweetshop_devstack.services import ServiceDef
+from tweetshop_devstack.testing import run_sync
 
 
 @pytest.fixture
@@ -47,13 +47,6 @@ def gone(pid: int) -> bool:
         return True
 
 
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def recorded_pids(repo: Path) -> dict[str, int]:
     try:
         return {name: entry["pid"] for name, entry in json.loads((repo / ".run/pids.json").read_text()).items()}
@@ -74,7 +67,7 @@ def test_sigterm_stops_every_child_after_a_crashed_service_was_restarted(
             while not {"postgres", "tansu", "localstripe", fake_service.name} <= recorded_pids(repo_dir).keys():
                 assert time.monotonic() < deadline, "the stack did not start"
                 time.sleep(0.1)
-            while not answers(f"http://127.0.0.1:{fake_service.port}/readyz"):
+            while not answers_200(f"http://127.0.0.1:{fake_service.port}/readyz", timeout=5.0):
                 assert time.monotonic() < deadline, "the service did not get ready"
                 time.sleep(0.1)
             seen.update(recorded_pids(repo_dir))

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 from tweetshop_devstack.supervisor import Backoff, ChildSpec, Supervisor
-
-T = TypeVar("T")
+from tweetshop_devstack.testing import eventually
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(100)"]
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout} s")
+wait_for = functools.partial(eventually, timeout=10.0, interval=0.02)
 
 
 def gone(pid: int) -> bool:

@@ -13,10 +13,10 @@ import pytest
 import stripe
 from tweetshop_contracts import topics
 from tweetshop_devstack.kafka_probe import Record, events_of, read_topic
-from tweetshop_devstack.pytest_plugin import eventually
 from tweetshop_devstack.reconciliation import TOPICS as ALL_TOPICS
 from tweetshop_devstack.seed import order_body as seed_order_body
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY, DEV_STRIPE_WEBHOOK_SECRET
+from tweetshop_devstack.testing import eventually
 
 OPERATOR_KEY = "dev-operator-key"
 

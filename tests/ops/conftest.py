@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tweetshop_contracts import OrderPlaced
 from tweetshop_devstack.kafka_probe import publish_events
-from tweetshop_devstack.pytest_plugin import eventually, run_sync
+from tweetshop_devstack.testing import eventually, run_sync
 from tweetshop_platform.settings import DEV_OPERATOR_KEY
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from tweetshop_contracts import StockReserved
 from tweetshop_devstack.kafka_probe import read_topic
-from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_devstack.testing import run_sync
 
 ORDERS = "checkout.orders.v1"
 DLQ = f"{ORDERS}.dlq"

@@ -6,9 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
 from tweetshop_contracts import ProductListed, ProductUpdated
-from tweetshop_devstack.pytest_plugin import run_sync
+from tweetshop_devstack.testing import fetch, run_sync
 
 
 def _product(event_type: type[ProductListed] | type[ProductUpdated], product_id: uuid.UUID, **fields: Any) -> Any:
@@ -26,14 +25,6 @@ def _product(event_type: type[ProductListed] | type[ProductUpdated], product_id:
     return event_type(**(base | fields))
 
 
-async def _query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
 def test_replay_rebuilds_feeds_product_cards_from_the_topic_while_feed_runs(
     service_process: Any, ops: Any, database: Any
 ) -> None:
@@ -47,14 +38,14 @@ def test_replay_rebuilds_feeds_product_cards_from_the_topic_while_feed_runs(
     )
 
     def cards() -> dict[uuid.UUID, tuple[int, int]]:
-        rows = run_sync(_query(database.admin_dsn, "SELECT id, price_minor, version FROM feed.products"))
+        rows = run_sync(fetch(database.admin_dsn, "SELECT id, price_minor, version FROM feed.products"))
         return {r["id"]: (r["price_minor"], r["version"]) for r in rows}
 
     expected = {mug: (1500, 2), cup: (1000, 1)}
     ops.eventually(lambda: cards() == expected, what="feed to keep both product cards")
     # The read model goes wrong (a bad migration, a bug, a hand edit): one card wrong, one gone.
-    run_sync(_query(database.admin_dsn, "UPDATE feed.products SET price_minor = 1 WHERE id = $1", mug))
-    run_sync(_query(database.admin_dsn, "DELETE FROM feed.products WHERE id = $1", cup))
+    run_sync(fetch(database.admin_dsn, "UPDATE feed.products SET price_minor = 1 WHERE id = $1", mug))
+    run_sync(fetch(database.admin_dsn, "DELETE FROM feed.products WHERE id = $1", cup))
 
     dry = ops.cli("replay", "feed.products", "--dry-run")
     assert dry.code == 0 and "would rebuild feed.products" in dry.stdout and "from 3 messages" in dry.stdout, dry
@@ -64,7 +55,7 @@ def test_replay_rebuilds_feeds_product_cards_from_the_topic_while_feed_runs(
     assert "3 events applied, 0 duplicates skipped" in rebuilt.stdout and "1 rows before, 2 now" in rebuilt.stdout
     assert cards() == expected
     group = f"{ops.namespace}feed.products"
-    inbox = run_sync(_query(database.admin_dsn, "SELECT count(*) AS n FROM feed.inbox WHERE consumer = $1", group))
+    inbox = run_sync(fetch(database.admin_dsn, "SELECT count(*) AS n FROM feed.inbox WHERE consumer = $1", group))
     assert inbox[0]["n"] == 3, "the rebuilt read model's inbox holds every event applied"
 
     # Feed's own consumer goes on from where it was: a new price still reaches the card.

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 from tweetshop_devstack.infra import EmbeddedPostgres, Tansu, free_port
-from tweetshop_devstack.pytest_plugin import run_sync
 from tweetshop_devstack.services import dev_password, service_dsn
+from tweetshop_devstack.testing import run_sync
 from tweetshop_platform.db import provision_service
 
 

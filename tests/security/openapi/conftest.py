@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tweetshop_devstack.pytest_plugin import eventually
 from tweetshop_devstack.seed import order_body
+from tweetshop_devstack.testing import eventually
 
 OPERATOR_KEY = "openapi-fuzz-operator-key"
 ENV = {"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY}

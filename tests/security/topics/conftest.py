@@ -25,7 +25,6 @@ import json
 import os
 import random
 import tempfile
-import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -47,7 +46,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from tweetshop_contracts import Envelope, decode_event  # noqa: E402
 from tweetshop_contracts.events import ENVELOPE_FIELDS, EVENT_TYPES, event_types_of  # noqa: E402
-from tweetshop_devstack.kafka_probe import Record  # noqa: E402
+from tweetshop_devstack.testing import Record, eventually_async, fetch, read_topic  # noqa: E402
 from tweetshop_platform.consumer import PERMANENT_ERRORS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
@@ -481,60 +480,6 @@ async def committed_offsets(bootstrap: str, namespace: str, group: str, topic: s
         await consumer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, timeout: float = 30) -> list[Record]:
-    """Every record of ``topic``, read until a fetch comes back empty.
-
-    Not ``kafka_probe.read_topic``: that stops at the end offsets, and Tansu answers ListOffsets with less
-    than the real end once a partition holds multi-record batches (10 records in: end offset 7 or 9)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    records: list[Record] = []
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            return records
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            if not batch:
-                return records
-            for messages in batch.values():
-                records.extend(
-                    Record(
-                        m.topic,
-                        m.partition,
-                        m.offset,
-                        m.key,
-                        m.value or b"",
-                        {k: v.decode(errors="replace") for k, v in (m.headers or ())},
-                    )
-                    for m in messages
-                )
-        pytest.fail(f"{topic} did not stop growing in {timeout:.0f} s")
-    finally:
-        await consumer.stop()
-
-
-async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = DRAIN_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.3)
-
-
 @dataclass
 class TopicFuzz:
     """The judge: publish a batch to a running service's consumed topics and check every rule."""
@@ -559,7 +504,7 @@ class TopicFuzz:
         return await fetch(self.admin_dsn, query, *args)
 
     async def eventually(self, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
-        await eventually(check, what, timeout)
+        await eventually_async(check, timeout=timeout, interval=0.3, what=what)
 
     async def run(self, ordered: Sequence[Envelope], sentinels: Sequence[Envelope]) -> None:
         """The hostile batch of every consumed topic with ``ordered`` woven in (in its order), then the
@@ -610,8 +555,11 @@ class TopicFuzz:
 
     async def judge(self) -> None:
         """Every rule, once the partitions are drained (DLQ copies are published before the commit)."""
-        await eventually(
-            self.drained, f"{self.service.name} to commit every partition to its end (a stalled partition?)"
+        await eventually_async(
+            self.drained,
+            timeout=DRAIN_TIMEOUT_S,
+            interval=0.3,
+            what=f"{self.service.name} to commit every partition to its end (a stalled partition?)",
         )
         async with httpx.AsyncClient(base_url=self.service.base_url, timeout=10) as http:
             assert (await http.get("/healthz")).status_code == 200
@@ -620,11 +568,13 @@ class TopicFuzz:
             sent = [m for m in self.published if m.topic == topic]
             assert all(m.offset >= 0 for m in sent)
             by_position = {(m.partition, m.offset): m for m in sent}
-            on_topic = {(r.partition, r.offset) for r in await read_all(self.bootstrap, self.namespace + topic)}
+            on_topic = {
+                (r.partition, r.offset) for r in await read_topic(self.bootstrap, self.namespace + topic, quiet_ms=1000)
+            }
             assert on_topic == set(by_position), f"{topic} holds messages the test never published (replies?)"
             committed = await committed_offsets(self.bootstrap, self.namespace, self.group(topic), topic)
             assert {p: o for p, o in committed.items() if o} == self._ends(topic), "committed past the end?"
-            dlq = await read_all(self.bootstrap, self.namespace + topic + ".dlq")
+            dlq = await read_topic(self.bootstrap, self.namespace + topic + ".dlq", quiet_ms=1000)
             parked = self._check_dlq(topic, dlq, by_position)
             applied = await self.inbox(topic)
             fates = Counter(m.fate for m in sent)

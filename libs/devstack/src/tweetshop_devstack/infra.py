@@ -109,6 +109,14 @@ def listens_on(pid: int | None, port: int) -> bool:
     return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
 
+def answers_200(url: str, timeout: float = 2.0) -> bool:
+    """True when ``GET url`` answers 200 within ``timeout`` seconds (False on any HTTP error)."""
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     """The last ``lines`` lines of a log file (or a note that it does not exist)."""
     try:
@@ -544,11 +552,8 @@ class LocalStripe:
         self.process.stop(grace)
 
     def _answers(self) -> bool:
-        try:
-            # The Stripe.js stand-in needs no API key: the cheapest page that proves the app is serving.
-            return httpx.get(f"{self.base_url}/js.stripe.com/v3/", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        # The Stripe.js stand-in needs no API key: the cheapest page that proves the app is serving.
+        return answers_200(f"{self.base_url}/js.stripe.com/v3/", timeout=1.0)
 
 
 def register_stripe_webhook(

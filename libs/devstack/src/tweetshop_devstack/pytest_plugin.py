@@ -22,16 +22,12 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-import httpx
 import pytest
 
 from .infra import (
@@ -40,12 +36,17 @@ from .infra import (
     LocalStripe,
     ManagedProcess,
     Tansu,
+    answers_200,
     free_port,
     listens_on,
     register_stripe_webhook,
     stop_all,
 )
 from .services import BY_NAME, DEV_STRIPE_WEBHOOK_SECRET, ServiceDef, dev_password, service_dsn, service_env
+from .testing import create_database, drop_database
+from .testing import dsn_with_database as dsn_with_database  # re-exported: importable from here as before
+from .testing import eventually as eventually
+from .testing import run_sync as run_sync
 
 ENV_KAFKA = "TWEETSHOP_TEST_KAFKA_BOOTSTRAP"
 ENV_KAFKA_IS_APACHE = "TWEETSHOP_TEST_KAFKA_IS_APACHE"
@@ -58,30 +59,6 @@ ENV_POSTGRES_IMAGE = "TWEETSHOP_TEST_POSTGRES_IMAGE"
 SERVICE_READY_TIMEOUT_S = 60.0
 _LOG_TAIL_LINES = 60
 
-T = TypeVar("T")
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code, even while an event loop runs in this thread."""
-    # A worker thread has no loop of its own: asyncio.run there never touches pytest-asyncio's session loop.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="devstack-sync") as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def eventually(
-    check: Callable[[], Any], *, timeout: float = 45.0, interval: float = 0.2, what: str = "condition"
-) -> Any:
-    """The first truthy result of ``check()``, polled until ``timeout`` (the services learn from each other by
-    events, so what one did shows in another a moment later); AssertionError with the last result after it."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
-
 
 @contextlib.contextmanager
 def scratch_processes(
@@ -89,17 +66,12 @@ def scratch_processes(
 ) -> Iterator[ServiceProcesses]:
     """Service processes on their own fresh database, for a fixture wider than one test (``service_process``
     is per test); every process is stopped and the database dropped at the end."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin_dsn = dsn_with_database(postgres_admin_dsn, "postgres")
-    run_sync(_create_database(admin_dsn, name))
-    processes = ServiceProcesses(
-        request, ScratchDatabase(name, dsn_with_database(postgres_admin_dsn, name)), kafka, log_dir
-    )
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-        run_sync(_drop_database(admin_dsn, name))
+    with scratch_database(postgres_admin_dsn) as database:
+        processes = ServiceProcesses(request, database, kafka, log_dir)
+        try:
+            yield processes
+        finally:
+            processes.stop_all()
 
 
 def _truthy(value: str) -> bool:
@@ -273,12 +245,6 @@ def stripe_base_url(devstack_tmp_dir: Path) -> Iterator[str]:
 # --- a fresh database per test -------------------------------------------------------------------------------
 
 
-def dsn_with_database(dsn: str, database: str) -> str:
-    """The same server and credentials, another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
 class ScratchDatabase:
     """A database created for one test and dropped after it; each service gets its own role and schema in it."""
 
@@ -302,51 +268,25 @@ class ScratchDatabase:
         return run_sync(self.provision(service))
 
 
-async def _create_database(admin_dsn: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_dsn)
+@contextlib.contextmanager
+def scratch_database(postgres_admin_dsn: str) -> Iterator[ScratchDatabase]:
+    """A fresh database ``t_<random>`` on the server, dropped at the end."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    run_sync(create_database(postgres_admin_dsn, name))
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        yield ScratchDatabase(name, dsn_with_database(postgres_admin_dsn, name))
     finally:
-        await conn.close()
-
-
-async def _drop_database(admin_dsn: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        # A connection a test forgot to close would make DROP DATABASE wait or fail.
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+        run_sync(drop_database(postgres_admin_dsn, name))
 
 
 @pytest.fixture
 def database(postgres_admin_dsn: str) -> Iterator[ScratchDatabase]:
     """A fresh database ``t_<random>`` on the session's server, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin_dsn = dsn_with_database(postgres_admin_dsn, "postgres")
-    run_sync(_create_database(admin_dsn, name))
-    try:
-        yield ScratchDatabase(name, dsn_with_database(postgres_admin_dsn, name))
-    finally:
-        run_sync(_drop_database(admin_dsn, name))
+    with scratch_database(postgres_admin_dsn) as scratch:
+        yield scratch
 
 
 # --- service processes ---------------------------------------------------------------------------------------
-
-
-def _answers_200(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class RunningService:
@@ -380,7 +320,7 @@ class RunningService:
     def wait_ready(self, timeout: float = SERVICE_READY_TIMEOUT_S) -> None:
         """Wait until ``GET /readyz`` answers 200; fails with the log tail if it exits or time runs out."""
         self.process.wait_until_ready(
-            lambda: listens_on(self.pid, self.port) and _answers_200(f"{self.base_url}/readyz"),
+            lambda: listens_on(self.pid, self.port) and answers_200(f"{self.base_url}/readyz"),
             timeout=timeout,
             what=f"GET {self.base_url}/readyz == 200",
         )

@@ -8,13 +8,12 @@ other's effects.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -32,25 +31,14 @@ from tweetshop_devstack.kafka_probe import events_of, publish_events, read_topic
 from tweetshop_devstack.pytest_plugin import KafkaServer, RunningService, scratch_processes
 from tweetshop_devstack.seed import order_body as seed_order_body
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY, DEV_STRIPE_WEBHOOK_SECRET
+from tweetshop_devstack.testing import eventually_async as eventually
+from tweetshop_devstack.testing import fetch
 
-T = TypeVar("T")
 CHARGED = "pm_card_visa"
 DECLINED = "pm_card_visa_chargeDeclined"
 THREE_D_SECURE_CARD = "4000002760003184"
 # Undecided payments are checked with Stripe every second (30 s by default): failed 3-D Secure sends no webhook.
 BASE_ENV = {"TWEETSHOP_PAYMENT_POLL_INTERVAL_S": "0.2", "TWEETSHOP_PAYMENT_RECHECK_INTERVAL_S": "1"}
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 20, what: str = "") -> T:
-    """The first non-None answer of ``check``, polled until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.1)
 
 
 def signed(payload: bytes, secret: str = DEV_STRIPE_WEBHOOK_SECRET, *, at: float | None = None) -> dict[str, str]:
@@ -89,11 +77,7 @@ class Checkout:
     async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """Run SQL as checkout's own role (to look at, or to stage, what a crash leaves behind)."""
         assert self.service.database_url is not None
-        conn = await asyncpg.connect(self.service.database_url)
-        try:
-            return list(await conn.fetch(query, *args))
-        finally:
-            await conn.close()
+        return await fetch(self.service.database_url, query, *args)
 
     async def keep_worker_away(self, order_id: str) -> None:
         """Push the order's next payment step an hour away: only what the test does may move it meanwhile."""

@@ -11,8 +11,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from tweetshop_contracts import OrderCancelled, OrderPaid, OrderPlaced
+from tweetshop_devstack.testing import metric_value
 
 if TYPE_CHECKING:
     from conftest import Checkout
@@ -29,11 +29,7 @@ async def metric(checkout: Checkout, name: str, **labels: str) -> float:
     """The current value of one sample of checkout's /metrics (0 when absent)."""
     async with checkout.http() as http:
         text = (await http.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+    return metric_value(text, name, **labels)
 
 
 def cancelled_event(events: list[Any]) -> OrderCancelled:

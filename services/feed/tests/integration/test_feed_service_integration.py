@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,24 +33,14 @@ from tweetshop_contracts import (
 )
 from tweetshop_devstack.pytest_plugin import RunningService, ServiceProcesses, dsn_with_database
 from tweetshop_devstack.services import service_dsn
+from tweetshop_devstack.testing import create_database, drop_database
+from tweetshop_devstack.testing import eventually_async as eventually
 from tweetshop_platform.auth import hash_secret
 from tweetshop_platform.db import provision_service
 from tweetshop_platform.settings import ServiceSettings
 
 T = TypeVar("T")
 PASSWORD = "feed-test-password"
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 20, what: str = "") -> T:
-    """The first truthy result of ``check``, polled until ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass
@@ -106,11 +96,7 @@ async def feed(kafka_bootstrap: str, kafka_is_apache: bool, postgres_admin_dsn: 
     """One feed per test module, with its own database and topic namespace."""
     suffix = uuid.uuid4().hex[:10]
     database = f"feed_it_{suffix}"
-    admin = await asyncpg.connect(postgres_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
+    await create_database(postgres_admin_dsn, database)
     database_admin_dsn = dsn_with_database(postgres_admin_dsn, database)
     await provision_service(database_admin_dsn, "feed", PASSWORD)
     settings = FeedSettings(
@@ -135,11 +121,7 @@ async def feed(kafka_bootstrap: str, kafka_is_apache: bool, postgres_admin_dsn: 
     finally:
         await producer.stop()
         await db.close()
-        admin = await asyncpg.connect(postgres_admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(postgres_admin_dsn, database)
 
 
 def any_json(response: httpx.Response) -> Any:
@@ -411,6 +393,39 @@ async def test_only_the_merchants_current_key_posts_as_it(feed: RunningFeed) -> 
     await eventually(lambda: feed.handled(replayed), what="the replayed registration to be consumed")
     assert (await post(feed, tweet, headers={"Authorization": "Bearer tsk_first"})).status_code == 403
     assert len((await timeline_of(feed, merchant_id))["tweets"]) == 2
+
+
+async def test_a_key_rotation_read_before_its_registration_is_kept_not_parked(feed: RunningFeed) -> None:
+    merchant_id = uuid.uuid4()
+    tweet = {"merchant_id": str(merchant_id), "text": "hello"}
+    rotated = MerchantApiKeyRotated(
+        producer="catalog", correlation_id="rotate", merchant_id=merchant_id, api_key_sha256=hash_secret("tsk_second")
+    )
+
+    await feed.publish(rotated)
+    await eventually(lambda: feed.handled(rotated), what="the early MerchantApiKeyRotated to be consumed")
+    # Known by its key only: not a merchant feed can post as, or follow, until its registration arrives.
+    early = await post(feed, tweet, headers={"Authorization": "Bearer tsk_second"})
+    assert (early.status_code, any_json(early)["error"]) == (404, "unknown_merchant")
+    follow = await feed.client.post("/follows", json={"buyer_id": "buyer-early", "merchant_id": str(merchant_id)})
+    assert follow.status_code == 404, follow.text
+
+    registration = MerchantRegistered(
+        producer="catalog",
+        correlation_id="feed-it",
+        merchant_id=merchant_id,
+        handle="early_bird",
+        name="Early Bird",
+        api_key_sha256=hash_secret("tsk_first"),
+    )
+    await feed.publish(registration)
+    await eventually(lambda: feed.handled(registration), what="the late MerchantRegistered to be consumed")
+    # The registration's key is older than the rotation's: only the rotated key posts.
+    assert (await post(feed, tweet, headers={"Authorization": "Bearer tsk_first"})).status_code == 403
+    posted = await post(feed, tweet, headers={"Authorization": "Bearer tsk_second"})
+    assert posted.status_code == 201, posted.text
+    (shown,) = (await timeline_of(feed, merchant_id))["tweets"]
+    assert shown["merchant"]["handle"] == "early_bird", shown
 
 
 async def test_a_started_service_runs_with_its_collector_thresholds_and_its_start_up_objects_frozen(

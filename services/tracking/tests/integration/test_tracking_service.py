@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from tweetshop_contracts import (
     Destination,
     Envelope,
@@ -22,9 +22,10 @@ from tweetshop_contracts import (
     ShipmentCreated,
     ShipmentLocationUpdated,
     ShipmentStatusChanged,
-    decode_event,
     topics,
 )
+from tweetshop_devstack import testing
+from tweetshop_devstack.testing import eventually_async, metric_value, read_events
 from tweetshop_platform.auth import hash_secret
 
 OPERATOR_KEY = "integration-operator-key"
@@ -63,50 +64,7 @@ class Checkout:
 
 
 def order_paid(order_id: uuid.UUID) -> OrderPaid:
-    return OrderPaid(
-        producer="checkout",
-        correlation_id=f"corr-{order_id}",
-        order_id=order_id,
-        product_id=uuid.uuid4(),
-        quantity=1,
-        amount_minor=2500,
-        currency="EUR",
-        payment_intent_id=f"pi_{order_id.hex[:12]}",
-        destination=PARIS,
-        buyer_access_sha256=hash_secret(buyer_token(order_id)),
-    )
-
-
-async def read_topic(
-    bootstrap: str, physical: str, logical: str, until: Callable[[list[Envelope]], bool], timeout: float = 20
-) -> list[Envelope]:
-    """Every event on the topic from the start, read until ``until`` holds (or the time is up)."""
-    consumer = AIOKafkaConsumer(physical, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    seen: list[Envelope] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not until(seen) and asyncio.get_running_loop().time() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                seen.extend(decode_event(logical, r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return seen
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20, interval: float = 0.1) -> Any:
-    """The first truthy result of ``check()`` (sync or async) within ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: last result {result!r}")
-        await asyncio.sleep(interval)
+    return testing.order_paid(order_id, destination=PARIS, buyer_access_sha256=hash_secret(buyer_token(order_id)))
 
 
 @contextlib.asynccontextmanager
@@ -155,10 +113,7 @@ async def next_event(
 
 
 def metric(client: httpx.Client, name: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+    return metric_value(client.get("/metrics").text, name)
 
 
 @pytest.fixture
@@ -191,13 +146,13 @@ async def test_a_paid_order_gets_exactly_one_shipment_and_a_refund_before_pickup
                 assert response.status_code == 200, response.text
                 return list(response.json())
 
-            [shipment] = await eventually(lambda: shipments_of(order_id))
+            [shipment] = await eventually_async(lambda: shipments_of(order_id))
             assert shipment["status"] == "label_created"
             assert shipment["order_id"] == str(order_id)
             assert shipment["last_location"] is None
             assert shipment["eta"] is None
 
-            [to_cancel] = await eventually(lambda: shipments_of(refunded_order_id))
+            [to_cancel] = await eventually_async(lambda: shipments_of(refunded_order_id))
             await checkout.publish(
                 OrderRefunded(
                     producer="checkout",
@@ -212,12 +167,14 @@ async def test_a_paid_order_gets_exactly_one_shipment_and_a_refund_before_pickup
                     restock=True,
                 )
             )
-            cancelled = await eventually(lambda: _status_is(shipments_of(refunded_order_id), "cancelled"), timeout=20)
+            cancelled = await eventually_async(
+                lambda: _status_is(shipments_of(refunded_order_id), "cancelled"), timeout=20
+            )
             assert cancelled[0]["id"] == to_cancel["id"]
 
             # Only the duplicate-free history is on the topic: one ShipmentCreated per order.
             await asyncio.sleep(1)  # let any (wrong) second ShipmentCreated reach the topic too
-            events = await read_topic(
+            events = await read_events(
                 kafka_bootstrap,
                 namespace + topics.TRACKING_SHIPMENTS,
                 topics.TRACKING_SHIPMENTS,
@@ -261,7 +218,7 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
 
     with httpx.Client(base_url=tracking.base_url) as sync_api:
         # The live feed reads from "latest": make sure it is reading before anything is posted.
-        await eventually(lambda: metric(sync_api, "tweetshop_tracking_live_partitions_assigned") > 0)
+        await eventually_async(lambda: metric(sync_api, "tweetshop_tracking_live_partitions_assigned") > 0)
 
     async with httpx.AsyncClient(base_url=tracking.base_url) as api:
 
@@ -269,7 +226,7 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
             found = await api.get("/shipments", params={"order_id": str(order_id)}, headers=as_buyer(order_id))
             return list(found.json()) if found.status_code == 200 else []
 
-        [shipment] = await eventually(shipment_of_order)
+        [shipment] = await eventually_async(shipment_of_order)
         shipment_id = shipment["id"]
 
         # The operator issues the courier token; without or with a wrong operator key, nothing.
@@ -371,7 +328,7 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
         assert (alone.status_code, alone.json()["error"]) == (422, "after_id_alone")
 
     # Every stored point is on tracking.locations.v1, once, in recorded order for the shipment.
-    located = await read_topic(
+    located = await read_events(
         kafka_bootstrap,
         namespace + topics.TRACKING_LOCATIONS,
         topics.TRACKING_LOCATIONS,
@@ -384,7 +341,7 @@ async def test_a_courier_moves_the_shipment_and_a_live_watcher_sees_it(
         stale["lat"],
     ]
     assert {str(e.shipment_id) for e in located if isinstance(e, ShipmentLocationUpdated)} == {shipment_id}
-    transitions = await read_topic(
+    transitions = await read_events(
         kafka_bootstrap,
         namespace + topics.TRACKING_SHIPMENTS,
         topics.TRACKING_SHIPMENTS,
@@ -412,8 +369,8 @@ async def test_only_the_orders_buyer_or_an_operator_can_read_its_shipment_route_
             found = await api.get("/shipments", params={"order_id": str(order)}, headers=as_buyer(order))
             return list(found.json()) if found.status_code == 200 else []
 
-        [shipment] = await eventually(lambda: shipment_of(order_id))
-        await eventually(lambda: shipment_of(other_order_id))
+        [shipment] = await eventually_async(lambda: shipment_of(order_id))
+        await eventually_async(lambda: shipment_of(other_order_id))
         sid = shipment["id"]
         readers = {
             "list": ("/shipments", {"order_id": str(order_id)}),
@@ -451,7 +408,7 @@ async def test_only_the_orders_buyer_or_an_operator_can_read_its_shipment_route_
         legacy = uuid.uuid4()
         async with Checkout(kafka_bootstrap, namespace) as checkout:
             await checkout.publish(order_paid(legacy).model_copy(update={"buyer_access_sha256": None}))
-        listed = await eventually(
+        listed = await eventually_async(
             lambda: _json_if_ok(api.get("/shipments", params={"order_id": str(legacy)}, headers=operator))
         )
         assert listed[0]["order_id"] == str(legacy)

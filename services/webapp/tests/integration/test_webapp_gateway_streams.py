@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +18,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from prometheus_client import REGISTRY
+from tweetshop_devstack.infra import free_port
+from tweetshop_devstack.testing import eventually_async
 from webapp.config import WebappSettings
 from webapp.main import create_app
 
@@ -65,12 +66,6 @@ def upstream_app(seen: Upstream) -> FastAPI:
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[str]:
     """``app`` on a real uvicorn server on a free port; stopped on the way out."""
@@ -88,16 +83,6 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
-
-
-async def eventually(check: Any, what: str, timeout: float = 20.0) -> None:
-    """Wait until ``check()`` is true (a liveness deadline, not a speed claim)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class OpenStream:
@@ -186,7 +171,9 @@ async def test_streams_over_the_caps_get_429_and_other_calls_still_answer(stack:
 
             # A buyer closes a page: its slot is given back, and a new stream opens.
             await streams[0].close()
-            await eventually(lambda: seen.open_streams == TOTAL - 1, "the upstream stream to end")
+            await eventually_async(
+                lambda: seen.open_streams == TOTAL - 1, interval=0.05, what="the upstream stream to end"
+            )
 
             async def a_stream_opens() -> bool:
                 stream = OpenStream(http, "/api/tracking/shipments/s-late/stream?token=buyer-late")
@@ -207,7 +194,7 @@ async def test_streams_over_the_caps_get_429_and_other_calls_still_answer(stack:
             for stream in streams:
                 with contextlib.suppress(Exception):
                     await stream.close()
-    await eventually(lambda: seen.open_streams == 0, "every upstream stream to end")
+    await eventually_async(lambda: seen.open_streams == 0, interval=0.05, what="every upstream stream to end")
 
 
 async def test_the_buyer_address_is_sent_on_and_a_made_up_one_is_not(stack: tuple[str, Upstream]) -> None:
