@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from tweetshop_platform import read_models
 
 from .domain import Buyer, Order, ProductView, ShippingAddress, TweetView
 
 _PRODUCT_COLUMNS = "id, merchant_id, title, price_minor, currency, stock_available, status, version"
+# The read models of catalog's topics, by the platform's rules (newest version wins; a rotated key wins).
+_PRODUCTS = read_models.NewestVersionWins("products", key="id", columns=_PRODUCT_COLUMNS.split(", "))
+_MERCHANT_KEYS = read_models.KeyVerifiers("merchants", key="id", key_hash="api_key_hash")
 _ORDER_COLUMNS = (
     "id, tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city, "
     "ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status, "
@@ -62,24 +66,7 @@ def _order(row: asyncpg.Record) -> Order:
 
 async def upsert_product(conn: asyncpg.Connection, p: ProductView) -> bool:
     """Keep the newest version of a product; False when ``p`` is older than what is stored (dropped)."""
-    applied = await conn.fetchval(
-        f"""INSERT INTO products ({_PRODUCT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            ON CONFLICT (id) DO UPDATE SET merchant_id = EXCLUDED.merchant_id, title = EXCLUDED.title,
-                price_minor = EXCLUDED.price_minor, currency = EXCLUDED.currency,
-                stock_available = EXCLUDED.stock_available, status = EXCLUDED.status, version = EXCLUDED.version,
-                updated_at = now()
-            WHERE products.version < EXCLUDED.version
-            RETURNING true""",
-        p.id,
-        p.merchant_id,
-        p.title,
-        p.price_minor,
-        p.currency,
-        p.stock_available,
-        p.status,
-        p.version,
-    )
-    return bool(applied)
+    return await _PRODUCTS.upsert(conn, p)
 
 
 async def get_product_and_tweet(
@@ -212,13 +199,7 @@ async def record_merchant_key(
     conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key_hash: str | None, *, rotated: bool
 ) -> None:
     """The merchant's API key hash: a registration sets it only while none is stored, a rotation always."""
-    keep = "EXCLUDED.api_key_hash" if rotated else "COALESCE(merchants.api_key_hash, EXCLUDED.api_key_hash)"
-    await conn.execute(
-        f"""INSERT INTO merchants (id, api_key_hash) VALUES ($1, $2)
-            ON CONFLICT (id) DO UPDATE SET api_key_hash = {keep}, updated_at = now()""",
-        merchant_id,
-        api_key_hash,
-    )
+    await _MERCHANT_KEYS.record(conn, merchant_id, api_key_hash, rotated=rotated)
 
 
 async def get_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID) -> str | None:

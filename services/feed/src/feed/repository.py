@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from tweetshop_platform import read_models
 
 from .domain import Cursor, Follow, Merchant, Product, Tweet, TweetView
 
@@ -59,29 +60,23 @@ def _tweet_view(row: asyncpg.Record) -> TweetView:
 
 # --- read models -----------------------------------------------------------------------
 
+# The read models of catalog's topics, by the platform's rules (newest version wins; a rotated key wins).
+_PRODUCTS = read_models.NewestVersionWins("products", key="id", columns=_PRODUCT_COLUMNS.split(", "))
+_MERCHANT_KEYS = read_models.KeyVerifiers("merchants", key="id", key_hash="api_key_hash", details=("handle", "name"))
+
 
 async def upsert_merchant(conn: asyncpg.Connection, m: Merchant, api_key_hash: str | None = None) -> None:
     """Record a merchant (a redelivered event rewrites the same values).
 
-    A key hash from the registration is taken only while none is stored: a later rotation wins over it.
+    A key hash from the registration is taken only while none is stored: a rotation wins over it, even one
+    that arrived first.
     """
-    await conn.execute(
-        """INSERT INTO merchants (id, handle, name, api_key_hash) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (id) DO UPDATE SET handle = EXCLUDED.handle, name = EXCLUDED.name,
-               api_key_hash = COALESCE(merchants.api_key_hash, EXCLUDED.api_key_hash), updated_at = now()""",
-        m.id,
-        m.handle,
-        m.name,
-        api_key_hash,
-    )
+    await _MERCHANT_KEYS.register(conn, m.id, api_key_hash, {"handle": m.handle, "name": m.name})
 
 
-async def set_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key_hash: str) -> bool:
-    """The merchant's new key (MerchantApiKeyRotated); False when the merchant is not known."""
-    done = await conn.execute(
-        "UPDATE merchants SET api_key_hash = $2, updated_at = now() WHERE id = $1", merchant_id, api_key_hash
-    )
-    return bool(done != "UPDATE 0")
+async def set_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID, api_key_hash: str) -> None:
+    """The merchant's new key (MerchantApiKeyRotated); before its registration, the row has the key alone."""
+    await _MERCHANT_KEYS.rotate(conn, merchant_id, api_key_hash)
 
 
 async def get_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID) -> str | None:
@@ -90,14 +85,16 @@ async def get_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID
 
 
 async def get_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID) -> Merchant | None:
-    row = await conn.fetchrow("SELECT id, handle, name FROM merchants WHERE id = $1", merchant_id)
+    """The merchant, once its registration has arrived (a row with only a rotated key is not one yet)."""
+    row = await conn.fetchrow(
+        "SELECT id, handle, name FROM merchants WHERE id = $1 AND handle IS NOT NULL", merchant_id
+    )
     return Merchant(**dict(row.items())) if row else None
 
 
-async def get_product(conn: asyncpg.Connection, product_id: uuid.UUID, *, for_update: bool = False) -> Product | None:
-    """Feed's copy of one product; ``for_update`` locks its row until the transaction ends."""
-    lock = " FOR UPDATE" if for_update else ""
-    row = await conn.fetchrow(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = $1{lock}", product_id)
+async def get_product(conn: asyncpg.Connection, product_id: uuid.UUID) -> Product | None:
+    """Feed's copy of one product."""
+    row = await conn.fetchrow(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = $1", product_id)
     return _product(row) if row else None
 
 
@@ -107,28 +104,7 @@ async def upsert_product_if_newer(conn: asyncpg.Connection, p: Product) -> bool:
     The version guard is in the statement itself, so two writers racing on a new product cannot let
     the older state win either.
     """
-    stored = await conn.fetchval(
-        f"""INSERT INTO products ({_PRODUCT_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-            ON CONFLICT (id) DO UPDATE SET
-                merchant_id = EXCLUDED.merchant_id, title = EXCLUDED.title, description = EXCLUDED.description,
-                image_url = EXCLUDED.image_url, price_minor = EXCLUDED.price_minor, currency = EXCLUDED.currency,
-                stock_available = EXCLUDED.stock_available, status = EXCLUDED.status, version = EXCLUDED.version,
-                updated_at = now()
-            WHERE products.version < EXCLUDED.version
-            RETURNING true""",
-        p.id,
-        p.merchant_id,
-        p.title,
-        p.description,
-        p.image_url,
-        p.price_minor,
-        p.currency,
-        p.stock_available,
-        p.status,
-        p.version,
-    )
-    return bool(stored)
+    return await _PRODUCTS.upsert(conn, p)
 
 
 # --- tweets ----------------------------------------------------------------------------
@@ -213,7 +189,7 @@ async def follows_of(conn: asyncpg.Connection, buyer_id: str, *, merchant_id: uu
     """The merchants ``buyer_id`` follows (only ``merchant_id`` when given), most recently followed first."""
     rows = await conn.fetch(
         """SELECT f.merchant_id, f.created_at, m.handle, m.name
-           FROM follows f JOIN merchants m ON m.id = f.merchant_id
+           FROM follows f JOIN merchants m ON m.id = f.merchant_id AND m.handle IS NOT NULL
            WHERE f.buyer_id = $1 AND ($2::uuid IS NULL OR f.merchant_id = $2)
            ORDER BY f.created_at DESC, f.merchant_id""",
         buyer_id,

@@ -173,10 +173,13 @@ async def record_merchant(conn: asyncpg.Connection, event: MerchantRegistered) -
 
 
 async def record_key_rotation(conn: asyncpg.Connection, event: MerchantApiKeyRotated) -> None:
-    """From now on only the merchant's new key posts for it."""
-    if not await repository.set_merchant_key_hash(conn, event.merchant_id, event.api_key_sha256):
-        # Same key (merchant id) as its registration, so it cannot come first: a bug upstream, worth a dead letter.
-        raise LookupError(f"key rotation for merchant {event.merchant_id}, which feed does not know")
+    """From now on only the merchant's new key posts for it.
+
+    A rotation read before its registration (one parked on the dead-letter topic and redriven later, say) is
+    still the newer word on the key: it is kept, and the registration adds the handle and name without bringing
+    its older key back (``tweetshop_platform.read_models.KeyVerifiers``, the rule checkout follows too).
+    """
+    await repository.set_merchant_key_hash(conn, event.merchant_id, event.api_key_sha256)
 
 
 async def apply_product_state(conn: asyncpg.Connection, event: ProductListed | ProductUpdated) -> bool:
@@ -193,16 +196,8 @@ async def apply_product_state(conn: asyncpg.Connection, event: ProductListed | P
         status=event.status,
         version=event.version,
     )
-    current = await repository.get_product(conn, incoming.id, for_update=True)
-    applied = domain.supersedes(incoming.version, current.version if current else None) and (
-        await repository.upsert_product_if_newer(conn, incoming)
-    )
+    applied = await repository.upsert_product_if_newer(conn, incoming)
     metrics.PRODUCT_EVENTS.labels("applied" if applied else "stale").inc()
     if not applied:
-        log.info(
-            "stale product event skipped",
-            product_id=str(incoming.id),
-            version=incoming.version,
-            stored_version=current.version if current else None,
-        )
+        log.info("stale product event skipped", product_id=str(incoming.id), version=incoming.version)
     return applied
