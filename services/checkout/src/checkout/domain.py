@@ -13,7 +13,8 @@ for its payment at its deadline ends from Stripe's truth (paid, failed, or
 cancelled once its PaymentIntent is cancelled); a buyer may cancel an order
 that is not paid yet (``plan_buyer_cancel``). A partial refund keeps
 the order ``paid`` and adds to ``refunded_minor``; the refund that brings the
-total to the amount paid moves it to ``refunded``. Every move that other
+total to the amount paid moves it to ``refunded``. What news of a PaymentIntent
+does to an order is ``decide_payment``. Every move that other
 services care about returns its event (contract v1); ``requires_action`` has no
 event because no other service acts on it.
 """
@@ -28,6 +29,7 @@ from typing import Literal
 
 from tweetshop_contracts import (
     Destination,
+    Envelope,
     OrderCancelled,
     OrderPaid,
     OrderPaymentFailed,
@@ -514,3 +516,86 @@ def payment_mismatch(
     if facts.livemode != livemode:
         return "livemode"
     return None
+
+
+# --- what news of a PaymentIntent does to its order ------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentDecision:
+    """What to do with news of a PaymentIntent, decided under the order's row lock (``decide_payment``).
+
+    ``order``: the order to save (the one given when it does not change). ``events``: to publish with it.
+    ``reschedule``: whether the order's next payment step is set, to ``next_step_in`` seconds from now
+    (None: never again); when False the schedule is left as it is. ``mismatch``: why the news may not move
+    the order, then ``record_mismatch``: it is kept for an operator. ``unexpected_payment``: a payment
+    succeeded for an order that had ended (it needs a refund by hand).
+    """
+
+    order: Order
+    events: tuple[Envelope, ...] = ()
+    reschedule: bool = True
+    next_step_in: float | None = None
+    mismatch: MismatchReason | None = None
+    record_mismatch: bool = False
+    unexpected_payment: bool = False
+
+
+def decide_payment(
+    order: Order,
+    outcome: PaymentOutcome,
+    *,
+    livemode: bool,
+    may_adopt: bool,
+    recheck_s: float,
+    now: datetime,
+    buyer_access_sha256: str | None = None,
+) -> PaymentDecision:
+    """Move the order as its PaymentIntent says, once: whoever comes second finds it moved and changes nothing.
+
+    Only the order's own intent moves it, and a success only for its exact amount, currency and mode
+    (``payment_mismatch``); other news is a mismatch, recorded (news that another intent failed or waits is
+    not: only the order's own intent matters to it) and changing nothing. ``may_adopt``: the news is our own
+    payment step's (the worker, the reconciler, the buyer's cancellation), not a webhook's: it may adopt the
+    intent it made, and an order whose payment is still open is looked at again in ``recheck_s``.
+    Undecided intents (3-D Secure, processing) are looked at again in ``recheck_s`` too.
+    """
+    mismatch = payment_mismatch(order, outcome, livemode=livemode, may_adopt=may_adopt)
+    if mismatch is not None:
+        look_again = order.status in AWAITING_PAYMENT and may_adopt  # later, not in a loop
+        return PaymentDecision(
+            order,
+            reschedule=look_again,
+            next_step_in=recheck_s if look_again else None,
+            mismatch=mismatch,
+            record_mismatch=outcome.kind == "paid" or mismatch != "foreign_intent",
+        )
+    if order.status not in AWAITING_PAYMENT:
+        adopted = order
+        if order.payment_intent_id is None and outcome.payment_intent_id is not None:
+            adopted = replace(order, payment_intent_id=outcome.payment_intent_id)
+        unexpected = outcome.kind == "paid" and order.status in ("failed", "cancelled")
+        return PaymentDecision(adopted, next_step_in=None, unexpected_payment=unexpected)
+
+    events: tuple[Envelope, ...] = ()
+    next_step_in: float | None = None
+    updated = order
+    if outcome.kind == "paid" and outcome.payment_intent_id:
+        updated, paid = pay(order, outcome.payment_intent_id, now, buyer_access_sha256=buyer_access_sha256)
+        events = (paid,)
+    elif outcome.kind == "failed":
+        updated, failed = fail_payment(order, outcome.reason or "the payment failed", outcome.payment_intent_id, now)
+        events = (failed,)
+    elif outcome.kind == "cancelled":
+        updated, cancelled = cancel(order, outcome.reason or "the payment was not completed", now)
+        events = (cancelled,)
+    elif outcome.kind == "requires_action" and outcome.payment_intent_id:
+        if order.status != "requires_action":
+            updated = require_action(order, outcome.payment_intent_id, outcome.client_secret, now)
+        next_step_in = recheck_s
+    else:  # processing: Stripe has not decided yet
+        updated = replace(order, payment_intent_id=outcome.payment_intent_id or order.payment_intent_id)
+        next_step_in = recheck_s
+    if updated.payment_retries:
+        updated = replace(updated, payment_retries=0)  # Stripe answered: the outage backoff starts over
+    return PaymentDecision(updated, events, next_step_in=next_step_in)

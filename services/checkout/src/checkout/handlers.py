@@ -1,4 +1,4 @@
-"""Entry points for messages: translate one event into one service call."""
+"""Entry points for messages: translate one event into one use-case call."""
 
 from __future__ import annotations
 
@@ -17,39 +17,39 @@ from tweetshop_contracts import (
     StockReserved,
 )
 
-from . import service
+from .usecases import read_models, reservations
 
 
 async def on_merchant_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """catalog.merchants.v1 → who may refund a merchant's orders (the hash of its API key)."""
     match event:
         case MerchantRegistered():
-            await service.record_merchant_key(conn, event.merchant_id, event.api_key_sha256, rotated=False)
+            await read_models.record_merchant_key(conn, event.merchant_id, event.api_key_sha256, rotated=False)
         case MerchantApiKeyRotated():
-            await service.record_merchant_key(conn, event.merchant_id, event.api_key_sha256, rotated=True)
+            await read_models.record_merchant_key(conn, event.merchant_id, event.api_key_sha256, rotated=True)
 
 
 async def on_product_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """catalog.products.v1 → the product read model (price, currency, stock, status)."""
     match event:
         case ProductListed() | ProductUpdated():
-            await service.record_product(conn, event)
+            await read_models.record_product(conn, event)
 
 
 async def on_buyable_tweet(conn: asyncpg.Connection, event: Envelope) -> None:
     """feed.buyable-tweets.v1 → which product each tweet sells."""
     match event:
         case BuyableTweetPosted():
-            await service.record_buyable_tweet(conn, event)
+            await read_models.record_buyable_tweet(conn, event)
 
 
 async def on_reservation_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """catalog.reservations.v1 → charge the order, or cancel it."""
     match event:
         case StockReserved():
-            await service.on_stock_reserved(conn, event)
+            await reservations.on_stock_reserved(conn, event)
         case StockRejected():
-            await service.on_stock_rejected(conn, event)
+            await reservations.on_stock_rejected(conn, event)
         case StockReleased():
             pass  # catalog confirming what checkout asked for (after a failure or a refund): nothing to do
 
@@ -58,4 +58,4 @@ async def on_shipment_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """tracking.shipments.v1 → the order's shipment (its tracking_url)."""
     match event:
         case ShipmentCreated() | ShipmentStatusChanged():
-            await service.record_shipment(conn, event)
+            await read_models.record_shipment(conn, event)

@@ -7,13 +7,12 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response, status
-from tweetshop_contracts import topics
 from tweetshop_platform import ratelimit
 from tweetshop_platform.auth import bearer_token, operator_only
 from tweetshop_platform.errors import DomainError
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
-from . import domain, handlers, metrics, service
+from . import domain, handlers, metrics
 from .api import (
     OrderCreated,
     OrderIn,
@@ -27,6 +26,7 @@ from .api import (
 from .config import CheckoutSettings
 from .gateway import PaymentGateway, StripeGateway, verify_webhook
 from .reconciler import Reconciler
+from .usecases import mismatches, orders, refunds, webhooks
 from .worker import PaymentWorker
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGateway | None = None) -> FastAPI:
     """The checkout service: HTTP API, its consumers, the payment worker and the outbox relay."""
     settings = settings or CheckoutSettings()
-    runtime = ServiceRuntime(settings, package="checkout", produces=(topics.CHECKOUT_ORDERS,))
+    runtime = ServiceRuntime(settings, package="checkout")
     payments: PaymentGateway
     if gateway is None:
         stripe_gateway = StripeGateway(settings)
@@ -46,16 +46,17 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     worker = PaymentWorker(lambda: runtime.pool, payments, settings)
     reconciler = Reconciler(lambda: runtime.pool, payments, settings)
 
-    runtime.subscribe(topics.CATALOG_MERCHANTS, handlers.on_merchant_event, group="merchants", read_model=True)
-    runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products", read_model=True)
-    runtime.subscribe(topics.FEED_BUYABLE_TWEETS, handlers.on_buyable_tweet, group="tweets", read_model=True)
-    runtime.subscribe(
-        topics.CATALOG_RESERVATIONS,
-        handlers.on_reservation_event,
-        group="reservations",
-        after_commit=worker.after_reservation,
+    # Topics, groups and their settings: tweetshop_contracts.system; here only each group's handler.
+    runtime.subscribe_declared(
+        {
+            "merchants": handlers.on_merchant_event,
+            "products": handlers.on_product_event,
+            "tweets": handlers.on_buyable_tweet,
+            "reservations": handlers.on_reservation_event,
+            "shipments": handlers.on_shipment_event,
+        },
+        after_commit={"reservations": worker.after_reservation},
     )
-    runtime.subscribe(topics.TRACKING_SHIPMENTS, handlers.on_shipment_event, group="shipments", read_model=True)
     runtime.add_worker("payments", worker.run)
     runtime.add_worker("reconciler", reconciler.run)
 
@@ -95,7 +96,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         problem = idempotency_key_problem(idempotency_key)
         if problem is not None or idempotency_key is None:
             raise DomainError(problem or "missing Idempotency-Key", code="idempotency_key_required")
-        placed = await service.place_order(
+        placed = await orders.place_order(
             runtime.pool,
             settings,
             body.to_request(),
@@ -118,7 +119,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     @app.get("/orders/{order_id}", response_model=OrderOut, tags=["orders"], summary="The order, for its buyer")
     async def get_order(order_id: uuid.UUID, request: Request) -> OrderOut:
         token = bearer_token(request)
-        order = await service.get_order(runtime.pool, order_id, token)
+        order = await orders.get_order(runtime.pool, order_id, token)
         return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
 
     @app.post(
@@ -138,7 +139,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     ) -> OrderOut:
         token = bearer_token(request)
         amount = body.amount_minor if body is not None else None
-        order = await service.refund_order(runtime.pool, payments, settings, order_id, token, amount)
+        order = await refunds.refund_order(runtime.pool, payments, settings, order_id, token, amount)
         # The merchant's view: no tracking link (it would carry the merchant's key, and the map is the buyer's).
         return OrderOut.of(order, access_token="", tracking_base_url=settings.tracking_public_url)
 
@@ -151,7 +152,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     )
     async def cancel_order(order_id: uuid.UUID, request: Request) -> OrderOut:
         token = bearer_token(request)
-        order = await service.cancel_order(runtime.pool, payments, settings, order_id, token)
+        order = await orders.cancel_order(runtime.pool, payments, settings, order_id, token)
         return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
 
     operator = operator_only(settings.operator_key)
@@ -179,7 +180,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         responses={401: {"description": "No operator key"}, 403: {"description": "Not the operator key"}},
     )
     async def payment_mismatches(limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[PaymentMismatchOut]:
-        rows = await service.list_payment_mismatches(runtime.pool, limit)
+        rows = await mismatches.list_payment_mismatches(runtime.pool, limit)
         return [PaymentMismatchOut(**vars(row)) for row in rows]
 
     @app.post("/webhooks/stripe", response_model=WebhookAck, tags=["stripe"], summary="Stripe's signed events")
@@ -199,7 +200,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         if event is None:
             metrics.WEBHOOKS.labels("unknown", "rejected").inc()
             raise DomainError(str(errors[0] if errors else "no webhook secret is set"), code="invalid_webhook")
-        outcome = await service.handle_stripe_event(runtime.pool, payments, settings, event)
+        outcome = await webhooks.handle_stripe_event(runtime.pool, payments, settings, event)
         metrics.WEBHOOKS.labels(str(event.get("type", "unknown"))[:100], outcome).inc()
         log.info("stripe webhook", stripe_event_id=event.get("id"), event_type=event.get("type"), outcome=outcome)
         return WebhookAck(received=True, outcome=outcome)

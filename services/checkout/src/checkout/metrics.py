@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .domain import OrderStatus
+
 ORDER_TRANSITIONS = Counter(
     "checkout_order_transitions_total",
     "Orders that moved between statuses (from_status 'new' for placed orders)",
@@ -56,3 +58,9 @@ UNPAID_CAP_REFUSALS = Counter(
     "Orders refused (429) because the buyer, the payment method or the address had unpaid_orders_cap orders waiting",
     ["limit"],
 )
+
+
+def count_transition(before: OrderStatus | None, after: OrderStatus) -> None:
+    """Count an order that moved (``before`` None: a new order); staying where it was counts nothing."""
+    if before != after:
+        ORDER_TRANSITIONS.labels(before or "new", after).inc()

@@ -17,9 +17,10 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from . import metrics, service
+from . import metrics
 from .config import CheckoutSettings
 from .gateway import PaymentGateway
+from .usecases import reconciliation
 
 log = structlog.get_logger(__name__)
 
@@ -37,10 +38,10 @@ class Reconciler:
             await self.run_once()
             await asyncio.sleep(self._settings.reconcile_interval_s)
 
-    async def run_once(self) -> service.ReconcileRun | None:
+    async def run_once(self) -> reconciliation.ReconcileRun | None:
         """One pass; a failed pass is logged and counted, and the next one tries again."""
         try:
-            result = await service.reconcile_overdue(self._pool(), self._gateway, self._settings)
+            result = await reconciliation.reconcile_overdue(self._pool(), self._gateway, self._settings)
         except Exception as exc:
             metrics.RECONCILER_RUNS.labels("error").inc()
             log.exception("reconciler pass failed", error=repr(exc))

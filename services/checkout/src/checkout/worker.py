@@ -20,9 +20,10 @@ import asyncpg
 import structlog
 from tweetshop_contracts import Envelope, StockReserved
 
-from . import metrics, service
+from . import metrics
 from .config import CheckoutSettings
 from .gateway import PaymentGateway
+from .usecases import payments, refunds
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +63,9 @@ class PaymentWorker:
                 self._wake.clear()
                 room = window - len(in_flight)
                 wanted = min(room, self._settings.payment_batch_size)
-                claimed: list[service.PaymentStep] = []
+                claimed: list[payments.PaymentStep] = []
                 if wanted > 0:
-                    claimed = await service.claim_due_payments(self._pool(), self._settings, limit=wanted)
+                    claimed = await payments.claim_due_payments(self._pool(), self._settings, limit=wanted)
                     for step in claimed:
                         task = asyncio.create_task(self._settle(step), name=f"payment-{step.order.id}")
                         in_flight.add(task)
@@ -82,14 +83,14 @@ class PaymentWorker:
             await asyncio.gather(*in_flight, return_exceptions=True)
             metrics.PAYMENTS_IN_FLIGHT.set(0)
 
-    async def _settle(self, step: service.PaymentStep) -> None:
+    async def _settle(self, step: payments.PaymentStep) -> None:
         try:
-            await service.settle_payment(self._pool(), self._gateway, self._settings, step)
+            await payments.settle_payment(self._pool(), self._gateway, self._settings, step)
         except Exception as exc:  # one bad order must not stop the batch; its lease expires and it is retried
             log.exception("payment step failed", order_id=str(step.order.id), error=repr(exc))
 
     async def _resume_refunds(self) -> None:
         try:
-            await service.resume_stale_refunds(self._pool(), self._gateway, self._settings)
+            await refunds.resume_stale_refunds(self._pool(), self._gateway, self._settings)
         except Exception as exc:
             log.exception("resuming refunds failed", error=repr(exc))

@@ -14,20 +14,17 @@ import structlog
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from tweetshop_contracts import topics
 from tweetshop_platform import ratelimit
-from tweetshop_platform.auth import bearer_token, is_operator_key, operator_only
-from tweetshop_platform.errors import DomainError, Forbidden, Unprocessable
+from tweetshop_platform.errors import DomainError, Unprocessable
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, live, metrics, service
+from .access import TrackingAccess
 from .api import CourierTokenOut, IngestOut, LocationBatchIn, RouteOut, ShipmentOut
 from .config import DEV_OPERATOR_KEY, TrackingSettings
 from .domain import Rules, Shipment, ShipmentStatus, Thinning
 
 log = structlog.get_logger(__name__)
-# Where a browser may put a token it cannot send as a header (the map page's link, EventSource): buyers' only.
-QUERY_TOKEN_NAMES = ("access_token", "token")
 
 
 def rules_of(settings: TrackingSettings) -> Rules:
@@ -115,17 +112,16 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     """The tracking service: HTTP API, the orders consumer, the live-update feed and the outbox relay."""
     settings = settings or TrackingSettings()
     rules = rules_of(settings)
-    runtime = ServiceRuntime(
-        settings, package="tracking", produces=(topics.TRACKING_SHIPMENTS, topics.TRACKING_LOCATIONS)
-    )
-    runtime.subscribe(topics.CHECKOUT_ORDERS, handlers.on_order_event, group="orders")
+    # Topics, groups and their settings: tweetshop_contracts.system; here only each group's handler.
+    runtime = ServiceRuntime(settings, package="tracking")
+    runtime.subscribe_declared({"orders": handlers.on_order_event})
 
     # Live map: ONE subscription per process, in a group of its own, fanned out to every watcher here.
     hub = live.LiveHub(queue_size=settings.sse_queue_size)
     feed = live.LiveFeed(
         hub,
         runtime.topics,
-        (topics.TRACKING_LOCATIONS, topics.TRACKING_SHIPMENTS),
+        runtime.live_view("live").topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"{runtime.topics.namespace}{settings.live_group_prefix}.{uuid.uuid4()}",
         # aiokafka's default (500 ms) would hold every quiet update back by up to half a second.
@@ -187,62 +183,14 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     def render(shipment: Shipment) -> dict[str, Any]:
         return view(shipment).model_dump(mode="json")
 
-    def is_operator(token: str) -> bool:
-        return is_operator_key(token, settings.operator_key)
-
-    def refuse_operator_key_in_url(request: Request) -> None:
-        """403 when the operator key rides in the URL (``?token=``/``?access_token=``), on every route.
-
-        Only a buyer's token may be put there (the map page's link, EventSource): a URL ends up in browser
-        history, proxy and access logs, and Referer headers. Operators send the key as ``Authorization: Bearer``.
-        """
-        for name in QUERY_TOKEN_NAMES:
-            value = request.query_params.get(name, "").strip()
-            if value and is_operator(value):
-                raise Forbidden(
-                    "the operator key is never accepted in a URL (?token= or ?access_token=): send it as "
-                    "Authorization: Bearer <key>, and replace it, since this URL may have been logged",
-                    code="operator_key_in_url",
-                )
-
-    # Before any route below is added: each of them refuses the operator key in its URL, first thing.
-    app.router.dependencies.append(Depends(refuse_operator_key_in_url))
-
-    def presented_token(request: Request) -> str:
-        """The caller's token: ``Authorization: Bearer``, or ``access_token``/``token`` in the query (EventSource
-        and the map page's link cannot send headers, so a buyer's token may ride there); 401 when there is none.
-        """
-        refuse_operator_key_in_url(request)
-        if "authorization" not in request.headers:
-            for name in QUERY_TOKEN_NAMES:
-                value = request.query_params.get(name, "").strip()
-                if value:
-                    return value
-        return bearer_token(request)
-
-    async def authorize_order_reader(request: Request, order_id: uuid.UUID) -> None:
-        """The order's buyer (its access token) or an operator; 401 without a token, 404 with any other one.
-
-        404, not 403: whether an order has a shipment is itself private to its buyer.
-        """
-        token = presented_token(request)
-        if is_operator(token):
-            return
-        await service.authorize_buyer(runtime.pool, order_id, token)
-
-    async def authorize_shipment_reader(request: Request, shipment: Shipment) -> None:
-        """Reading a shipment needs its order's access token (or the operator key)."""
-        await authorize_order_reader(request, shipment.order_id)
-
     courier_tokens = service.CourierTokens()
-
-    async def courier_token(shipment_id: uuid.UUID, request: Request) -> str:
-        # A dependency, so credentials are checked (401/403/404) before the body is validated (422).
-        token = bearer_token(request)
-        await courier_tokens.authorize(runtime.pool, shipment_id, token)
-        return token
-
-    operator = operator_only(settings.operator_key)
+    access = TrackingAccess(
+        settings.operator_key,
+        buyer=lambda order_id, token: service.authorize_buyer(runtime.pool, order_id, token),
+        courier=lambda shipment_id, token: courier_tokens.authorize(runtime.pool, shipment_id, token),
+    )
+    # Before any route below is added: each of them refuses the operator key in its URL, first thing.
+    app.router.dependencies.append(Depends(access.refuse_operator_key_in_url))
 
     @app.get(
         "/shipments",
@@ -271,11 +219,11 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         after_id: Annotated[uuid.UUID | None, Query(description="With created_after: the last one's id")] = None,
     ) -> list[ShipmentOut]:
         if order_id is not None:
-            await authorize_order_reader(request, order_id)
+            await access.authorize_order_reader(request, order_id)
             return [view(s) for s in await service.shipments_for_order(runtime.pool, order_id)]
         if status is None:
             raise Unprocessable("give order_id (a buyer's order) or status (operators)", code="missing_filter")
-        operator(request)
+        access.operator(request)
         if after_id is not None and created_after is None:
             raise Unprocessable("after_id pages only together with created_after", code="after_id_alone")
         found = await service.shipments_in_status(
@@ -298,7 +246,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     )
     async def get_shipment(shipment_id: uuid.UUID, request: Request) -> ShipmentOut:
         shipment = await service.get_shipment(runtime.pool, shipment_id)
-        await authorize_shipment_reader(request, shipment)
+        await access.authorize_shipment_reader(request, shipment)
         return view(shipment)
 
     @app.get(
@@ -314,7 +262,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         limit: Annotated[int | None, Query(ge=1, description="At most this many points (capped)")] = None,
     ) -> RouteOut:
         shipment = await service.get_shipment(runtime.pool, shipment_id)
-        await authorize_shipment_reader(request, shipment)
+        await access.authorize_shipment_reader(request, shipment)
         wanted = min(limit or settings.route_max_points, settings.route_max_points)
         # One more than wanted tells whether the route was cut.
         points = await service.route_of(runtime.pool, shipment_id, limit=wanted + 1)
@@ -335,7 +283,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         },
     )
     async def post_locations(
-        shipment_id: uuid.UUID, body: LocationBatchIn, token: Annotated[str, Depends(courier_token)]
+        shipment_id: uuid.UUID, body: LocationBatchIn, token: Annotated[str, Depends(access.courier_token)]
     ) -> IngestOut:
         result = await service.ingest_locations(
             runtime.pool,
@@ -354,7 +302,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         response_model=CourierTokenOut,
         tags=["operators"],
         summary="Issue (or replace) the shipment's courier token (bearer: the operator key)",
-        dependencies=[Depends(operator)],
+        dependencies=[Depends(access.operator)],
         responses={401: {"description": "No operator key"}, 403: {"description": "Not the operator key"}},
     )
     async def post_courier_token(shipment_id: uuid.UUID) -> CourierTokenOut:
@@ -370,7 +318,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     )
     async def stream_shipment(shipment_id: uuid.UUID, request: Request) -> StreamingResponse:
         shipment = await service.get_shipment(runtime.pool, shipment_id)  # 404 as JSON, before streaming
-        await authorize_shipment_reader(request, shipment)
+        await access.authorize_shipment_reader(request, shipment)
         if hub.watcher_count() >= settings.sse_max_watchers:
             metrics.SSE_REFUSED.inc()
             # Bounded memory: the browser's EventSource retries, possibly on a less busy replica.
@@ -402,7 +350,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         responses=reader_responses,
     )
     async def track_page(order_id: uuid.UUID, request: Request) -> HTMLResponse:
-        await authorize_order_reader(request, order_id)
+        await access.authorize_order_reader(request, order_id)
         html = page_template.replace("__CONFIG_JSON__", page_config(settings, order_id))
         return HTMLResponse(html, headers=page_headers)
 

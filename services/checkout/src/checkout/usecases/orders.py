@@ -1,0 +1,195 @@
+"""Orders: a buyer places one (once per Idempotency-Key), reads it, and cancels it while it is not paid."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from tweetshop_contracts import utc_now
+from tweetshop_platform.errors import Conflict, DomainError, NotFound, TooManyRequests, Unprocessable
+from tweetshop_platform.uow import unit_of_work
+
+from .. import access, domain, metrics, repository
+from ..config import CheckoutSettings
+from ..domain import Order, PurchaseRequest
+from ..gateway import PaymentDeclined, PaymentGateway, PaymentProviderUnavailable
+from .payments import apply_payment_outcome, cancel_at_stripe
+
+log = structlog.get_logger(__name__)
+
+_PURCHASE_ERRORS: dict[str, type[DomainError]] = {
+    "unknown_product": NotFound,
+    "product_unavailable": Conflict,
+    "insufficient_stock": Conflict,
+    "tweet_product_mismatch": Unprocessable,
+}
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: Order
+    access_token: str
+    replayed: bool
+
+
+def _replay(found: repository.IdempotentOrder, request_hash: str, idempotency_key: str) -> PlacedOrder:
+    if found.request_hash != request_hash:
+        raise Conflict(
+            "this Idempotency-Key was already used for a different order; use a new key for a new order",
+            code="idempotency_key_reused",
+            order_id=str(found.order.id),
+        )
+    token = access.unseal_token(found.access_token_sealed, idempotency_key, found.order.id)
+    return PlacedOrder(found.order, token, replayed=True)
+
+
+_UNPAID_WHAT = {"buyer": "this buyer", "payment_method": "this card", "address": "this shipping address"}
+
+
+async def _refuse_too_many_unpaid(
+    conn: asyncpg.Connection, request: PurchaseRequest, settings: CheckoutSettings
+) -> None:
+    """429 when the buyer, the card or the address already has ``unpaid_orders_cap`` orders waiting for payment.
+
+    Unpaid orders hold stock: without a cap, a few hundred of them keep any product sold out.
+    """
+    shipping = request.shipping
+    full = await repository.unpaid_orders_of(
+        conn,
+        request.buyer.id,
+        request.payment_method,
+        shipping.line1,
+        shipping.city,
+        shipping.country,
+        settings.unpaid_orders_cap,
+    )
+    if full is None:
+        return
+    metrics.UNPAID_CAP_REFUSALS.labels(full).inc()
+    raise TooManyRequests(
+        f"{_UNPAID_WHAT[full]} already has {settings.unpaid_orders_cap} orders waiting for payment: "
+        "finish paying or cancel one of them first",
+        code="too_many_unpaid_orders",
+        retry_after_s=min(settings.payment_recheck_interval_s, 60),
+        limit=full,
+    )
+
+
+async def place_order(
+    pool: asyncpg.Pool,
+    settings: CheckoutSettings,
+    request: PurchaseRequest,
+    request_hash: str,
+    idempotency_key: str,
+    correlation_id: str,
+) -> PlacedOrder:
+    """One order per Idempotency-Key: a new pending order plus OrderPlaced, or the order this exact request made."""
+    key_hash = access.idempotency_key_hash(idempotency_key)
+    async with unit_of_work(pool) as uow:
+        conn = uow.conn
+        found = await repository.get_order_by_key(conn, key_hash)
+        if found is not None:
+            return _replay(found, request_hash, idempotency_key)
+        if settings.unpaid_orders_cap:
+            await _refuse_too_many_unpaid(conn, request, settings)
+        product, tweet = await repository.get_product_and_tweet(conn, request.product_id, request.tweet_id)
+        try:
+            price = domain.price_purchase(product, tweet, request)
+        except domain.PurchaseRefused as refused:
+            raise _PURCHASE_ERRORS.get(refused.code, Conflict)(refused.message, code=refused.code) from None
+        order, placed = domain.place(uuid.uuid4(), request, price, correlation_id, utc_now())
+        token, token_hash = access.new_access_token()
+        inserted = await repository.insert_order(
+            conn,
+            order,
+            key_hash=key_hash,
+            request_hash=request_hash,
+            token_hash=token_hash,
+            token_sealed=access.seal_token(token, idempotency_key, order.id),
+        )
+        if not inserted:
+            # A concurrent request with the same key committed first: its row is visible now.
+            twin = await repository.get_order_by_key(conn, key_hash)
+            assert twin is not None
+            return _replay(twin, request_hash, idempotency_key)
+        uow.publish(placed)
+    metrics.count_transition(None, "pending")
+    log.info("order placed", order_id=str(order.id), amount_minor=order.amount_minor, currency=order.currency)
+    return PlacedOrder(order, token, replayed=False)
+
+
+async def _authorize_buyer(conn: asyncpg.Connection, order_id: uuid.UUID, access_token: str) -> None:
+    """NotFound unless ``access_token`` is the order's: whether an order exists is private (no order answers the
+    same as a wrong token)."""
+    token_hash = await repository.get_access_token_hash(conn, order_id)
+    if token_hash is None or not access.secret_matches(access_token, token_hash):
+        raise NotFound("no such order (or not yours)", code="order_not_found")
+
+
+async def get_order(pool: asyncpg.Pool, order_id: uuid.UUID, access_token: str) -> Order:
+    """The order, for the bearer of its access token."""
+    async with pool.acquire() as conn:
+        await _authorize_buyer(conn, order_id, access_token)
+        order = await repository.get_order(conn, order_id)
+    assert order is not None
+    return order
+
+
+def _refused(refused: domain.CancelRefused, order: Order) -> Conflict:
+    return Conflict(refused.message, code=refused.code, status_now=order.status)
+
+
+async def cancel_order(
+    pool: asyncpg.Pool, gateway: PaymentGateway, settings: CheckoutSettings, order_id: uuid.UUID, access_token: str
+) -> Order:
+    """The buyer gives up an order not paid yet: nothing is charged, OrderCancelled releases its stock."""
+    async with unit_of_work(pool) as uow:
+        await _authorize_buyer(uow.conn, order_id, access_token)
+        order = await repository.get_order(uow.conn, order_id, for_update=True)
+        assert order is not None
+        try:
+            plan = domain.plan_buyer_cancel(order)
+        except domain.CancelRefused as refused:
+            raise _refused(refused, order) from None
+        if plan == "already_cancelled":
+            return order
+        cancelled: Order | None = None
+        if plan == "cancel_now":
+            cancelled, event = domain.cancel(order, domain.CANCELLED_BY_BUYER, utc_now())
+            await repository.save_order(uow.conn, cancelled, next_payment_step_in=None)
+            uow.publish(event)
+    if cancelled is not None:
+        metrics.count_transition(order.status, cancelled.status)
+        log.info("order cancelled by the buyer", order_id=str(order.id))
+        return cancelled
+    assert order.payment_intent_id is not None
+    try:
+        outcome = await cancel_at_stripe(gateway, order.payment_intent_id, domain.CANCELLED_BY_BUYER)
+    except PaymentProviderUnavailable:
+        raise DomainError(
+            "the payment provider did not answer; nothing was cancelled, try again",
+            code="payment_provider_unavailable",
+            status=503,
+        ) from None
+    except PaymentDeclined as declined:
+        raise Conflict(f"Stripe refused the cancellation: {declined.message}", code="cancel_refused") from None
+    async with unit_of_work(pool) as uow:
+        change = await apply_payment_outcome(uow, order.id, outcome, settings, source="buyer_cancel")
+        current = await repository.get_order(uow.conn, order.id)
+    assert current is not None
+    if change is not None:
+        metrics.count_transition(change.before, change.after)
+    if current.status == "cancelled":
+        log.info("order cancelled by the buyer", order_id=str(order.id), payment_intent_id=order.payment_intent_id)
+        return current
+    try:
+        domain.plan_buyer_cancel(current)
+    except domain.CancelRefused as refused:
+        raise _refused(refused, current) from None
+    raise Conflict(
+        "the payment is being processed right now; try again in a few seconds",
+        code="payment_in_progress",
+        status_now=current.status,
+    )

@@ -1,0 +1,36 @@
+"""Catalog's answers to an order: its stock is reserved (the order is due for payment) or rejected (cancelled)."""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+from tweetshop_contracts import StockRejected, StockReserved, utc_now
+from tweetshop_platform.uow import joining
+
+from .. import domain, metrics, repository
+
+log = structlog.get_logger(__name__)
+
+
+async def on_stock_reserved(conn: asyncpg.Connection, event: StockReserved) -> None:
+    """Stock is set aside: the order is due for payment (the worker charges it)."""
+    order = await repository.get_order(conn, event.order_id, for_update=True)
+    if order is None:
+        log.warning("reservation for an unknown order", order_id=str(event.order_id))
+        return
+    updated = domain.mark_stock_reserved(order)
+    if updated is order:
+        return  # already reserved, or the order ended: nothing to charge (twice)
+    await repository.save_order(conn, updated, next_payment_step_in=0)
+
+
+async def on_stock_rejected(conn: asyncpg.Connection, event: StockRejected) -> None:
+    """No stock for the order: it is cancelled with catalog's reason, and nothing is charged."""
+    async with joining(conn) as uow:  # the consumer's transaction, with its inbox row
+        order = await repository.get_order(conn, event.order_id, for_update=True)
+        if order is None or order.status != "pending" or order.stock_reserved:
+            return
+        cancelled, cancelled_event = domain.cancel(order, event.reason, utc_now())
+        await repository.save_order(conn, cancelled, next_payment_step_in=None)
+        uow.publish(cancelled_event)
+    metrics.count_transition(order.status, cancelled.status)
