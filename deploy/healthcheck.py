@@ -1,9 +1,11 @@
 """Container health probe: exit 0 when the service's GET /healthz answers 200, else 1.
 
-Used by the image's HEALTHCHECK. Standard library only, so it starts fast and
-does not import the service. Usage: ``healthcheck.py [URL]``; without a URL it
-probes ``http://127.0.0.1:<port>/healthz`` with the port from
-TWEETSHOP_HTTP_PORT, else the service's contract port (SERVICE names it).
+Used by the image's HEALTHCHECK. Standard library only on its usual path, so it
+starts fast and does not import the service. Usage: ``healthcheck.py [URL]``;
+without a URL it probes ``http://127.0.0.1:<port>/healthz`` with the port from
+TWEETSHOP_HTTP_PORT, else the service's contract port (SERVICE names it), read
+from the system's declaration (tweetshop_contracts.system, installed in every
+service image) only then.
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ import sys
 import urllib.error
 import urllib.request
 
-# Public contract v1 ports; each equals the http_port default of that service's settings class.
-CONTRACT_PORTS: dict[str, int] = {"catalog": 8001, "feed": 8002, "checkout": 8003, "tracking": 8004, "webapp": 8000}
+FALLBACK_PORT = 8000
+
+
+def contract_ports() -> dict[str, int]:
+    """Public contract v1 ports by service (each equals the http_port default of that service's settings class)."""
+    try:
+        from tweetshop_contracts.system import SYSTEM
+    except ImportError:  # not a tweetshop image
+        return {}
+    return SYSTEM.ports()
 
 
 def default_url(environ: dict[str, str]) -> str:
     """The /healthz URL of the service this container runs."""
-    port = environ.get("TWEETSHOP_HTTP_PORT") or str(CONTRACT_PORTS.get(environ.get("SERVICE", ""), 8000))
+    port = environ.get("TWEETSHOP_HTTP_PORT") or str(contract_ports().get(environ.get("SERVICE", ""), FALLBACK_PORT))
     return f"http://127.0.0.1:{port}/healthz"
 
 

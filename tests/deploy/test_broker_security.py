@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from tweetshop_cli import acls
 from tweetshop_cli.acls import Acl, derive
+from tweetshop_contracts.system import SYSTEM
 from tweetshop_platform.kafka_security import client_security, uses_sasl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -315,6 +316,21 @@ def test_the_init_job_creates_the_topics_users_and_exactly_the_derived_acls(tmp_
     assert len(configs) == len([line for line in lines if not line.startswith("  config:")])
     assert not [p for p in tmp_path.iterdir() if p.is_file() and p.name.startswith("tmp")], "admin settings left"
     assert admin not in result.stdout + result.stderr
+
+
+def test_the_init_job_creates_each_topic_with_its_declared_configs(tmp_path: Path) -> None:
+    result, lines = run_init(tmp_path, strong_passwords())
+    assert result.returncode == 0, result.stderr + result.stdout
+    created = {}
+    for words in calls(lines, "kafka-topics.sh"):
+        configs = dict(words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "--config")
+        created[words[words.index("--topic") + 1]] = configs
+    assert set(created) == set(acls.all_topics())
+    for topic, configs in created.items():
+        assert configs == SYSTEM.config(topic).kafka_configs(), topic
+    assert created["catalog.products.v1"] == {"cleanup.policy": "delete", "retention.ms": "-1"}
+    assert created["tracking.locations.v1"]["retention.ms"] == "86400000"
+    assert created["checkout.orders.v1.dlq"]["retention.ms"] == str(30 * 24 * 3600 * 1000)
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,13 @@
 
 The file is parsed (no Docker engine needed). The settings classes are imported
 live: a setting that is renamed or removed breaks this test instead of being
-silently ignored by a container.
+silently ignored by a container. Which services there are, their ports and
+settings classes come from the system's declaration (tweetshop_contracts.system).
 """
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import re
@@ -20,11 +22,15 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from pydantic_settings import BaseSettings
+from tweetshop_contracts.system import SYSTEM
 from tweetshop_platform.settings import InsecureSecretsError
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTRACT_PORTS: dict[str, int] = {"catalog": 8001, "feed": 8002, "checkout": 8003, "tracking": 8004}
+# The APIs: every declared service with its own database and Kafka (the web app has its own tests below).
+CONTRACT_PORTS: dict[str, int] = {s.name: s.port for s in SYSTEM.services if s.database and s.kafka}
 SERVICES = tuple(CONTRACT_PORTS)
+DATABASE_SERVICES = tuple(s.name for s in SYSTEM.with_database())
+STRIPE_SERVICES = {s.name for s in SYSTEM.services if s.stripe}
 INIT_SCRIPT_DIR = "/docker-entrypoint-initdb.d"
 
 ServiceEnvironment = Callable[..., dict[str, str]]
@@ -33,26 +39,12 @@ Services = dict[str, dict[str, Any]]
 
 def settings_class(service: str) -> type[BaseSettings]:
     """The service's settings class. A package that is not installed fails the test: it must not skip."""
+    module_name, _, class_name = SYSTEM.service(service).settings.partition(":")
     try:
-        if service == "catalog":
-            from catalog.config import CatalogSettings
-
-            return CatalogSettings
-        if service == "feed":
-            from feed.config import FeedSettings
-
-            return FeedSettings
-        if service == "checkout":
-            from checkout.config import CheckoutSettings
-
-            return CheckoutSettings
-        if service == "tracking":
-            from tracking.config import TrackingSettings
-
-            return TrackingSettings
+        settings: type[BaseSettings] = getattr(importlib.import_module(module_name), class_name)
     except ImportError as exc:
         pytest.fail(f"cannot import the settings of {service} ({exc}): install the packages (`make install`)")
-    raise AssertionError(f"unknown service {service}")
+    return settings
 
 
 def env_prefix(cls: type[BaseSettings]) -> str:
@@ -289,14 +281,11 @@ def test_no_secret_has_a_default_or_a_value_in_the_file(written_environment: Any
 
 
 REQUIRED_SECRETS = {
-    "TWEETSHOP_OPERATOR_KEY": {"catalog", "feed", "checkout", "tracking"},
-    "STRIPE_API_KEY": {"checkout"},
-    "STRIPE_WEBHOOK_SECRET": {"checkout", "localstripe-webhook"},
+    "TWEETSHOP_OPERATOR_KEY": set(SERVICES),
+    "STRIPE_API_KEY": STRIPE_SERVICES,
+    "STRIPE_WEBHOOK_SECRET": {*STRIPE_SERVICES, "localstripe-webhook"},
     "POSTGRES_PASSWORD": {"postgres"},
-    "CATALOG_DB_PASSWORD": {"postgres", "catalog"},
-    "FEED_DB_PASSWORD": {"postgres", "feed"},
-    "CHECKOUT_DB_PASSWORD": {"postgres", "checkout"},
-    "TRACKING_DB_PASSWORD": {"postgres", "tracking"},
+    **{f"{name.upper()}_DB_PASSWORD": {"postgres", name} for name in DATABASE_SERVICES},
     "GRAFANA_ADMIN_PASSWORD": {"grafana"},
 }
 
@@ -327,7 +316,7 @@ def test_services_run_in_production_where_public_secrets_stop_them(
 
 # The public contract v1 ports (the four APIs, the web app) and Kafka for other teams' consumers; anything else
 # published (Postgres, localstripe, Prometheus, Grafana) is for this machine only.
-PUBLIC_PORTS = {"catalog", "feed", "checkout", "tracking", "webapp", "kafka"}
+PUBLIC_PORTS = {*SYSTEM.names, "kafka"}
 
 
 def test_ports_other_than_the_public_apis_are_published_on_127_0_0_1_only(compose_services: Services) -> None:
@@ -409,11 +398,11 @@ def test_postgres_17_creates_a_role_and_schema_for_every_service_at_init(
     text = "\n".join(script.read_text(encoding="utf-8") for script in scripts)
     declared = re.search(r"^services=\(([^)]*)\)", text, re.MULTILINE)
     assert declared, "the init script lists the services it provisions in services=(...)"
-    assert declared.group(1).split() == list(SERVICES)
+    assert declared.group(1).split() == list(DATABASE_SERVICES), "services=(...) lists every service with a database"
     assert "_DB_PASSWORD" in text
     env = service_environment("postgres")
     assert env["POSTGRES_DB"] == "tweetshop"
-    for service in SERVICES:
+    for service in DATABASE_SERVICES:
         assert env.get(f"{service.upper()}_DB_PASSWORD"), f"no password for role {service}"
 
 
@@ -467,5 +456,5 @@ def test_the_apis_believe_x_forwarded_for_only_from_the_web_apps_fixed_address(c
     webapp_address = services["webapp"]["networks"]["default"]["ipv4_address"]
     subnets = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
     assert any(ipaddress.ip_address(webapp_address) in ipaddress.ip_network(net) for net in subnets)
-    for name in ("catalog", "feed", "checkout", "tracking"):
+    for name in SERVICES:
         assert services[name]["environment"]["TWEETSHOP_TRUSTED_PROXIES"] == webapp_address, name

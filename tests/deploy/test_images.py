@@ -18,18 +18,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tweetshop_contracts.system import SYSTEM
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DOCKERFILE = ROOT / "Dockerfile"
 LOCALSTRIPE_DOCKERFILE = ROOT / "deploy" / "localstripe.Dockerfile"
 HEALTHCHECK_SCRIPT = ROOT / "deploy" / "healthcheck.py"
-SETTINGS_CLASSES = {
-    "catalog": "CatalogSettings",
-    "feed": "FeedSettings",
-    "checkout": "CheckoutSettings",
-    "tracking": "TrackingSettings",
-    "webapp": "WebappSettings",
-}
+# Every declared service has an image: its settings class by name (tweetshop_contracts.system).
+SETTINGS_CLASSES = {service.name: service.settings.partition(":")[2] for service in SYSTEM.services}
 SERVICES = tuple(SETTINGS_CLASSES)
 # What the service image installs (libs/devstack is for local development only).
 IMAGE_PACKAGES = ("libs/contracts", "libs/platform", *(f"services/{name}" for name in SERVICES))
@@ -188,7 +184,7 @@ def settings_port_defaults() -> dict[str, int]:
     ports: dict[str, int] = {}
     for service, class_name in SETTINGS_CLASSES.items():
         try:
-            module = importlib.import_module(f"{service}.config")
+            module = importlib.import_module(SYSTEM.service(service).settings.partition(":")[0])
         except ImportError as exc:
             pytest.fail(f"cannot import {service}.config ({exc}): install the packages (`make install`)")
         ports[service] = getattr(module, class_name).model_fields["http_port"].default
@@ -197,7 +193,7 @@ def settings_port_defaults() -> dict[str, int]:
 
 def test_health_probe_knows_each_services_default_port() -> None:
     probe = load_script(HEALTHCHECK_SCRIPT)
-    assert settings_port_defaults() == probe.CONTRACT_PORTS
+    assert settings_port_defaults() == probe.contract_ports() == SYSTEM.ports()
     assert probe.default_url({"SERVICE": "feed"}) == "http://127.0.0.1:8002/healthz"
     assert probe.default_url({"SERVICE": "feed", "TWEETSHOP_HTTP_PORT": "9000"}) == "http://127.0.0.1:9000/healthz"
 
@@ -307,3 +303,19 @@ def test_hadolint_passes_the_dockerfiles() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dockerfile_builds_exactly_the_declared_services() -> None:
+    """The Dockerfile's SERVICE check is written by hand (docs/adding-a-service.md): it names every declared one."""
+    text = SERVICE_DOCKERFILE.read_text(encoding="utf-8")
+    accepted = re.search(r"case \"\$\{SERVICE\}\" in\s*\\\s*\n\s*([a-z_|]+)\)", text)
+    assert accepted, "the Dockerfile checks SERVICE in a case statement"
+    assert sorted(accepted.group(1).split("|")) == sorted(SYSTEM.names)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_settings_class_defaults_to_its_declared_name_and_port(service: str) -> None:
+    module_name, _, class_name = SYSTEM.service(service).settings.partition(":")
+    fields = getattr(importlib.import_module(module_name), class_name).model_fields
+    assert fields["service_name"].default == service
+    assert fields["http_port"].default == SYSTEM.service(service).port

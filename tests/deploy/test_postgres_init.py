@@ -17,11 +17,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from tweetshop_contracts.system import SYSTEM
 from tweetshop_devstack.infra import LOCALHOST, PG_ADMIN_USER, EmbeddedPostgres, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 INIT_DIR = ROOT / "deploy" / "postgres" / "initdb"
-SERVICES = ("catalog", "feed", "checkout", "tracking")
+# Every declared service with a database (tweetshop_contracts.system): the init script's services=(...).
+SERVICES = tuple(s.name for s in SYSTEM.with_database())
 
 ServiceEnvironment = Callable[..., dict[str, str]]
 

@@ -1,9 +1,14 @@
-"""The `tweetshop` command's tables of consumer groups and read models match what the services subscribe,
-and the AsyncAPI documents the services serve are the checked-in contract."""
+"""The `tweetshop` command's tables of consumer groups and read models are what the services run, and the
+AsyncAPI documents the services serve are the checked-in contract.
+
+The groups are declared once (tweetshop_contracts.system); each service's main.py only maps them to handlers.
+Here each service's app is built (nothing starts, nothing connects) and what its runtime would subscribe is
+compared with the CLI's tables: same group ids, topics, fetch settings, and the handler `tweetshop replay` uses.
+"""
 
 from __future__ import annotations
 
-import ast
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,50 +17,75 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from tweetshop_cli.groups import READ_MODELS, SUBSCRIPTIONS
-from tweetshop_contracts import topics
+from tweetshop_contracts.system import SYSTEM
 from tweetshop_contracts.topology import TOPICS
 from tweetshop_platform.asyncapi import install_asyncapi
 from tweetshop_platform.lag import PartitionLag
+from tweetshop_platform.runtime import ServiceRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("catalog", "feed", "checkout", "tracking")
-TOPIC_CONSTANTS = {name: value for name, value in vars(topics).items() if name.isupper() and isinstance(value, str)}
+SERVICES = tuple(s.name for s in SYSTEM.with_kafka())
 
 
-def _subscriptions_in_code(service: str) -> set[tuple[str, str, str]]:
-    """(group, topic, handler) of every `runtime.subscribe(topics.X, handlers.Y, group="z")` in main.py."""
-    tree = ast.parse((ROOT / "services" / service / "src" / service / "main.py").read_text(encoding="utf-8"))
-    found = set()
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "subscribe"
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "runtime"
-        ):
-            topic, handler = node.args[0], node.args[1]
-            assert isinstance(topic, ast.Attribute) and isinstance(handler, ast.Attribute), ast.dump(node)
-            group = next(k.value for k in node.keywords if k.arg == "group")
-            assert isinstance(group, ast.Constant)
-            found.add((f"{service}.{group.value}", TOPIC_CONSTANTS[topic.attr], f"{service}.handlers:{handler.attr}"))
-    return found
+def built_runtime(service: str, monkeypatch: pytest.MonkeyPatch) -> ServiceRuntime:
+    """The runtime ``create_app`` of ``service`` builds (not started: nothing connects)."""
+    for name, value in {
+        "TWEETSHOP_ENVIRONMENT": "development",
+        "TWEETSHOP_DATABASE_URL": f"postgresql://{service}:unused@127.0.0.1:1/tweetshop",
+        "TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "TWEETSHOP_STRIPE_API_KEY": "sk_test_tables",
+        "TWEETSHOP_STRIPE_WEBHOOK_SECRET": "whsec_tables",
+    }.items():
+        monkeypatch.setenv(name, value)
+    declared = SYSTEM.service(service)
+    module_name, _, class_name = declared.settings.partition(":")
+    settings = getattr(importlib.import_module(module_name), class_name)()
+    app = importlib.import_module(f"{declared.package}.main").create_app(settings)
+    runtime = app.state.runtime
+    assert isinstance(runtime, ServiceRuntime)
+    return runtime
 
 
-def test_the_group_table_lists_exactly_the_subscriptions_of_the_services() -> None:
-    in_code = {(group, topic) for s in SERVICES for group, topic, _ in _subscriptions_in_code(s)}
-    in_table = {(sub.group, sub.topic) for sub in SUBSCRIPTIONS}
-    assert in_table == in_code, "update tweetshop_cli/groups.py SUBSCRIPTIONS to match the services' main.py"
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_group_table_lists_exactly_the_subscriptions_each_service_runs(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = built_runtime(service, monkeypatch)
+    runtime.check_declaration()  # what start() refuses first
+    in_code = {(sub.group_id, sub.topic) for sub in runtime._subscriptions}
+    in_table = {(sub.group, sub.topic) for sub in SUBSCRIPTIONS if sub.service == service}
+    assert in_table == in_code
+    assert set(runtime.produces) == {spec.name for spec in TOPICS if spec.producer == service}
     for sub in SUBSCRIPTIONS:
         consumers = {c.service for spec in TOPICS if spec.name == sub.topic for c in spec.consumers if not c.fan_out}
         assert sub.service in consumers, f"docs/topics.md does not list {sub.service} as a consumer of {sub.topic}"
+    # Read models wait longer per fetch: exactly the groups the declaration marks.
+    relaxed = {f"{service}.{g.name}" for g in SYSTEM.service(service).reliable_groups if g.read_model}
+    assert {sub.group_id for sub in runtime._subscriptions if sub.read_model} == relaxed
 
 
-def test_each_read_model_is_rebuilt_by_the_handler_of_the_subscription_that_keeps_it() -> None:
-    in_code = {group: (topic, handler) for s in SERVICES for group, topic, handler in _subscriptions_in_code(s)}
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_read_model_is_rebuilt_by_the_handler_of_the_subscription_that_keeps_it(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = built_runtime(service, monkeypatch)
+    in_code = {
+        sub.group_id: (sub.topic, f"{sub.handler.__module__}:{sub.handler.__name__}") for sub in runtime._subscriptions
+    }
     for model in READ_MODELS.values():
+        if model.service != service:
+            continue
         assert in_code.get(model.group) == (model.topic, model.handler), model.name
         assert model.group.startswith(f"{model.service}.")
+
+
+def test_trackings_live_view_is_the_declared_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracking.config import TrackingSettings
+
+    live = SYSTEM.service("tracking").live_views
+    assert [g.name for g in live] == ["live"]
+    assert TrackingSettings.model_fields["live_group_prefix"].default == SYSTEM.service("tracking").group_id("live")
+    assert built_runtime("tracking", monkeypatch).live_view("live").topics == live[0].topics
 
 
 @pytest.mark.parametrize(

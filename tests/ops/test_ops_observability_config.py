@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tweetshop_contracts.system import SYSTEM
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "deploy" / "observability"
@@ -20,7 +21,8 @@ RULES = PROMETHEUS_DIR / "rules" / "tweetshop.yml"
 DASHBOARD = OBSERVABILITY / "grafana" / "dashboards" / "tweetshop.json"
 DATASOURCES = OBSERVABILITY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
-SERVICE_PORTS = {"catalog": 8001, "feed": 8002, "checkout": 8003, "tracking": 8004}
+# The services Prometheus scrapes: the four with consumers (from the one declaration of the system).
+SERVICE_PORTS = {service.name: service.port for service in SYSTEM.with_kafka()}
 METRIC_NAME = re.compile(r"\b(?:tweetshop|checkout)_[a-z_]+\b")
 
 

@@ -11,6 +11,8 @@
 # CATALOG_DB_PASSWORD; docker-compose.yml sets them (dev defaults there).
 set -eo pipefail  # no -u: the image may source this file into its own entrypoint
 
+# Every service with a database in libs/contracts/src/tweetshop_contracts/system.py, in its order
+# (tests/deploy/test_compose.py checks this list against the declaration).
 services=(catalog feed checkout tracking)
 
 admin_psql() {

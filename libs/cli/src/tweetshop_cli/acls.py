@@ -1,8 +1,8 @@
-"""Kafka ACLs derived from the one declaration of who produces and consumes what (``tweetshop_contracts.topology``).
+"""Kafka ACLs derived from the one declaration of who produces and consumes what (``tweetshop_contracts.system``).
 
 Each service is the principal ``User:<service>`` (its SCRAM user) and may do exactly what its code does:
 
-- WRITE and DESCRIBE the topics it produces (the topology's ``producer``), and the ``<topic>.dlq`` topics of the
+- WRITE and DESCRIBE the topics it produces (the topics it ``owns``), and the ``<topic>.dlq`` topics of the
   topics it reads as a reliable consumer (it parks what fails its retries there);
 - READ and DESCRIBE the topics it consumes (reliable consumers and live views alike);
 - READ its consumer groups: every group the runtime names ``<namespace><service>.<name>`` (``ServiceRuntime.
@@ -18,7 +18,8 @@ writes nothing: ``tweetshop dlq replay`` republishes onto a service's topic, whi
 deploy/kafka/README.md says how to grant it for one replay.
 
 ``python -m tweetshop_cli.acls`` prints the ``kafka-acls.sh`` command lines; ``--script`` the provisioning
-script the compose init job sources (topics, SCRAM users, ACLs); ``--write FILE`` / ``--check FILE`` keep
+script the compose init job sources (topics with their declared ``retention.ms`` and ``cleanup.policy``, SCRAM
+users, ACLs); ``--write FILE`` / ``--check FILE`` keep
 deploy/kafka/provision.generated.sh in step with the code (tests/deploy/test_broker_security.py checks it).
 """
 
@@ -31,8 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tweetshop_contracts.system import DEFAULT_PARTITIONS, SYSTEM, System, TopicSpec
 from tweetshop_contracts.topics import dlq_topic
-from tweetshop_contracts.topology import DEFAULT_PARTITIONS, TOPICS, TopicSpec
 from tweetshop_platform.lag import DLQ_CURSOR_GROUP
 
 OPERATOR = "operator"
@@ -73,29 +74,30 @@ def principal(user: str) -> str:
     return f"User:{user}"
 
 
-def services() -> tuple[str, ...]:
+def services(system: System = SYSTEM) -> tuple[str, ...]:
     """Every service that produces or consumes a topic, in a stable order."""
-    found = {spec.producer for spec in TOPICS} | {c.service for spec in TOPICS for c in spec.consumers}
+    specs = system.topic_specs()
+    found = {spec.producer for spec in specs} | {c.service for spec in specs for c in spec.consumers}
     return tuple(sorted(found))
 
 
-def produced_by(service: str) -> list[TopicSpec]:
+def produced_by(service: str, system: System = SYSTEM) -> list[TopicSpec]:
     """The topics ``service`` produces."""
-    return [spec for spec in TOPICS if spec.producer == service]
+    return [spec for spec in system.topic_specs() if spec.producer == service]
 
 
-def consumed_by(service: str, *, reliable_only: bool = False) -> list[TopicSpec]:
+def consumed_by(service: str, *, reliable_only: bool = False, system: System = SYSTEM) -> list[TopicSpec]:
     """The topics ``service`` consumes (``reliable_only``: not as a live view, so it parks to their .dlq)."""
     return [
         spec
-        for spec in TOPICS
+        for spec in system.topic_specs()
         if any(c.service == service and not (reliable_only and c.fan_out) for c in spec.consumers)
     ]
 
 
-def parks_to(service: str) -> list[str]:
+def parks_to(service: str, system: System = SYSTEM) -> list[str]:
     """The dead-letter topics ``service`` writes: one per topic it reads as a reliable consumer."""
-    return [dlq_topic(spec.name) for spec in consumed_by(service, reliable_only=True)]
+    return [dlq_topic(spec.name) for spec in consumed_by(service, reliable_only=True, system=system)]
 
 
 def group_prefix(service: str, namespace: str = "") -> str:
@@ -103,14 +105,18 @@ def group_prefix(service: str, namespace: str = "") -> str:
     return f"{namespace}{service}."
 
 
-def all_topics() -> list[str]:
+def all_topics(system: System = SYSTEM) -> list[str]:
     """Every v1 topic and every dead-letter topic a reliable consumer may park to."""
-    names = [spec.name for spec in TOPICS]
-    return names + [dlq for spec in TOPICS if (dlq := spec.dlq()) is not None]
+    return [*system.topic_names(), *system.dead_letter_topics()]
 
 
 def service_acls(
-    service: str, *, namespace: str = "", idempotence: bool = True, creates_topics: bool = False
+    service: str,
+    *,
+    namespace: str = "",
+    idempotence: bool = True,
+    creates_topics: bool = False,
+    system: System = SYSTEM,
 ) -> list[Acl]:
     """What ``service`` may do, and nothing more."""
     who = principal(service)
@@ -119,31 +125,35 @@ def service_acls(
     def topic(name: str, *operations: str) -> None:
         acls.extend(Acl(who, "TOPIC", "LITERAL", namespace + name, op) for op in operations)
 
-    for spec in produced_by(service):
+    produced = produced_by(service, system)
+    dead_letters = parks_to(service, system)
+    for spec in produced:
         topic(spec.name, "WRITE", "DESCRIBE")
-    for dlq in parks_to(service):
+    for dlq in dead_letters:
         topic(dlq, "WRITE", "DESCRIBE")
-    for spec in consumed_by(service):
+    for spec in consumed_by(service, system=system):
         topic(spec.name, "READ", "DESCRIBE")
-    reliable = consumed_by(service, reliable_only=True)
-    if consumed_by(service):
+    reliable = consumed_by(service, reliable_only=True, system=system)
+    if consumed_by(service, system=system):
         acls.append(Acl(who, "GROUP", "PREFIXED", group_prefix(service, namespace), "READ"))
     if reliable:
         acls.append(Acl(who, "GROUP", "LITERAL", namespace + DLQ_CURSOR_GROUP, "DESCRIBE"))
-    if idempotence and produced_by(service) + reliable:
+    if idempotence and produced + reliable:
         acls.append(Acl(who, "CLUSTER", "LITERAL", CLUSTER, "IDEMPOTENT_WRITE"))
     if creates_topics:
         # What ServiceRuntime.start creates: what it produces, what it consumes, and their dead-letter topics.
-        wanted = {s.name for s in produced_by(service)} | {s.name for s in reliable} | set(parks_to(service))
+        wanted = {s.name for s in produced} | {s.name for s in reliable} | set(dead_letters)
         for name in sorted(wanted):
             topic(name, "CREATE")
     return sorted(set(acls))
 
 
-def operator_acls(*, namespace: str = "") -> list[Acl]:
+def operator_acls(*, namespace: str = "", system: System = SYSTEM) -> list[Acl]:
     """The `tweetshop` command's principal: reads everything, writes nothing."""
     who = principal(OPERATOR)
-    acls = [Acl(who, "TOPIC", "LITERAL", namespace + name, op) for name in all_topics() for op in ("READ", "DESCRIBE")]
+    acls = [
+        Acl(who, "TOPIC", "LITERAL", namespace + name, op) for name in all_topics(system) for op in ("READ", "DESCRIBE")
+    ]
     acls.append(Acl(who, "GROUP", "LITERAL", namespace + DLQ_CURSOR_GROUP, "READ"))
     acls.append(Acl(who, "GROUP", "LITERAL", "*", "DESCRIBE"))  # `tweetshop lag`: any group's committed offsets
     acls.append(Acl(who, "CLUSTER", "LITERAL", CLUSTER, "DESCRIBE"))  # `tweetshop lag --all` lists the groups
@@ -151,18 +161,27 @@ def operator_acls(*, namespace: str = "") -> list[Acl]:
 
 
 def derive(
-    *, namespace: str = "", idempotence: bool = True, services_create_topics: bool = False, operator: bool = True
+    *,
+    namespace: str = "",
+    idempotence: bool = True,
+    services_create_topics: bool = False,
+    operator: bool = True,
+    system: System = SYSTEM,
 ) -> list[Acl]:
     """The whole ACL set: every service's, and the operator's."""
     acls = [
         acl
-        for service in services()
+        for service in services(system)
         for acl in service_acls(
-            service, namespace=namespace, idempotence=idempotence, creates_topics=services_create_topics
+            service,
+            namespace=namespace,
+            idempotence=idempotence,
+            creates_topics=services_create_topics,
+            system=system,
         )
     ]
     if operator:
-        acls.extend(operator_acls(namespace=namespace))
+        acls.extend(operator_acls(namespace=namespace, system=system))
     return acls
 
 
@@ -204,20 +223,33 @@ def acl_commands(acls: Iterable[Acl], *, kafka_acls: str, bootstrap: str, comman
     return lines
 
 
-def topic_commands(*, namespace: str, kafka_topics: str, bootstrap: str, command_config: str) -> list[str]:
-    """``kafka-topics.sh --create --if-not-exists`` for every topic and dead-letter topic (partitions: $PARTITIONS)."""
-    return [
-        f"{kafka_topics} --bootstrap-server {bootstrap} --command-config {command_config} --create --if-not-exists "
-        f'--topic {shlex.quote(namespace + name)} --partitions "$PARTITIONS" --replication-factor "$REPLICATION_FACTOR"'
-        for name in all_topics()
-    ]
+def topic_commands(
+    *, namespace: str, kafka_topics: str, bootstrap: str, command_config: str, system: System = SYSTEM
+) -> list[str]:
+    """``kafka-topics.sh --create --if-not-exists`` for every topic and dead-letter topic (partitions: $PARTITIONS),
+    with its declared configs (``retention.ms``, ``cleanup.policy``); an existing topic is left as it is."""
+    lines = []
+    for name in all_topics(system):
+        configs = " ".join(
+            f"--config {shlex.quote(f'{key}={value}')}" for key, value in system.config(name).kafka_configs().items()
+        )
+        lines.append(
+            f"{kafka_topics} --bootstrap-server {bootstrap} --command-config {command_config} --create --if-not-exists "
+            f'--topic {shlex.quote(namespace + name)} --partitions "$PARTITIONS" '
+            f'--replication-factor "$REPLICATION_FACTOR" {configs}'
+        )
+    return lines
 
 
-def script(*, namespace: str = "", idempotence: bool = True, services_create_topics: bool = False) -> str:
+def script(
+    *, namespace: str = "", idempotence: bool = True, services_create_topics: bool = False, system: System = SYSTEM
+) -> str:
     """The provisioning script the compose init job sources (deploy/kafka/init.sh defines the variables)."""
     bootstrap, config = '"$BOOTSTRAP"', '"$ADMIN_CONFIG"'
-    users = " ".join([*services(), OPERATOR])
-    acls = derive(namespace=namespace, idempotence=idempotence, services_create_topics=services_create_topics)
+    users = " ".join([*services(system), OPERATOR])
+    acls = derive(
+        namespace=namespace, idempotence=idempotence, services_create_topics=services_create_topics, system=system
+    )
     options = []
     if namespace:
         options.append(f"--namespace {shlex.quote(namespace)}")
@@ -229,7 +261,7 @@ def script(*, namespace: str = "", idempotence: bool = True, services_create_top
     parts = [
         "# shellcheck shell=bash",
         f"# GENERATED by `{regenerate}`",
-        "# from libs/contracts/src/tweetshop_contracts/topology.py: edit the topology, not this file.",
+        "# from libs/contracts/src/tweetshop_contracts/system.py: edit the declaration, not this file.",
         "# Sourced by deploy/kafka/init.sh, which sets KAFKA_BIN, BOOTSTRAP and ADMIN_CONFIG.",
         "# Every command is idempotent: running it again changes nothing.",
         "",
@@ -247,6 +279,7 @@ def script(*, namespace: str = "", idempotence: bool = True, services_create_top
                 kafka_topics='"$KAFKA_BIN/kafka-topics.sh"',
                 bootstrap=bootstrap,
                 command_config=config,
+                system=system,
             )
         ),
         "}",
@@ -308,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check is not None:
         current = args.check.read_text(encoding="utf-8") if args.check.is_file() else ""
         if current != text:
-            print(f"{args.check} is not what the topology derives: run with --write {args.check}", file=sys.stderr)
+            print(f"{args.check} is not what the system derives: run with --write {args.check}", file=sys.stderr)
             return 1
         return 0
     if args.write is not None:

@@ -1,14 +1,14 @@
 """Our consumer groups and the read models that can be rebuilt from topics.
 
-Group ids are ``<namespace><service>.<name>`` as ``ServiceRuntime.subscribe`` builds them;
-tests/ops/test_ops_cli_tables.py checks this table against every service's main.py.
+Both are read from the one declaration of the system (``tweetshop_contracts.system``), which the services'
+runtime subscribes from too (``ServiceRuntime.subscribe_declared``). Group ids are ``<namespace><service>.<name>``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tweetshop_contracts import topics
+from tweetshop_contracts.system import SYSTEM, System
 
 
 @dataclass(frozen=True)
@@ -18,19 +18,6 @@ class Subscription:
     service: str
     group: str  # without the namespace
     topic: str
-
-
-SUBSCRIPTIONS: tuple[Subscription, ...] = (
-    Subscription("catalog", "catalog.orders", topics.CHECKOUT_ORDERS),
-    Subscription("feed", "feed.merchants", topics.CATALOG_MERCHANTS),
-    Subscription("feed", "feed.products", topics.CATALOG_PRODUCTS),
-    Subscription("checkout", "checkout.merchants", topics.CATALOG_MERCHANTS),
-    Subscription("checkout", "checkout.products", topics.CATALOG_PRODUCTS),
-    Subscription("checkout", "checkout.tweets", topics.FEED_BUYABLE_TWEETS),
-    Subscription("checkout", "checkout.reservations", topics.CATALOG_RESERVATIONS),
-    Subscription("checkout", "checkout.shipments", topics.TRACKING_SHIPMENTS),
-    Subscription("tracking", "tracking.orders", topics.CHECKOUT_ORDERS),
-)
 
 
 @dataclass(frozen=True)
@@ -46,53 +33,36 @@ class ReadModel:
     description: str
 
 
-READ_MODELS: dict[str, ReadModel] = {
-    model.name: model
-    for model in (
-        ReadModel(
-            "feed.products",
-            "feed",
-            topics.CATALOG_PRODUCTS,
-            "feed.products",
-            ("products",),
-            "feed.handlers:on_product_event",
-            "the live product cards on the timeline (price, stock, sold out)",
-        ),
-        ReadModel(
-            "feed.merchants",
-            "feed",
-            topics.CATALOG_MERCHANTS,
-            "feed.merchants",
-            ("merchants",),
-            "feed.handlers:on_merchant_event",
-            "merchant handles and names shown on tweets",
-        ),
-        ReadModel(
-            "checkout.merchants",
-            "checkout",
-            topics.CATALOG_MERCHANTS,
-            "checkout.merchants",
-            ("merchants",),
-            "checkout.handlers:on_merchant_event",
-            "whose API key refunds a merchant's orders (the key's hash)",
-        ),
-        ReadModel(
-            "checkout.products",
-            "checkout",
-            topics.CATALOG_PRODUCTS,
-            "checkout.products",
-            ("products",),
-            "checkout.handlers:on_product_event",
-            "prices and stock checkout charges from",
-        ),
-        ReadModel(
-            "checkout.tweets",
-            "checkout",
-            topics.FEED_BUYABLE_TWEETS,
-            "checkout.tweets",
-            ("buyable_tweets",),
-            "checkout.handlers:on_buyable_tweet",
-            "which product each buyable tweet sells",
-        ),
+def subscriptions(system: System = SYSTEM) -> tuple[Subscription, ...]:
+    """Every reliable consumer group of ``system`` on each topic it reads (live views have no fixed group)."""
+    return tuple(
+        Subscription(service.name, service.group_id(group.name), topic)
+        for service in system.services
+        for group in service.reliable_groups
+        for topic in group.topics
     )
-}
+
+
+def read_models(system: System = SYSTEM) -> dict[str, ReadModel]:
+    """Every read model of ``system`` by name (``<service>.<group>``)."""
+    models = {}
+    for service in system.services:
+        for group in service.reliable_groups:
+            if group.rebuild is None:
+                continue
+            name = service.group_id(group.name)
+            (topic,) = group.topics
+            models[name] = ReadModel(
+                name,
+                service.name,
+                topic,
+                name,
+                group.rebuild.tables,
+                group.rebuild.handler,
+                group.rebuild.description,
+            )
+    return models
+
+
+SUBSCRIPTIONS: tuple[Subscription, ...] = subscriptions()
+READ_MODELS: dict[str, ReadModel] = read_models()

@@ -27,6 +27,7 @@ from pydantic.json_schema import models_json_schema
 from . import compat
 from .envelope import Envelope
 from .events import EVENT_TYPES
+from .system import DLQ_CONFIG, SYSTEM, System, TopicConfig
 from .topology import (
     CONTRACT_VERSION,
     DEFAULT_PARTITIONS,
@@ -125,12 +126,12 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _component_schemas() -> JsonObject:
+def _component_schemas(event_types: Sequence[type[Envelope]] = EVENT_TYPES) -> JsonObject:
     _, definitions = models_json_schema(
-        [(event, "validation") for event in EVENT_TYPES], ref_template="#/components/schemas/{model}"
+        [(event, "validation") for event in event_types], ref_template="#/components/schemas/{model}"
     )
     schemas: JsonObject = definitions["$defs"]
-    for event in EVENT_TYPES:
+    for event in event_types:
         _finish(schemas[event.__name__], event)
     return schemas
 
@@ -139,8 +140,10 @@ def _strip_annotations(schema: Mapping[str, Any]) -> JsonObject:
     return {k: v for k, v in schema.items() if k not in ("title", "default")}
 
 
-def _message(event: type[Envelope], schemas: JsonObject, example: JsonObject | None) -> JsonObject:
-    key = key_field(event.TOPIC)
+def _message(
+    event: type[Envelope], schemas: JsonObject, example: JsonObject | None, system: System = SYSTEM
+) -> JsonObject:
+    key = system.key_field(event.TOPIC)
     message: JsonObject = {
         "name": event.__name__,
         "title": event.__name__,
@@ -208,8 +211,13 @@ def _dead_letter_message() -> JsonObject:
     }
 
 
-def _topic_description(spec: TopicSpec) -> str:
-    key = key_field(spec.name)
+def _topic_configuration(config: TopicConfig) -> JsonObject:
+    """The Kafka channel binding's ``topicConfiguration``: what the topic is created with."""
+    return {"cleanup.policy": [config.cleanup_policy], "retention.ms": config.retention_ms}
+
+
+def _topic_description(spec: TopicSpec, system: System = SYSTEM) -> str:
+    key = system.key_field(spec.name)
     return (
         f"{spec.summary} Produced by {spec.producer}. Key: `{key}`, so one aggregate's events keep their order "
         f"(ordering holds per key, within its partition). Partitions: {DEFAULT_PARTITIONS} by default "
@@ -217,25 +225,30 @@ def _topic_description(spec: TopicSpec) -> str:
     )
 
 
-def asyncapi_document(examples: Mapping[str, JsonObject]) -> JsonObject:
-    """The AsyncAPI 3.0 document of every v1 topic, its messages, producers and consumers."""
-    schemas = _component_schemas()
+def asyncapi_document(examples: Mapping[str, JsonObject], system: System = SYSTEM) -> JsonObject:
+    """The AsyncAPI 3.0 document of every v1 topic of ``system``, its messages, producers and consumers."""
+    schemas = _component_schemas(system.event_types)
     messages: JsonObject = {
-        event.__name__: _message(event, schemas, examples.get(event.__name__)) for event in EVENT_TYPES
+        event.__name__: _message(event, schemas, examples.get(event.__name__), system) for event in system.event_types
     }
     messages["DeadLetter"] = _dead_letter_message()
     channels: JsonObject = {}
     operations: JsonObject = {}
-    for spec in TOPICS:
+    for spec in system.topic_specs():
         cid = channel_id(spec.name)
-        names = [event.__name__ for event in events_of(spec.name)]
+        names = [event.__name__ for event in system.events_of(spec.name)]
         channels[cid] = {
             "address": spec.name,
             "title": spec.name,
-            "description": _topic_description(spec),
+            "description": _topic_description(spec, system),
             "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
             "bindings": {
-                "kafka": {"bindingVersion": KAFKA_BINDING_VERSION, "topic": spec.name, "partitions": DEFAULT_PARTITIONS}
+                "kafka": {
+                    "bindingVersion": KAFKA_BINDING_VERSION,
+                    "topic": spec.name,
+                    "partitions": spec.partitions or DEFAULT_PARTITIONS,
+                    "topicConfiguration": _topic_configuration(spec.config),
+                }
             },
         }
         dlq = spec.dlq()
@@ -248,7 +261,12 @@ def asyncapi_document(examples: Mapping[str, JsonObject]) -> JsonObject:
                 f"Retention: {DLQ_RETENTION}",
                 "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
                 "bindings": {
-                    "kafka": {"bindingVersion": KAFKA_BINDING_VERSION, "topic": dlq, "partitions": DEFAULT_PARTITIONS}
+                    "kafka": {
+                        "bindingVersion": KAFKA_BINDING_VERSION,
+                        "topic": dlq,
+                        "partitions": DEFAULT_PARTITIONS,
+                        "topicConfiguration": _topic_configuration(DLQ_CONFIG),
+                    }
                 },
             }
         refs = [{"$ref": f"#/channels/{cid}/messages/{name}"} for name in names]
@@ -366,6 +384,10 @@ def _field_table(schema: Mapping[str, Any], event: str) -> list[str]:
     ]
 
 
+def _config_text(config: TopicConfig) -> str:
+    return ", ".join(f"`{name}={value}`" for name, value in config.kafka_configs().items())
+
+
 def topics_reference() -> str:
     """The generated part of docs/topics.md: topics, their producers, consumers, keys and event fields."""
     out = [
@@ -416,6 +438,7 @@ def topics_reference() -> str:
             f"- **Key:** `{key_field(spec.name)}`: one aggregate's events go to one partition, in order",
             f"- **Partitions:** {DEFAULT_PARTITIONS} by default (`{PARTITIONS_SETTING}`)",
             f"- **Retention:** {spec.retention}",
+            f"- **Topic configuration:** {_config_text(spec.config)}",
             f"- **Dead letters:** `{dlq}`" if dlq else "- **Dead letters:** none (only live views read it)",
             f"- **Schemas:** `{SCHEMA_DIR.as_posix()}/{spec.name}/`",
         ]

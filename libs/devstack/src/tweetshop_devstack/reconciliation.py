@@ -32,13 +32,15 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer
 from tweetshop_contracts import topics
+from tweetshop_contracts.system import SYSTEM
 from tweetshop_contracts.topics import dlq_topic
 from tweetshop_platform.lag import group_consumer, measure
 
 from .kafka_probe import read_topic
 from .services import DEV_STRIPE_API_KEY
 
-SERVICES = ("catalog", "feed", "checkout", "tracking")
+# The schemas to look in and the topics to read: every declared service with a database, every declared topic.
+SERVICES: tuple[str, ...] = tuple(s.name for s in SYSTEM.with_database())
 TERMINAL = frozenset({"paid", "failed", "cancelled", "refunded"})
 # The event that ends an order, by the order's final status (a refunded order was paid first).
 TERMINAL_EVENT = {
@@ -47,15 +49,7 @@ TERMINAL_EVENT = {
     "failed": "OrderPaymentFailed",
     "cancelled": "OrderCancelled",
 }
-TOPICS = (
-    topics.CATALOG_MERCHANTS,
-    topics.CATALOG_PRODUCTS,
-    topics.CATALOG_RESERVATIONS,
-    topics.FEED_BUYABLE_TWEETS,
-    topics.CHECKOUT_ORDERS,
-    topics.TRACKING_SHIPMENTS,
-    topics.TRACKING_LOCATIONS,
-)
+TOPICS: tuple[str, ...] = SYSTEM.topic_names()
 
 
 @dataclass(frozen=True)

@@ -291,10 +291,11 @@ class DevStack:
                 await provision_service(app_admin_dsn, service.name, dev_password(service.name))
         say("provisioned roles and schemas: " + ", ".join(s.name for s in self.services if s.uses_database))
 
+    def _public_urls(self) -> dict[str, str]:
+        return {s.name: f"http://localhost:{s.port}" for s in self.services}
+
     def _service_urls(self) -> dict[str, str]:
-        urls = {s.name: f"http://localhost:{s.port}" for s in self.services}
-        urls["stripe"] = f"http://localhost:{self.ports.stripe}"
-        return urls
+        return {**self._public_urls(), "stripe": f"http://localhost:{self.ports.stripe}"}
 
     def _start_services(self) -> None:
         app_admin_dsn = self.postgres.dsn(DATABASE)
@@ -307,8 +308,8 @@ class DevStack:
                 kafka_bootstrap=self.tansu.bootstrap_servers,
                 kafka_idempotence=False,
                 stripe_base_url=self.stripe.base_url,
-                tracking_public_url="http://localhost:8004",
-                service_urls=self._service_urls() if service.name == "webapp" else None,
+                public_urls=self._public_urls(),
+                service_urls=self._service_urls() if service.gateway else None,
             )
             specs.append(
                 ChildSpec(
@@ -318,23 +319,25 @@ class DevStack:
                     env={**os.environ, **env},
                 )
             )
-        if any(s.name == "tracking" for s in self.services):
-            # The demo's courier: drives each paid order's parcel to its address, so the map page moves.
-            tracking_port = next(s.port for s in self.services if s.name == "tracking")
-            specs.append(
-                ChildSpec(
-                    name="courier-sim",
-                    argv=[
-                        sys.executable,
-                        "-m",
-                        "tweetshop_devstack.courier_sim",
-                        "--tracking-url",
-                        f"http://{LOCALHOST}:{tracking_port}",
-                    ],
-                    log_path=self.logs_dir / "courier-sim.log",
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        for service in self.services:
+            # Helpers beside a service (the demo's courier drives each paid order's parcel to its address, so the
+            # map page moves): `python -m <module> --<service>-url <its URL>`.
+            for module in service.dev_companions:
+                name = module.rsplit(".", 1)[-1].replace("_", "-")
+                specs.append(
+                    ChildSpec(
+                        name=name,
+                        argv=[
+                            sys.executable,
+                            "-m",
+                            module,
+                            f"--{service.name}-url",
+                            f"http://{LOCALHOST}:{service.port}",
+                        ],
+                        log_path=self.logs_dir / f"{name}.log",
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )
                 )
-            )
         self.supervisor = Supervisor(specs, report=say)
         if self.echo_logs:
             self._echo = LogEcho({s.name: s.log_path for s in specs})
@@ -377,7 +380,9 @@ class DevStack:
     def _seed(self) -> None:
         seed_file = self.run_dir / "seed.json"
         try:
-            result = demo_seed.seed("http://127.0.0.1:8001", "http://127.0.0.1:8002", seed_file, say=say)
+            ports = {s.name: s.port for s in self.services}
+            catalog, feed = (f"http://127.0.0.1:{ports[name]}" for name in ("catalog", "feed"))
+            result = demo_seed.seed(catalog, feed, seed_file, say=say)
         except (demo_seed.SeedError, httpx.HTTPError) as exc:
             # The stack is still useful without demo data: say what failed, keep running.
             say(f"seeding demo data failed: {exc}")
@@ -390,9 +395,9 @@ class DevStack:
     # --- run and stop ----------------------------------------------------------------------------------------
     def print_urls(self) -> None:
         """Print where everything answers."""
-        lines = [f"{s.name:<12} http://localhost:{s.port}" for s in self.services if s.name != "webapp"]
-        if any(s.name == "webapp" for s in self.services):
-            lines.append(f"{'web app':<12} http://localhost:8000")
+        lines = [f"{s.name:<12} http://localhost:{s.port}" for s in self.services if not s.gateway]
+        # The buyer web app: the gateway to the APIs above.
+        lines += [f"{'web app':<12} http://localhost:{s.port}" for s in self.services if s.gateway]
         lines += [
             f"{'localstripe':<12} http://localhost:{self.ports.stripe}",
             f"{'Kafka':<12} localhost:{self.ports.kafka}",

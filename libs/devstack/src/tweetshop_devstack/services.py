@@ -1,10 +1,17 @@
-"""The services `make run` and the test fixtures start: one table, and the environment each one gets."""
+"""The services `make run` and the test fixtures start, and the environment each one gets.
+
+Read from the one declaration of the system (``tweetshop_contracts.system``): name, module, contract port and
+what each one needs (database, Kafka, Stripe, public addresses, companions) are written there, not here.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from tweetshop_contracts.system import SYSTEM, Service
 
 # Every process `make run`, the test fixtures and the benchmarks start runs in development mode: it accepts the
 # public development secrets below (and the operator key's default) that a production service refuses to start with.
@@ -42,21 +49,52 @@ class ServiceDef:
     # Started only when its module is installed (the buyer web app may not exist yet).
     optional: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Serves pages that link to its own public address (TWEETSHOP_PUBLIC_URL).
+    public_pages: bool = False
+    # Services whose public address it puts in its answers (TWEETSHOP_<NAME>_PUBLIC_URL).
+    links_to: tuple[str, ...] = ()
+    # Calls the other services' APIs (TWEETSHOP_<NAME>_URL, and Stripe's).
+    gateway: bool = False
+    # Modules `make run` starts beside it: ``python -m <module> --<name>-url <its URL>``.
+    dev_companions: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, service: Service) -> ServiceDef:
+        """The definition of a declared service."""
+        return cls(
+            service.name,
+            service.module,
+            service.port,
+            uses_database=service.database,
+            uses_kafka=service.kafka,
+            uses_stripe=service.stripe,
+            optional=service.optional,
+            public_pages=service.public_pages,
+            links_to=service.links_to,
+            gateway=service.gateway,
+            dev_companions=service.dev_companions,
+        )
 
     def is_installed(self) -> bool:
         """True when ``python -m <module>`` can find the module."""
         return importlib.util.find_spec(self.module) is not None
 
 
-# Contract v1 ports (the same in `make run` and docker-compose).
-CATALOG = ServiceDef("catalog", "catalog", 8001)
-FEED = ServiceDef("feed", "feed", 8002)
-CHECKOUT = ServiceDef("checkout", "checkout", 8003, uses_stripe=True)
-TRACKING = ServiceDef("tracking", "tracking", 8004)
-WEBAPP = ServiceDef("webapp", "webapp", 8000, uses_database=False, uses_kafka=False, optional=True)
-
-SERVICES: tuple[ServiceDef, ...] = (CATALOG, FEED, CHECKOUT, TRACKING, WEBAPP)
+# Every declared service, in declaration order (contract v1 ports: the same in `make run` and docker-compose).
+SERVICES: tuple[ServiceDef, ...] = tuple(ServiceDef.of(service) for service in SYSTEM.services)
 BY_NAME: dict[str, ServiceDef] = {s.name: s for s in SERVICES}
+CATALOG = BY_NAME["catalog"]
+FEED = BY_NAME["feed"]
+CHECKOUT = BY_NAME["checkout"]
+TRACKING = BY_NAME["tracking"]
+WEBAPP = BY_NAME["webapp"]
+
+
+def public_url(name: str, public_urls: Mapping[str, str] | None = None) -> str:
+    """The address a browser reaches ``name`` at: from ``public_urls``, else its contract port on localhost."""
+    if public_urls and name in public_urls:
+        return public_urls[name]
+    return f"http://localhost:{BY_NAME[name].port}"
 
 
 def dev_password(service: str) -> str:
@@ -85,16 +123,20 @@ def service_env(
     kafka_bootstrap: str | None = None,
     kafka_idempotence: bool = False,
     stripe_base_url: str | None = None,
-    tracking_public_url: str = "http://localhost:8004",
+    tracking_public_url: str | None = None,
     service_urls: dict[str, str] | None = None,
+    public_urls: Mapping[str, str] | None = None,
     topic_namespace: str = "",
     log_format: str = "console",
     high_rate_limits: bool = False,
 ) -> dict[str, str]:
     """The TWEETSHOP_* variables one service process gets (added to the parent's environment).
 
+    ``public_urls``: where a browser reaches each service (default: its contract port on localhost);
+    ``tracking_public_url`` is the same for tracking alone (kept for the callers that pass it).
     ``high_rate_limits``: the per-client limits raised out of reach (tests, benchmarks).
     """
+    urls = {**({"tracking": tracking_public_url} if tracking_public_url else {}), **(public_urls or {})}
     env = {
         **DEVELOPMENT_ENVIRONMENT,
         "TWEETSHOP_SERVICE_NAME": service.name,
@@ -121,9 +163,10 @@ def service_env(
         env["TWEETSHOP_STRIPE_API_BASE"] = stripe_base_url
         env["TWEETSHOP_STRIPE_API_KEY"] = DEV_STRIPE_API_KEY
         env["TWEETSHOP_STRIPE_WEBHOOK_SECRET"] = DEV_STRIPE_WEBHOOK_SECRET
-        env["TWEETSHOP_TRACKING_PUBLIC_URL"] = tracking_public_url
-    if service.name == "tracking":
-        env["TWEETSHOP_PUBLIC_URL"] = tracking_public_url
+    for other in service.links_to:
+        env[f"TWEETSHOP_{other.upper()}_PUBLIC_URL"] = public_url(other, urls)
+    if service.public_pages:
+        env["TWEETSHOP_PUBLIC_URL"] = public_url(service.name, urls)
     if service.uses_database:  # the four APIs (the web app has no per-client limits of its own)
         env["TWEETSHOP_TRUSTED_PROXIES"] = LOCAL_PROXIES
         if high_rate_limits:

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from tweetshop_contracts import schema_export
+from tweetshop_contracts.system import SYSTEM
 
 JsonObject = dict[str, Any]
 
@@ -94,7 +95,8 @@ def install_asyncapi(app: FastAPI, service: str) -> None:
         return JSONResponse(system_document())
 
 
-SERVICES = ("catalog", "feed", "checkout", "tracking")
+# Every service that sends or receives (the declaration in tweetshop_contracts.system): one document each.
+SERVICES: tuple[str, ...] = tuple(s.name for s in SYSTEM.with_kafka())
 
 
 def render(document: JsonObject) -> str:

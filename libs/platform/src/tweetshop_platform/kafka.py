@@ -100,6 +100,35 @@ def create_producer(settings: ServiceSettings, *, client_suffix: str) -> AIOKafk
     )
 
 
+# CreateTopics error codes: the topic exists (another replica created it first), and the ones that mean the broker
+# will not take the topic's configs (it then gets the broker's defaults: see ensure_topics).
+_TOPIC_ALREADY_EXISTS = 36
+_CONFIG_REFUSED = frozenset({35, 40, 42, 44})  # UNSUPPORTED_VERSION, INVALID_CONFIG, INVALID_REQUEST, POLICY_VIOLATION
+
+
+async def _cluster_size(admin: AIOKafkaAdminClient) -> int:
+    """How many brokers the cluster has (at least 1)."""
+    try:
+        cluster = await admin.describe_cluster()
+    except (KafkaError, KeyError, AttributeError):  # a broker that cannot describe itself: assume one
+        return 1
+    return max(1, len(cluster.get("brokers") or ()))
+
+
+def _asked(replication_factor: int | Mapping[str, int], topic: str) -> int:
+    return replication_factor if isinstance(replication_factor, int) else replication_factor.get(topic, 1)
+
+
+def _topic_errors(response: Any) -> dict[str, tuple[int, str]]:
+    """Per-topic errors of a CreateTopics response (every version): {topic: (code, message)}."""
+    errors = {}
+    for entry in getattr(response, "topic_errors", ()) or ():
+        topic, code = entry[0], entry[1]
+        if code:
+            errors[topic] = (int(code), str(entry[2]) if len(entry) > 2 and entry[2] else "")
+    return errors
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     names: Iterable[str],
@@ -107,12 +136,19 @@ async def ensure_topics(
     timeout: float = 60,
     *,
     security: Mapping[str, Any] | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    replication_factor: int | Mapping[str, int] = 1,
 ) -> None:
     """Create the topics (and leave existing ones as they are), retrying while the broker starts.
 
     ``security``: ``client_security(settings)`` (TLS and SASL arguments); the principal needs CREATE on them.
+    ``configs``: topic configs by (physical) name, e.g. ``{"retention.ms": "-1", "cleanup.policy": "delete"}``
+    (``tweetshop_contracts.system``). A broker that refuses them (an error code of ``_CONFIG_REFUSED``) gets the
+    topic without them, with its own defaults, and a warning says so. ``replication_factor``: one for every topic,
+    or by name (missing names: 1); never more than the brokers in the cluster.
     """
     wanted = sorted(set(names))
+    configs = configs or {}
     deadline = asyncio.get_running_loop().time() + timeout
     delay = 0.2
     while True:
@@ -120,13 +156,37 @@ async def ensure_topics(
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing
-            ]
+            missing = [t for t in wanted if t not in existing]
             if missing:
+                brokers = await _cluster_size(admin)
+                replicas = {t: max(1, min(brokers, _asked(replication_factor, t))) for t in missing}
+                creating = [
+                    NewTopic(t, num_partitions=partitions, replication_factor=replicas[t], topic_configs=configs.get(t))
+                    for t in missing
+                ]
                 with contextlib.suppress(TopicAlreadyExistsError):  # another replica created it first
-                    await admin.create_topics(missing)
-                log.info("topics created", topics=[t.name for t in missing], partitions=partitions)
+                    errors = _topic_errors(await admin.create_topics(creating))
+                    refused = sorted(t for t, (code, _) in errors.items() if code in _CONFIG_REFUSED and configs.get(t))
+                    if refused:
+                        log.warning(
+                            "the broker refused the topic configs: topics created with its defaults",
+                            topics=refused,
+                            errors={t: errors.pop(t) for t in refused},
+                        )
+                        retried = [
+                            NewTopic(t, num_partitions=partitions, replication_factor=replicas[t]) for t in refused
+                        ]
+                        errors.update(_topic_errors(await admin.create_topics(retried)))
+                    failed = {t: error for t, error in errors.items() if error[0] != _TOPIC_ALREADY_EXISTS}
+                    if failed:
+                        log.warning("topics not created", errors=failed)
+                log.info(
+                    "topics created",
+                    topics=missing,
+                    partitions=partitions,
+                    replication_factor=replicas,
+                    configs={t: dict(configs[t]) for t in missing if t in configs},
+                )
             return
         except (KafkaError, OSError) as exc:
             if asyncio.get_running_loop().time() > deadline:

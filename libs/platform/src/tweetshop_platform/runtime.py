@@ -1,7 +1,9 @@
 """The wiring every service shares: pool, migrations, topics, broker, subscribers, outbox relay, workers.
 
-A service's main.py builds one ``ServiceRuntime``, registers its handlers and
-background workers, and hands ``runtime.lifespan`` to its FastAPI app.
+A service's main.py builds one ``ServiceRuntime``, maps each consumer group the system declares for it
+(``tweetshop_contracts.system``) to its handler (``subscribe_declared``), registers its background workers,
+and hands ``runtime.lifespan`` to its FastAPI app. Topics, groups, their settings and what the service
+produces are read from the declaration, not written again here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -19,7 +21,8 @@ import structlog
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
-from tweetshop_contracts.topics import dlq_topic
+from tweetshop_contracts.system import SYSTEM, Group, Service, System
+from tweetshop_contracts.topics import DLQ_SUFFIX, dlq_topic
 
 from . import db
 from .asyncapi import install_asyncapi
@@ -39,6 +42,10 @@ log = structlog.get_logger(__name__)
 Worker = Callable[[], Awaitable[None]]
 
 
+class DeclarationMismatch(ValueError):
+    """What a service wires differs from what the system declares for it: it does not start."""
+
+
 @dataclass
 class _Subscription:
     topic: str
@@ -46,19 +53,94 @@ class _Subscription:
     handler: Handler
     after_commit: AfterCommit | None
     read_model: bool
+    group: str = ""  # the group's name, without the namespace and the service
+
+
+@dataclass(frozen=True)
+class PlannedSubscription:
+    """One reliable subscription the declaration asks of a service: its group, topic, handler and fetch."""
+
+    group: str
+    topic: str
+    handler: Handler
+    after_commit: AfterCommit | None
+    read_model: bool
+
+
+def _handler_name(handler: Handler) -> str:
+    return f"{getattr(handler, '__module__', '?')}:{getattr(handler, '__name__', repr(handler))}"
+
+
+def plan_subscriptions(
+    service: Service,
+    handlers: Mapping[str, Handler],
+    after_commit: Mapping[str, AfterCommit] | None = None,
+) -> list[PlannedSubscription]:
+    """The subscriptions of ``service``'s declared reliable groups with the handlers main.py maps to them.
+
+    Refuses (DeclarationMismatch) a declared group without a handler, a handler for a group the declaration does
+    not have (or for a live view, which the service runs itself), an ``after_commit`` of a group without a
+    handler, and a handler other than the one a rebuildable read model names (``tweetshop replay`` runs that one).
+    """
+    after_commit = after_commit or {}
+    declared = {g.name: g for g in service.reliable_groups}
+    live = {g.name for g in service.live_views}
+    problems = []
+    for name in handlers:
+        if name in live:
+            problems.append(f"{service.name}.{name} is a live view: the service runs it (runtime.live_view)")
+        elif name not in declared:
+            problems.append(f"a handler for {service.name}.{name}, a group the system does not declare")
+    problems += [f"no handler for the declared group {service.name}.{n}" for n in declared if n not in handlers]
+    problems += [
+        f"after_commit for {service.name}.{n}, a group without a handler" for n in after_commit if n not in handlers
+    ]
+    for name, group in declared.items():
+        handler = handlers.get(name)
+        if handler is not None and group.rebuild is not None and _handler_name(handler) != group.rebuild.handler:
+            problems.append(
+                f"{service.name}.{name} is handled by {_handler_name(handler)}, but its read model is rebuilt by "
+                f"{group.rebuild.handler} (tweetshop_contracts.system)"
+            )
+    if problems:
+        raise DeclarationMismatch(
+            f"{service.name}'s subscriptions differ from tweetshop_contracts.system:\n  - " + "\n  - ".join(problems)
+        )
+    return [
+        PlannedSubscription(group.name, topic, handlers[group.name], after_commit.get(group.name), group.read_model)
+        for group in service.reliable_groups
+        for topic in group.topics
+    ]
 
 
 class ServiceRuntime:
     """Owns a service's resources from start-up to shutdown."""
 
-    def __init__(self, settings: ServiceSettings, *, package: str, produces: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        package: str,
+        produces: tuple[str, ...] | None = None,
+        system: System = SYSTEM,
+    ) -> None:
         self.settings = settings
         self.name = settings.service_name
         self.package = package
+        self.system = system
+        # What the system declares for this service (None for a service it does not know: a test's).
+        self.declared: Service | None = system.find(self.name)
         self.topics = TopicNames(settings.topic_namespace)
         self.broker = create_broker(settings)
         # TLS and SASL arguments for any other Kafka client the service builds (tracking's live feed).
         self.kafka_security = client_security(settings)
+        owned = tuple(t.name for t in self.declared.owns) if self.declared is not None else ()
+        if produces is None:
+            produces = owned
+        elif self.declared is not None and set(produces) != set(owned):
+            raise DeclarationMismatch(
+                f"{self.name} produces {sorted(produces)}, but owns {sorted(owned)} in tweetshop_contracts.system"
+            )
         self.produces = produces
         self._pool: asyncpg.Pool | None = None
         self._subscriptions: list[_Subscription] = []
@@ -92,8 +174,63 @@ class ServiceRuntime:
         consumer waits longer per fetch (``kafka_read_model_fetch_max_wait_ms``), which costs the broker less.
         """
         # The topic namespace (empty in production) also isolates consumer groups between test runs.
-        group_id = f"{self.topics.namespace}{self.name}.{group or getattr(handler, '__name__', 'handler')}"
-        self._subscriptions.append(_Subscription(topic, group_id, handler, after_commit, read_model))
+        name = group or str(getattr(handler, "__name__", "handler"))
+        group_id = f"{self.topics.namespace}{self.name}.{name}"
+        self._subscriptions.append(_Subscription(topic, group_id, handler, after_commit, read_model, name))
+
+    def subscribe_declared(
+        self, handlers: Mapping[str, Handler], *, after_commit: Mapping[str, AfterCommit] | None = None
+    ) -> None:
+        """Run every reliable consumer group the system declares for this service, each with its handler here.
+
+        ``handlers`` maps each declared group's name to its handler (``{"orders": handlers.on_order_event}``);
+        ``after_commit`` the groups that have an after-commit hook to it. Topic, group id ``<service>.<group>``
+        and fetch settings come from the declaration. A declared group without a handler, or a handler for a
+        group that is not declared, is refused here (DeclarationMismatch): the service does not start.
+        """
+        if self.declared is None:
+            raise DeclarationMismatch(f"{self.name} is not a service of tweetshop_contracts.system")
+        for planned in plan_subscriptions(self.declared, handlers, after_commit):
+            self.subscribe(
+                planned.topic,
+                planned.handler,
+                group=planned.group,
+                after_commit=planned.after_commit,
+                read_model=planned.read_model,
+            )
+
+    def live_view(self, name: str) -> Group:
+        """The declared live view (fan-out group) ``name`` the service runs itself: its topics, and
+        ``<service>.<name>`` as the prefix of each process's group id."""
+        if self.declared is None:
+            raise DeclarationMismatch(f"{self.name} is not a service of tweetshop_contracts.system")
+        group = self.declared.group(name)
+        if not group.fan_out:
+            raise DeclarationMismatch(f"{self.name}.{name} is not a live view: subscribe_declared runs it")
+        return group
+
+    def check_declaration(self) -> None:
+        """Refuse (DeclarationMismatch) subscriptions that differ from the declared reliable groups."""
+        if self.declared is None:
+            return
+        declared = {(g.name, t) for g in self.declared.reliable_groups for t in g.topics}
+        wired = {(sub.group, sub.topic) for sub in self._subscriptions}
+        if wired != declared:
+            missing = ", ".join(f"{self.name}.{g} on {t}" for g, t in sorted(declared - wired)) or "none"
+            extra = ", ".join(f"{self.name}.{g} on {t}" for g, t in sorted(wired - declared)) or "none"
+            raise DeclarationMismatch(
+                f"{self.name} does not run the consumer groups tweetshop_contracts.system declares "
+                f"(declared but not subscribed: {missing}; subscribed but not declared: {extra}): "
+                "map each declared group to its handler with runtime.subscribe_declared"
+            )
+
+    def _topic_settings(self, logical: str) -> tuple[dict[str, str], int]:
+        """The configs and replication factor ``logical`` (a topic or a dead-letter topic) is created with."""
+        setting = self.settings.kafka_topic_replication_factor
+        base = logical.removesuffix(DLQ_SUFFIX)
+        if base not in self.system.topic_names():
+            return {}, setting or 1  # a topic the declaration does not know (a test's): the broker's defaults
+        return self.system.config(logical).kafka_configs(), setting or self.system.topic(base).replication_factor
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """Run ``worker`` in the background for the life of the service; restarted if it crashes."""
@@ -107,6 +244,7 @@ class ServiceRuntime:
         """Connect, migrate, create topics, start consuming, relaying and the workers."""
         s = self.settings
         s.check_secrets()  # before anything connects: outside development, no start with unsafe secrets
+        self.check_declaration()
         gc.set_threshold(*s.gc_thresholds)
         self._pool = await db.wait_for_pool(
             s.database_url.get_secret_value(), self.name, min_size=s.database_pool_min, max_size=s.database_pool_max
@@ -118,12 +256,21 @@ class ServiceRuntime:
         if s.kafka_create_topics:
             consumed = {sub.topic for sub in self._subscriptions}
             wanted = set(self.produces) | consumed | {dlq_topic(t) for t in consumed}
-            await ensure_topics(
-                s.kafka_bootstrap_servers,
-                [self.topics.physical(t) for t in wanted],
-                s.kafka_topic_partitions,
-                security=self.kafka_security,
-            )
+            by_partitions: dict[int, list[str]] = {}
+            for logical in sorted(wanted):
+                base = logical.removesuffix(DLQ_SUFFIX)
+                declared = self.system.topic(base).partitions if base in self.system.topic_names() else None
+                by_partitions.setdefault(declared or s.kafka_topic_partitions, []).append(logical)
+            for partitions, names in by_partitions.items():
+                settings_of = {self.topics.physical(t): self._topic_settings(t) for t in names}
+                await ensure_topics(
+                    s.kafka_bootstrap_servers,
+                    list(settings_of),
+                    partitions,
+                    security=self.kafka_security,
+                    configs={name: configs for name, (configs, _) in settings_of.items() if configs},
+                    replication_factor={name: factor for name, (_, factor) in settings_of.items()},
+                )
         for sub in self._subscriptions:
             self.subscribers.append(
                 ReliableSubscriber(

@@ -182,6 +182,14 @@ class ServiceSettings(BaseSettings, KafkaClientSecurity):
     )
     kafka_acks: Literal["all", "1", "0"] = "all"
     kafka_topic_partitions: int = Field(default=6, ge=1, description="Partitions for topics this service creates")
+    kafka_topic_replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Replicas of each topic this service creates (default: each topic's declared factor, "
+            "tweetshop_contracts.system); never more than the brokers in the cluster"
+        ),
+    )
     kafka_create_topics: bool = True
     kafka_fetch_max_wait_ms: int = Field(
         default=50,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from fastapi import FastAPI, Query, Request, status
-from tweetshop_contracts import topics
 from tweetshop_platform import ratelimit
 from tweetshop_platform.auth import bearer_token
 from tweetshop_platform.errors import NotFound
@@ -20,12 +19,9 @@ from .domain import Product
 def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     """The catalog service: HTTP API plus its consumers and outbox relay."""
     settings = settings or CatalogSettings()
-    runtime = ServiceRuntime(
-        settings,
-        package="catalog",
-        produces=(topics.CATALOG_MERCHANTS, topics.CATALOG_PRODUCTS, topics.CATALOG_RESERVATIONS),
-    )
-    runtime.subscribe(topics.CHECKOUT_ORDERS, handlers.on_order_event, group="orders")
+    # Topics, groups and their settings: tweetshop_contracts.system; here only each group's handler.
+    runtime = ServiceRuntime(settings, package="catalog")
+    runtime.subscribe_declared({"orders": handlers.on_order_event})
     app = create_service_app(
         runtime,
         title="tweetshop catalog",

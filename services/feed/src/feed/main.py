@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response, status
-from tweetshop_contracts import topics
 from tweetshop_platform.auth import bearer_token
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
@@ -21,9 +20,9 @@ BUYER_ID_DOC: dict[str, Any] = {"pattern": domain.BUYER_ID_PATTERN}
 def create_app(settings: FeedSettings | None = None) -> FastAPI:
     """The feed service: HTTP API plus its read-model consumers and outbox relay."""
     settings = settings or FeedSettings()
-    runtime = ServiceRuntime(settings, package="feed", produces=(topics.FEED_BUYABLE_TWEETS,))
-    runtime.subscribe(topics.CATALOG_MERCHANTS, handlers.on_merchant_event, group="merchants", read_model=True)
-    runtime.subscribe(topics.CATALOG_PRODUCTS, handlers.on_product_event, group="products", read_model=True)
+    # Topics, groups and their settings: tweetshop_contracts.system; here only each group's handler.
+    runtime = ServiceRuntime(settings, package="feed")
+    runtime.subscribe_declared({"merchants": handlers.on_merchant_event, "products": handlers.on_product_event})
     app = create_service_app(
         runtime,
         title="tweetshop feed",
