@@ -12,15 +12,18 @@ mark is set only while a test that uses the browser runs, and cleared after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from tweetshop_devstack.pytest_plugin import KafkaServer, scratch_processes
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -43,6 +46,48 @@ PHONE: dict[str, Any] = {
     "is_mobile": True,
     "has_touch": True,
 }
+
+
+@dataclass(frozen=True)
+class Shop:
+    """Where the services of a module's shop answer."""
+
+    webapp: str
+    catalog: str
+    feed: str
+    checkout: str
+    tracking: str
+    stripe: str
+
+
+StartShop = Callable[[str, dict[str, str]], contextlib.AbstractContextManager[Shop]]
+
+
+@pytest.fixture(scope="module")
+def start_shop(
+    request: pytest.FixtureRequest,
+    postgres_admin_dsn: str,
+    kafka_server: KafkaServer,
+    stripe_base_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> StartShop:
+    """Starts the whole system for a module: catalog, feed, checkout, tracking and the web app as processes of
+    their own, on localstripe (stopped, and their database dropped, at the end). Called with the name of the log
+    folder and the module's own variables."""
+
+    @contextlib.contextmanager
+    def start(log_name: str, variables: dict[str, str]) -> Iterator[Shop]:
+        log_dir = tmp_path_factory.mktemp(log_name)
+        with scratch_processes(request, postgres_admin_dsn, kafka_server, log_dir) as processes:
+            env = {
+                "TWEETSHOP_STRIPE_URL": stripe_base_url,
+                "TWEETSHOP_STRIPE_PUBLISHABLE_KEY": "pk_test_browser_tests",
+                **variables,
+            }
+            started = processes.start_many(["catalog", "feed", "checkout", "tracking", "webapp"], env=env)
+            yield Shop(stripe=stripe_base_url, **{s.name: s.base_url for s in started})
+
+    return start
 
 
 def chromium_executable() -> str | None:

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tweetshop_devstack.pytest_plugin import KafkaServer, scratch_processes
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
 from tweetshop_devstack.testing import eventually
 
 if TYPE_CHECKING:
+    from conftest import Shop, StartShop
     from playwright.sync_api import Locator, Page
 
 SLOW = 45_000  # ms: a payment goes through checkout, catalog, Stripe and back over the broker
@@ -36,18 +36,6 @@ PARIS = {
 
 
 @dataclass(frozen=True)
-class Shop:
-    """Where the services of the module's shop answer."""
-
-    webapp: str
-    catalog: str
-    feed: str
-    checkout: str
-    tracking: str
-    stripe: str
-
-
-@dataclass(frozen=True)
 class Listed:
     """A merchant's product and the buyable tweet that carries it."""
 
@@ -57,25 +45,11 @@ class Listed:
 
 
 @pytest.fixture(scope="module")
-def shop(
-    request: pytest.FixtureRequest,
-    postgres_admin_dsn: str,
-    kafka_server: KafkaServer,
-    stripe_base_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Shop]:
+def shop(start_shop: StartShop) -> Iterator[Shop]:
     """The whole system once for this module (starting five processes per test would cost more than the tests)."""
-    log_dir = tmp_path_factory.mktemp("buyer-web-app")
-    with scratch_processes(request, postgres_admin_dsn, kafka_server, log_dir) as processes:
-        env = {
-            "TWEETSHOP_STRIPE_URL": stripe_base_url,
-            "TWEETSHOP_STRIPE_PUBLISHABLE_KEY": "pk_test_browser_tests",
-            # 3-D Secure: checkout asks Stripe again soon, in case the webhook is slower.
-            "TWEETSHOP_PAYMENT_RECHECK_INTERVAL_S": "2",
-        }
-        started = processes.start_many(["catalog", "feed", "checkout", "tracking", "webapp"], env=env)
-        urls = {s.name: s.base_url for s in started}
-        yield Shop(stripe=stripe_base_url, **urls)
+    # 3-D Secure: checkout asks Stripe again soon, in case the webhook is slower.
+    with start_shop("buyer-web-app", {"TWEETSHOP_PAYMENT_RECHECK_INTERVAL_S": "2"}) as started:
+        yield started
 
 
 def bearer(token: str) -> dict[str, str]:

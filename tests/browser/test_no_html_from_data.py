@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tweetshop_devstack.pytest_plugin import KafkaServer, scratch_processes
 
 if TYPE_CHECKING:
+    from conftest import Shop, StartShop
     from playwright.sync_api import Browser, BrowserContext, Page, Response
 
 SLOW = 45_000  # ms: a payment goes through checkout, catalog, Stripe and back over the broker
@@ -81,34 +81,11 @@ MAP_AT_REST = """() => new Promise((resolve) => {
 })"""
 
 
-@dataclass(frozen=True)
-class Stack:
-    webapp: str
-    catalog: str
-    feed: str
-    checkout: str
-    tracking: str
-    stripe: str
-
-
 @pytest.fixture(scope="module")
-def stack(
-    request: pytest.FixtureRequest,
-    postgres_admin_dsn: str,
-    kafka_server: KafkaServer,
-    stripe_base_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
+def stack(start_shop: StartShop) -> Iterator[Shop]:
     """The whole system, as processes of its own (stopped, and its database dropped, at the end)."""
-    log_dir = tmp_path_factory.mktemp("no-html-from-data")
-    with scratch_processes(request, postgres_admin_dsn, kafka_server, log_dir) as processes:
-        env = {
-            "TWEETSHOP_STRIPE_URL": stripe_base_url,
-            "TWEETSHOP_STRIPE_PUBLISHABLE_KEY": "pk_test_browser_tests",
-            "TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY,
-        }
-        started = processes.start_many(["catalog", "feed", "checkout", "tracking", "webapp"], env=env)
-        yield Stack(stripe=stripe_base_url, **{s.name: s.base_url for s in started})
+    with start_shop("no-html-from-data", {"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY}) as started:
+        yield started
 
 
 @dataclass
@@ -183,7 +160,7 @@ def shows(page: Page, selector: str, text: str) -> None:
 
 
 def test_markup_typed_by_merchants_and_buyers_is_shown_as_text_and_never_runs(
-    stack: Stack, phone: tuple[Page, Watch], request: pytest.FixtureRequest
+    stack: Shop, phone: tuple[Page, Watch], request: pytest.FixtureRequest
 ) -> None:
     from playwright.sync_api import expect
 

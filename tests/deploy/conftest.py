@@ -106,6 +106,25 @@ def compose_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return services
 
 
+Listeners = Callable[[str], dict[str, tuple[str, int]]]
+
+
+def parse_listeners(value: str) -> dict[str, tuple[str, int]]:
+    """'NAME://host:port,...' → {NAME: (host, port)} (an empty host means every interface)."""
+    found: dict[str, tuple[str, int]] = {}
+    for item in value.split(","):
+        name, _, address = item.strip().partition("://")
+        host, _, port = address.rpartition(":")
+        found[name] = (host, int(port))
+    return found
+
+
+@pytest.fixture(scope="session")
+def listeners() -> Listeners:
+    """``listeners(value)``: Kafka's 'NAME://host:port,...' (KAFKA_LISTENERS, …) as {NAME: (host, port)}."""
+    return parse_listeners
+
+
 ServiceEnvironment = Callable[..., dict[str, str]]
 
 

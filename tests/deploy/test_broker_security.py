@@ -32,15 +32,7 @@ MOUNT = "/opt/tweetshop-kafka"
 
 ServiceEnvironment = Callable[..., dict[str, str]]
 Services = dict[str, dict[str, Any]]
-
-
-def listeners(value: str) -> dict[str, tuple[str, int]]:
-    found: dict[str, tuple[str, int]] = {}
-    for item in value.split(","):
-        name, _, address = item.strip().partition("://")
-        host, _, port = address.rpartition(":")
-        found[name] = (host, int(port))
-    return found
+Listeners = Callable[[str], dict[str, tuple[str, int]]]
 
 
 def protocol_map(env: Mapping[str, str]) -> dict[str, str]:
@@ -75,7 +67,9 @@ def service_settings(service: str, env: Mapping[str, str], monkeypatch: pytest.M
 # --- the broker ---------------------------------------------------------------------------------------------------
 
 
-def test_every_listener_a_client_can_reach_authenticates(service_environment: ServiceEnvironment) -> None:
+def test_every_listener_a_client_can_reach_authenticates(
+    service_environment: ServiceEnvironment, listeners: Listeners
+) -> None:
     env = service_environment("kafka")
     bound, protocols = listeners(env["KAFKA_LISTENERS"]), protocol_map(env)
     controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
@@ -120,7 +114,7 @@ def test_the_image_gets_no_variable_it_would_drop(service_environment: ServiceEn
 
 
 def test_kafka_is_not_published_unless_the_kafka_host_profile_asks(
-    compose_services: Services, service_environment: ServiceEnvironment
+    compose_services: Services, service_environment: ServiceEnvironment, listeners: Listeners
 ) -> None:
     assert not published(compose_services["kafka"]), "Kafka must not listen on the host by default"
     forwarder = compose_services["kafka-host"]
@@ -198,7 +192,7 @@ def test_no_other_container_gets_kafka_credentials(compose_services: Services, w
 
 
 def test_the_init_job_provisions_as_the_super_user_on_the_broker_listener(
-    compose_services: Services, service_environment: ServiceEnvironment
+    compose_services: Services, service_environment: ServiceEnvironment, listeners: Listeners
 ) -> None:
     init = compose_services["kafka-init"]
     assert init["image"] == compose_services["kafka"]["image"]

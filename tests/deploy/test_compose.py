@@ -35,6 +35,7 @@ INIT_SCRIPT_DIR = "/docker-entrypoint-initdb.d"
 
 ServiceEnvironment = Callable[..., dict[str, str]]
 Services = dict[str, dict[str, Any]]
+Listeners = Callable[[str], dict[str, tuple[str, int]]]
 
 
 def settings_class(service: str) -> type[BaseSettings]:
@@ -110,16 +111,6 @@ def healthcheck_command(service: Mapping[str, Any]) -> str:
     return test
 
 
-def listeners(value: str) -> dict[str, tuple[str, int]]:
-    """'NAME://host:port,...' → {NAME: (host, port)} (an empty host means every interface)."""
-    found: dict[str, tuple[str, int]] = {}
-    for item in value.split(","):
-        name, _, address = item.strip().partition("://")
-        host, _, port = address.rpartition(":")
-        found[name] = (host, int(port))
-    return found
-
-
 def test_compose_defines_the_four_services_and_their_infrastructure(compose_services: Services) -> None:
     missing = {*SERVICES, "kafka", "postgres", "localstripe", "localstripe-webhook"} - set(compose_services)
     assert not missing, f"docker-compose.yml lacks {sorted(missing)}"
@@ -174,7 +165,7 @@ def test_every_tweetshop_variable_names_a_setting_of_the_service(
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_reaches_kafka_inside_the_compose_network_with_idempotence(
-    service_environment: ServiceEnvironment, service: str
+    service_environment: ServiceEnvironment, service: str, listeners: Listeners
 ) -> None:
     env = service_environment(service)
     assert "TWEETSHOP_KAFKA_BOOTSTRAP_SERVERS" in env, f"{service} would look for Kafka at its localhost default"
@@ -351,7 +342,9 @@ def test_tracking_links_point_at_the_published_tracking_port(service_environment
     assert urlsplit(checkout_link).port == CONTRACT_PORTS["tracking"]
 
 
-def test_kafka_is_a_single_kraft_node(compose_services: Services, service_environment: ServiceEnvironment) -> None:
+def test_kafka_is_a_single_kraft_node(
+    compose_services: Services, service_environment: ServiceEnvironment, listeners: Listeners
+) -> None:
     assert str(compose_services["kafka"].get("image", "")).startswith("apache/kafka:3.9.")
     env = service_environment("kafka")
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
@@ -363,7 +356,7 @@ def test_kafka_is_a_single_kraft_node(compose_services: Services, service_enviro
 
 
 def test_kafka_advertises_localhost_9092_to_the_host(
-    compose_services: Services, service_environment: ServiceEnvironment
+    compose_services: Services, service_environment: ServiceEnvironment, listeners: Listeners
 ) -> None:
     env = service_environment("kafka")
     bound = listeners(env["KAFKA_LISTENERS"])

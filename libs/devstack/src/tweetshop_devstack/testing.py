@@ -7,7 +7,8 @@
   rows of one statement on a connection of its own.
 - ``read_topic`` / ``read_events`` / ``events_of`` (from ``kafka_probe``): every record (or decoded event) of a
   topic from the beginning.
-- ``order_paid``: the event that makes tracking ship an order; ``metric_value``: one sample of a ``/metrics`` text.
+- ``order_paid``: the event that makes tracking ship an order; ``order_placed``: a plain order of one unit;
+  ``metric_value``: one sample of a ``/metrics`` text; ``csp_directives``: a Content-Security-Policy, parsed.
 - ``run_sync``: a coroutine run to completion from sync code, even inside a running event loop.
 
 Services under test run as processes through the pytest plugin's ``service_process`` / ``scratch_processes``.
@@ -24,13 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from tweetshop_contracts import Destination, OrderPaid
+from tweetshop_contracts import Destination, OrderPaid, OrderPlaced
 
 from .kafka_probe import Record, events_of, read_events, read_topic
 
 __all__ = [
     "Record",
     "create_database",
+    "csp_directives",
     "drop_database",
     "dsn_with_database",
     "events_of",
@@ -39,6 +41,7 @@ __all__ = [
     "fetch",
     "metric_value",
     "order_paid",
+    "order_placed",
     "read_events",
     "read_topic",
     "run_sync",
@@ -151,6 +154,24 @@ def order_paid(
     )
 
 
+def order_placed(*, event_id: uuid.UUID | None = None, correlation_id: str = "corr") -> OrderPlaced:
+    """An ``OrderPlaced`` of one unit at 1.00 EUR, for a fresh order, product and tweet (a fresh event id unless
+    ``event_id``)."""
+    return OrderPlaced(
+        event_id=event_id or uuid.uuid4(),
+        producer="test",
+        correlation_id=correlation_id,
+        order_id=uuid.uuid4(),
+        product_id=uuid.uuid4(),
+        quantity=1,
+        tweet_id=uuid.uuid4(),
+        buyer_id="b",
+        amount_minor=100,
+        currency="EUR",
+        unit_price_minor=100,
+    )
+
+
 async def fetch(dsn: str, query: str, *args: Any) -> list[Any]:
     """The rows of one statement, on a connection of its own (opened and closed here): asyncpg Records."""
     import asyncpg
@@ -177,3 +198,12 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+def csp_directives(csp: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy header's directives: ``{"script-src": ["'self'"], …}``."""
+    parsed: dict[str, list[str]] = {}
+    for part in csp.split(";"):
+        name, *values = part.split()
+        parsed[name] = values
+    return parsed

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -204,3 +205,21 @@ def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_
     )
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def run_uvicorn(app: ASGIApp, host: str, port: int, **uvicorn_options: Any) -> None:
+    """Serve ``app`` with uvicorn as every tweetshop process does: logs are structlog's (no logging config or access
+    log of uvicorn's), 10 s for requests to finish on shutdown, and no proxy headers."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        # Who the client is, trusted_proxies decides (ratelimit.client_address; the web app's gateway.py), not
+        # uvicorn (it believes X-Forwarded-For from 127.0.0.1 by default, so any local process could pose as any
+        # address).
+        proxy_headers=False,
+        **uvicorn_options,
+    )

@@ -18,7 +18,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from tweetshop_contracts.system import SYSTEM, Group, Service, System
@@ -27,7 +26,7 @@ from tweetshop_contracts.topics import DLQ_SUFFIX, dlq_topic
 from . import db
 from .asyncapi import install_asyncapi
 from .consumer import AfterCommit, Handler, ReliableSubscriber
-from .http import install_common, install_operator_check
+from .http import install_common, install_operator_check, run_uvicorn
 from .kafka import TopicNames, create_broker, create_producer, ensure_topics
 from .kafka_security import client_security
 from .lag import ConsumerLagMonitor
@@ -424,15 +423,4 @@ def serve(app: FastAPI, settings: ServiceSettings, **uvicorn_options: Any) -> No
         settings.check_secrets()
     except InsecureSecretsError as exc:
         raise SystemExit(str(exc)) from None  # the message alone on stderr, no traceback
-    uvicorn.run(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        # Who the client is, trusted_proxies decides (ratelimit.client_address), not uvicorn (it believes
-        # X-Forwarded-For from 127.0.0.1 by default, so any local process could pose as any address).
-        proxy_headers=False,
-        **uvicorn_options,
-    )
+    run_uvicorn(app, settings.http_host, settings.http_port, **uvicorn_options)

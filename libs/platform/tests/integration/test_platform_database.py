@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import asyncpg
@@ -62,21 +61,11 @@ async def test_a_service_role_cannot_read_another_services_schema(database: Any)
 
 async def test_a_batch_claims_each_event_once_and_its_outbox_rows_keep_their_order(database: Any) -> None:
     from tweetshop_contracts import OrderPlaced
+    from tweetshop_devstack.testing import order_placed
     from tweetshop_platform import inbox, outbox
 
     def event() -> OrderPlaced:
-        return OrderPlaced(
-            producer="test",
-            correlation_id="corr",
-            order_id=uuid.uuid4(),
-            product_id=uuid.uuid4(),
-            quantity=1,
-            tweet_id=uuid.uuid4(),
-            buyer_id="b",
-            amount_minor=100,
-            currency="EUR",
-            unit_price_minor=100,
-        )
+        return order_placed()
 
     dsn = await database.provision("batchsvc")
     pool = await db.create_pool(dsn, "batchsvc", min_size=1, max_size=2)

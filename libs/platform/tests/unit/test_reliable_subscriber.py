@@ -12,6 +12,7 @@ import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from tweetshop_contracts import OrderPlaced, topics
+from tweetshop_devstack.testing import order_placed
 from tweetshop_platform.consumer import PermanentError, ReliableSubscriber
 from tweetshop_platform.kafka import TopicNames
 
@@ -50,19 +51,7 @@ class FakeDatabase:
 
 
 def placed(event_id: uuid.UUID | None = None) -> OrderPlaced:
-    return OrderPlaced(
-        event_id=event_id or uuid.uuid4(),
-        producer="test",
-        correlation_id="corr-1",
-        order_id=uuid.uuid4(),
-        product_id=uuid.uuid4(),
-        quantity=1,
-        tweet_id=uuid.uuid4(),
-        buyer_id="b",
-        amount_minor=100,
-        currency="EUR",
-        unit_price_minor=100,
-    )
+    return order_placed(event_id=event_id, correlation_id="corr-1")
 
 
 class Harness:

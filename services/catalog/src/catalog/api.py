@@ -71,17 +71,4 @@ class ProductOut(BaseModel):
 
     @classmethod
     def of(cls, p: Product) -> ProductOut:
-        return cls(
-            id=p.id,
-            merchant_id=p.merchant_id,
-            title=p.title,
-            description=p.description,
-            image_url=p.image_url,
-            price_minor=p.price_minor,
-            currency=p.currency,
-            stock_available=p.stock_available,
-            stock_reserved=p.stock_reserved,
-            stock_sold=p.stock_sold,
-            status=p.status,
-            version=p.version,
-        )
+        return cls.model_validate(p, from_attributes=True)  # the product's fields, by name

@@ -24,7 +24,6 @@ from tweetshop_contracts import (
     OrderRefunded,
     ProductUpdated,
     ShipmentCreated,
-    StockRejected,
 )
 from tweetshop_devstack.kafka_probe import publish_events
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
@@ -165,15 +164,7 @@ async def test_the_same_stock_reserved_delivered_twice_creates_one_payment_inten
 async def test_a_rejected_reservation_cancels_the_order_without_charging(checkout: Checkout) -> None:
     product = await checkout.list_product()
     order = (await checkout.place(checkout.order_body(product.product_id))).json()
-    rejected = StockRejected(
-        producer="catalog",
-        correlation_id="x",
-        order_id=uuid.UUID(order["id"]),
-        product_id=product.product_id,
-        quantity=1,
-        reason="only 0 left in stock, 1 asked",
-    )
-    await publish_events(checkout.kafka, checkout.namespace, rejected)
+    await checkout.reject(order, product, "only 0 left in stock, 1 asked")
 
     cancelled = await checkout.until_status(order, "cancelled")
     assert cancelled["cancellation_reason"] == "only 0 left in stock, 1 asked"

@@ -57,18 +57,7 @@ class ProductCard(BaseModel):
 
     @classmethod
     def of(cls, p: Product) -> ProductCard:
-        return cls(
-            id=p.id,
-            title=p.title,
-            description=p.description,
-            image_url=p.image_url,
-            price_minor=p.price_minor,
-            currency=p.currency,
-            stock_available=p.stock_available,
-            in_stock=p.in_stock,
-            status=p.status,
-            buyable=p.buyable,
-        )
+        return cls.model_validate(p, from_attributes=True)  # its fields and properties (in_stock, buyable), by name
 
 
 class TweetOut(BaseModel):

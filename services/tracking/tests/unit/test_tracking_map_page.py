@@ -15,6 +15,7 @@ import httpx
 import pytest
 from tracking.config import TrackingSettings
 from tracking.main import create_app, map_page_csp, tile_source
+from tweetshop_devstack.testing import csp_directives
 
 OPERATOR_KEY = "unit-test-operator-key"
 SETTINGS = TrackingSettings(operator_key=OPERATOR_KEY, log_format="console", log_level="WARNING")
@@ -29,19 +30,11 @@ async def api() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def directives(csp: str) -> dict[str, list[str]]:
-    parsed: dict[str, list[str]] = {}
-    for part in csp.split(";"):
-        name, *values = part.split()
-        parsed[name] = values
-    return parsed
-
-
 async def test_the_map_page_comes_with_a_strict_content_security_policy(api: httpx.AsyncClient) -> None:
     page = await api.get(f"/track/{ORDER}", headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
 
     assert page.status_code == 200
-    csp = directives(page.headers["content-security-policy"])
+    csp = csp_directives(page.headers["content-security-policy"])
     assert csp["script-src"] == ["'self'"], "no inline script, no eval, no other origin"
     assert csp["style-src"] == ["'self'"]
     assert csp["default-src"] == ["'none'"]
@@ -80,8 +73,8 @@ def test_tiles_are_allowed_from_their_own_server_only() -> None:
     assert tile_source("") is None
     assert tile_source("javascript:alert(1)") is None
     with_tiles = SETTINGS.model_copy(update={"map_tile_url": "https://tiles.example/{z}/{x}/{y}.png"})
-    assert directives(map_page_csp(with_tiles))["img-src"] == ["'self'", "data:", "https://tiles.example"]
-    assert directives(map_page_csp(SETTINGS))["img-src"] == ["'self'", "data:"]
+    assert csp_directives(map_page_csp(with_tiles))["img-src"] == ["'self'", "data:", "https://tiles.example"]
+    assert csp_directives(map_page_csp(SETTINGS))["img-src"] == ["'self'", "data:"]
 
 
 @pytest.mark.parametrize("name", ["token", "access_token"])

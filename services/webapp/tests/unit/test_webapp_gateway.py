@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -16,27 +15,10 @@ from webapp import gateway
 from webapp.config import WebappSettings
 from webapp.main import create_app
 
+if TYPE_CHECKING:
+    from conftest import OpenWebapp
+
 Handler = Callable[[httpx.Request], Any]
-
-SETTINGS = WebappSettings(
-    catalog_url="http://catalog.test",
-    feed_url="http://feed.test",
-    checkout_url="http://checkout.test",
-    tracking_url="http://tracking.test",
-    stripe_url="http://127.0.0.1:8420",
-    log_format="console",
-    log_level="WARNING",
-)
-
-
-@contextlib.asynccontextmanager
-async def webapp(handler: Handler, settings: WebappSettings = SETTINGS) -> AsyncIterator[httpx.AsyncClient]:
-    """The web app in this process, its services answered by ``handler``."""
-    app = create_app(settings, transport=httpx.MockTransport(handler))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://webapp") as client:
-            yield client
 
 
 def answer(status: int, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -82,9 +64,11 @@ def healthy(request: httpx.Request) -> httpx.Response:
         ("catalog", "merchants/a b", "/merchants/a%20b"),
     ],
 )
-def test_public_resources_of_the_four_services_are_routed(service: str, path: str, upstream_path: str) -> None:
-    target = gateway.route(SETTINGS.upstreams, service, path)
-    assert target.base_url == SETTINGS.upstreams[service]
+def test_public_resources_of_the_four_services_are_routed(
+    service: str, path: str, upstream_path: str, webapp_settings: WebappSettings
+) -> None:
+    target = gateway.route(webapp_settings.upstreams, service, path)
+    assert target.base_url == webapp_settings.upstreams[service]
     assert target.path == upstream_path
 
 
@@ -101,15 +85,15 @@ def test_public_resources_of_the_four_services_are_routed(service: str, path: st
         ("feed", ""),
     ],
 )
-def test_anything_else_is_refused(service: str, path: str) -> None:
+def test_anything_else_is_refused(service: str, path: str, webapp_settings: WebappSettings) -> None:
     with pytest.raises(gateway.RouteRefused):
-        gateway.route(SETTINGS.upstreams, service, path)
+        gateway.route(webapp_settings.upstreams, service, path)
 
 
 # --- passing requests through ------------------------------------------------------------------------
 
 
-async def test_a_request_reaches_its_service_with_what_the_api_needs_and_nothing_else() -> None:
+async def test_a_request_reaches_its_service_with_what_the_api_needs_and_nothing_else(webapp: OpenWebapp) -> None:
     seen, handler = recorder(200, {"id": "o1", "status": "pending"}, {"Idempotent-Replayed": "true"})
     async with webapp(handler) as client:
         response = await client.post(
@@ -135,7 +119,7 @@ async def test_a_request_reaches_its_service_with_what_the_api_needs_and_nothing
     assert sent.content == b'{"quantity":1}'
 
 
-async def test_errors_of_a_service_reach_the_page_unchanged() -> None:
+async def test_errors_of_a_service_reach_the_page_unchanged(webapp: OpenWebapp) -> None:
     body = {"error": "insufficient_stock", "message": "'Mug' is sold out"}
     _, handler = recorder(409, body)
     async with webapp(handler) as client:
@@ -143,7 +127,7 @@ async def test_errors_of_a_service_reach_the_page_unchanged() -> None:
     assert (response.status_code, response.json()) == (409, body)
 
 
-async def test_a_service_that_does_not_answer_is_a_clear_502_or_504() -> None:
+async def test_a_service_that_does_not_answer_is_a_clear_502_or_504(webapp: OpenWebapp) -> None:
     async def refused(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
@@ -160,7 +144,7 @@ async def test_a_service_that_does_not_answer_is_a_clear_502_or_504() -> None:
     assert (late.status_code, late.json()["error"]) == (504, "upstream_timeout")
 
 
-async def test_unknown_apis_and_private_paths_are_404_without_calling_anyone() -> None:
+async def test_unknown_apis_and_private_paths_are_404_without_calling_anyone(webapp: OpenWebapp) -> None:
     seen, handler = recorder(200)
     async with webapp(handler) as client:
         answers = [
@@ -172,7 +156,9 @@ async def test_unknown_apis_and_private_paths_are_404_without_calling_anyone() -
     assert seen == []
 
 
-async def test_server_sent_events_are_passed_on_as_they_come_not_when_the_stream_ends() -> None:
+async def test_server_sent_events_are_passed_on_as_they_come_not_when_the_stream_ends(
+    webapp_settings: WebappSettings,
+) -> None:
     second_may_go = asyncio.Event()
 
     async def events() -> AsyncIterator[bytes]:
@@ -185,7 +171,7 @@ async def test_server_sent_events_are_passed_on_as_they_come_not_when_the_stream
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=events())
 
     # A real server: the in-process ASGI transport would wait for the whole answer.
-    app = create_app(SETTINGS, transport=httpx.MockTransport(handler))
+    app = create_app(webapp_settings, transport=httpx.MockTransport(handler))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -213,7 +199,7 @@ async def test_server_sent_events_are_passed_on_as_they_come_not_when_the_stream
 # --- health, pages, configuration --------------------------------------------------------------------
 
 
-async def test_ready_only_when_the_four_services_answer() -> None:
+async def test_ready_only_when_the_four_services_answer(webapp: OpenWebapp) -> None:
     async def feed_down(request: httpx.Request) -> httpx.Response:
         if request.url.host == "feed.test":
             raise httpx.ConnectError("refused", request=request)
@@ -234,7 +220,7 @@ async def test_ready_only_when_the_four_services_answer() -> None:
 
 
 @pytest.mark.parametrize("path", ["/", "/orders", "/orders/0f8e4c2a-2d1e-4c57-9d0c-7d3f0b8a1e55", "/merchant"])
-async def test_pages_are_html_that_may_only_load_scripts_from_here_and_stripe(path: str) -> None:
+async def test_pages_are_html_that_may_only_load_scripts_from_here_and_stripe(path: str, webapp: OpenWebapp) -> None:
     async with webapp(healthy) as client:
         response = await client.get(path)
     assert response.status_code == 200
@@ -246,7 +232,7 @@ async def test_pages_are_html_that_may_only_load_scripts_from_here_and_stripe(pa
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-async def test_scripts_and_styles_are_served() -> None:
+async def test_scripts_and_styles_are_served(webapp: OpenWebapp) -> None:
     async with webapp(healthy) as client:
         for path in ("/static/js/buy.js", "/static/js/stripe-pay.js", "/static/app.css", "/static/icon.svg"):
             response = await client.get(path)
@@ -254,11 +240,12 @@ async def test_scripts_and_styles_are_served() -> None:
         assert (await client.get("/static/nothing.js")).status_code == 404
 
 
-async def test_pages_use_the_local_stripe_stand_in_or_real_stripe_as_configured() -> None:
+async def test_pages_use_the_local_stripe_stand_in_or_real_stripe_as_configured(
+    webapp: OpenWebapp, real_stripe: WebappSettings
+) -> None:
     async with webapp(healthy) as client:
         local = (await client.get("/config.json")).json()["stripe"]
-    real_settings = SETTINGS.model_copy(update={"stripe_url": "", "stripe_publishable_key": "pk_live_abc"})
-    async with webapp(healthy, real_settings) as client:
+    async with webapp(healthy, real_stripe) as client:
         real = (await client.get("/config.json")).json()["stripe"]
         csp = (await client.get("/")).headers["content-security-policy"]
 

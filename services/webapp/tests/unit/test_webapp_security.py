@@ -3,37 +3,19 @@ from data as text only (checked in their source here; in Chromium by tests/brows
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from webapp.config import WebappSettings
-from webapp.main import STATIC_DIR, create_app
+from tweetshop_devstack.testing import csp_directives
+from webapp.main import STATIC_DIR
 
-SETTINGS = WebappSettings(
-    catalog_url="http://catalog.test",
-    feed_url="http://feed.test",
-    checkout_url="http://checkout.test",
-    tracking_url="http://tracking.test",
-    stripe_url="http://127.0.0.1:8420",
-    log_format="console",
-    log_level="WARNING",
-)
-REAL_STRIPE = SETTINGS.model_copy(update={"stripe_url": "", "stripe_publishable_key": "pk_live_abc"})
-
-
-@contextlib.asynccontextmanager
-async def webapp(
-    handler: Callable[[httpx.Request], Any], settings: WebappSettings = SETTINGS
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, transport=httpx.MockTransport(handler))
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as client:
-        yield client
+if TYPE_CHECKING:
+    from conftest import OpenWebapp
+    from webapp.config import WebappSettings
 
 
 def services(request: httpx.Request) -> httpx.Response:
@@ -53,14 +35,6 @@ def services(request: httpx.Request) -> httpx.Response:
     )
 
 
-def directives(csp: str) -> dict[str, list[str]]:
-    parsed: dict[str, list[str]] = {}
-    for part in csp.split(";"):
-        name, *values = part.split()
-        parsed[name] = values
-    return parsed
-
-
 EVERY_KIND_OF_ANSWER = [
     "/",
     "/orders",
@@ -76,11 +50,11 @@ EVERY_KIND_OF_ANSWER = [
 
 
 @pytest.mark.parametrize("path", EVERY_KIND_OF_ANSWER)
-async def test_every_answer_carries_a_strict_csp_nosniff_and_no_referrer(path: str) -> None:
+async def test_every_answer_carries_a_strict_csp_nosniff_and_no_referrer(path: str, webapp: OpenWebapp) -> None:
     async with webapp(services) as client:
         response = await client.get(path)
 
-    csp = directives(response.headers["content-security-policy"])
+    csp = csp_directives(response.headers["content-security-policy"])
     assert csp["script-src"] == ["'self'", "http://127.0.0.1:8420"], "here and the Stripe stand-in; nothing inline"
     assert csp["style-src"] == ["'self'"], "the stand-in styles itself through the CSSOM only"
     assert csp["object-src"] == ["'none'"]
@@ -91,9 +65,11 @@ async def test_every_answer_carries_a_strict_csp_nosniff_and_no_referrer(path: s
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-async def test_with_real_stripe_scripts_come_from_here_and_stripe_only_and_never_inline() -> None:
-    async with webapp(services, REAL_STRIPE) as client:
-        csp = directives((await client.get("/")).headers["content-security-policy"])
+async def test_with_real_stripe_scripts_come_from_here_and_stripe_only_and_never_inline(
+    webapp: OpenWebapp, real_stripe: WebappSettings
+) -> None:
+    async with webapp(services, real_stripe) as client:
+        csp = csp_directives((await client.get("/")).headers["content-security-policy"])
 
     assert csp["script-src"][0] == "'self'"
     assert all(source.startswith("https://") and "stripe.com" in source for source in csp["script-src"][1:])
