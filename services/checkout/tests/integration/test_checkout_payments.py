@@ -580,6 +580,24 @@ async def test_a_webhook_never_adopts_an_intent_the_order_has_not_recorded(check
     assert (now["status"], now["payment_intent_id"]) == ("pending", None)
 
 
+async def test_a_payment_naming_an_order_that_ended_without_one_is_recorded_not_applied(checkout: Checkout) -> None:
+    product = await checkout.list_product()
+    order = (await checkout.place(checkout.order_body(product.product_id))).json()
+    async with checkout.http() as http:
+        cancelled = await http.post(
+            f"/orders/{order['id']}/cancel", headers={"Authorization": f"Bearer {order['access_token']}"}
+        )
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    late = await a_paid_intent(checkout, order["id"], amount=1200)
+    payload = json.dumps(a_stripe_event("payment_intent.succeeded", late)).encode()
+    async with checkout.http() as http:
+        answer = await http.post("/webhooks/stripe", content=payload, headers=checkout.signed(payload))
+    assert (answer.status_code, answer.json()["outcome"]) == (200, "mismatch")
+    assert await mismatches_of(checkout, order["id"]) == [(late["id"], "unrecorded_intent", "webhook")]
+    now = await checkout.get_order(order["id"], order["access_token"])
+    assert (now["status"], now["payment_intent_id"]) == ("cancelled", None)
+
+
 async def test_recovery_after_a_lost_answer_adopts_only_an_intent_at_the_orders_price(checkout: Checkout) -> None:
     product = await checkout.list_product(price_minor=900)
     order = (await checkout.place(checkout.order_body(product.product_id))).json()

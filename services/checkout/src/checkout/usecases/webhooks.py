@@ -57,8 +57,10 @@ async def handle_stripe_event(
         return "duplicate"
     if order_id is None or status is None:
         return "not_ours"  # another shop on the same Stripe account (or localstripe shared by tests)
-    if recorded_intent is None:
+    if recorded_intent is None and status in AWAITING_PAYMENT:
         return "deferred"  # the payment step creating this order's intent records it (or finds it after a crash)
+    if recorded_intent is None and kind != "paid":
+        return "no_change"  # the order ended without an intent: news that some intent did not pay changes nothing
     if said.id != recorded_intent:
         if kind != "paid":
             return "no_change"  # another intent failed or was cancelled: only the order's own intent matters
@@ -75,7 +77,9 @@ async def handle_stripe_event(
                 status=503,
             ) from exc
     else:
-        outcome = said.outcome()  # a foreign intent claims the order: recorded as a mismatch, never applied
+        # A foreign intent claims the order, or a payment names an order that ended without one: recorded as a
+        # mismatch (money may have to go back by hand), never applied.
+        outcome = said.outcome()
     async with unit_of_work(pool) as uow:
         if not await repository.record_stripe_event(uow.conn, event_id, event_type, order_id):
             return "duplicate"
