@@ -1,13 +1,13 @@
-"""`make bench`: the orders and the locations benchmarks, then one markdown summary of both.
+"""`make bench`: the orders, the locations and the drop benchmarks, then one markdown summary of them.
 
     python -m bench.run_all            # full size (about half an hour on 2 cores)
     python -m bench.run_all --tiny     # the smoke size, a minute or two
 
 Writes ``bench/results/orders.json`` (or ``orders-tiny.json``), whatever
-``bench.locations`` writes (``locations.json``), the orders profile
-(``profile-*.txt``) and ``bench/results/summary.md``. The locations benchmark
-runs as its own process (it starts its own broker and database) when the
-``bench.locations`` package exists.
+``bench.locations`` writes (``locations.json``), ``drop.json`` (or
+``drop-tiny.json``), the orders profile (``profile-*.txt``) and
+``bench/results/summary.md``. The locations and the drop benchmarks run each as
+its own process (each starts its own broker and database).
 """
 
 from __future__ import annotations
@@ -54,13 +54,32 @@ def run_locations(tiny: bool, results_dir: Path) -> tuple[dict[str, Any] | None,
         return data, f"_results in {output.name}; no table ({exc!r})._"
 
 
+def run_drop(tiny: bool, results_dir: Path) -> str:
+    """Run ``python -m bench.drop``; a markdown section for the summary."""
+    output = results_dir / ("drop-tiny.json" if tiny else "drop.json")
+    output.unlink(missing_ok=True)  # never a stale table
+    argv = [sys.executable, "-m", "bench.drop", "--results-dir", str(results_dir), *(["--tiny"] if tiny else [])]
+    say("drop: " + " ".join(argv[1:]))
+    code = subprocess.run(argv, cwd=REPO_ROOT, check=False).returncode
+    if not output.exists():
+        return f"_bench.drop exited with code {code} and wrote nothing; see its output above._"
+    table = markdown_table(json.loads(output.read_text()).get("summary_rows", []))
+    return table if code == 0 else f"_bench.drop exited with code {code} (a goal was missed)._\n\n{table}"
+
+
 def _steal_words(share: float | None) -> str:
     if share is None:
         return ""
     return f"the hypervisor took {share:.0%} of the CPU time during the orders run (steal); "
 
 
-def write_summary(results_dir: Path, orders: dict[str, Any] | None, locations_md: str | None, tiny: bool) -> Path:
+def write_summary(
+    results_dir: Path,
+    orders: dict[str, Any] | None,
+    locations_md: str | None,
+    tiny: bool,
+    drop_md: str | None = None,
+) -> Path:
     """``summary.md``: where it ran, the orders table, the locations table."""
     machine = (orders or {}).get("machine") or machine_info()
     lines = [
@@ -96,6 +115,15 @@ def write_summary(results_dir: Path, orders: dict[str, Any] | None, locations_md
             locations_md,
             "",
         ]
+    if drop_md is not None:
+        lines += [
+            "## The drop (5,000 buyers, 300 units, one tweet; `bench/drop/`)",
+            "",
+            drop_md,
+            "",
+            "Details: `drop.json`.",
+            "",
+        ]
     path = results_dir / ("summary-tiny.md" if tiny else "summary.md")
     path.write_text("\n".join(lines))
     return path
@@ -119,7 +147,9 @@ def rebuild_summary(results_dir: Path, tiny: bool) -> int:
             locations_md = str(module.markdown(data["results"]))
         except (ImportError, AttributeError, KeyError, TypeError) as exc:
             locations_md = f"_results in {locations_file.name}; no table ({exc!r})._"
-    path = write_summary(results_dir, orders, locations_md, tiny)
+    drop_file = results_dir / f"drop{suffix}.json"
+    drop_md = markdown_table(json.loads(drop_file.read_text()).get("summary_rows", [])) if drop_file.exists() else None
+    path = write_summary(results_dir, orders, locations_md, tiny, drop_md)
     print(path.read_text(), flush=True)
     return 0
 
@@ -130,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="the smoke size")
     parser.add_argument("--skip-orders", action="store_true")
     parser.add_argument("--skip-locations", action="store_true")
+    parser.add_argument("--skip-drop", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--orders-args", default="", help="extra arguments for bench.orders, e.g. '--modes b'")
     parser.add_argument("--summary-only", action="store_true", help="rebuild summary.md from the JSON files there")
@@ -145,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     locations_md: str | None = None
     if not args.skip_locations:
         _, locations_md = run_locations(args.tiny, args.results_dir)
-    path = write_summary(args.results_dir, orders, locations_md, args.tiny)
+    drop_md = None if args.skip_drop else run_drop(args.tiny, args.results_dir)
+    path = write_summary(args.results_dir, orders, locations_md, args.tiny, drop_md)
     say(f"summary in {path}")
     print(path.read_text(), flush=True)
     return 0

@@ -13,7 +13,11 @@ Served (the subset of the Stripe API that ``checkout.gateway`` calls):
 (``limit``, ``starting_after``), ``GET /v1/payment_intents/{id}``,
 ``POST /v1/payment_intents/{id}/confirm``, ``POST /v1/payment_intents/{id}/cancel``,
 ``POST /v1/refunds``, ``GET /v1/refunds`` (``payment_intent``). ``Idempotency-Key``
-is honoured as Stripe does. ``pm_card_visa_chargeDeclined`` is declined.
+is honoured as Stripe does. ``pm_card_visa_chargeDeclined`` is declined. A payment
+method whose id starts with ``pm_card_threeDSecure2Required`` (Stripe's own 3-D Secure
+test card; the stand-in accepts a suffix so each buyer has a card of its own) is
+answered ``requires_action`` (stand-in behaviour for the drop benchmark: the buyer is
+asked to authenticate, and in the benchmark never does).
 With ``--webhook-url`` it also posts a signed ``payment_intent.succeeded`` event
 for each successful charge, as Stripe does.
 
@@ -44,6 +48,8 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 LABEL = "tweetshop-bench"
 DECLINED_METHODS = frozenset({"pm_card_visa_chargeDeclined", "pm_card_chargeDeclined", "pm_card_chargeCustomerFail"})
+# Stand-in only: any payment method id with this prefix needs 3-D Secure (answered requires_action, never completed).
+THREE_D_SECURE_PREFIX = "pm_card_threeDSecure2Required"
 
 
 @dataclass
@@ -199,6 +205,11 @@ class StandIn:
                 decline_code="generic_decline",
                 payment_intent=intent,
             )
+        if str(intent["payment_method"] or "").startswith(THREE_D_SECURE_PREFIX):
+            # Stand-in: the buyer must authenticate (3-D Secure) with the client secret; nothing is charged yet.
+            intent["status"] = "requires_action"
+            intent["next_action"] = {"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure_redirect"}}
+            return _ok(intent)
         intent["status"] = "succeeded"
         intent["amount_received"] = intent["amount"]
         self._send_webhook("payment_intent.succeeded", intent)
