@@ -36,6 +36,15 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return body
 
 
+def too_many_requests(code: str, message: str, retry_after_s: float, **details: Any) -> JSONResponse:
+    """The one 429 answer (rate limits, the web app's stream caps, checkout's unpaid-order cap): ``Retry-After``
+    in whole seconds, at least 1, and the usual error body with ``details.retry_after_s``."""
+    wait = max(1, math.ceil(retry_after_s))
+    return JSONResponse(
+        error_body(code, message, retry_after_s=wait, **details), status_code=429, headers={"Retry-After": str(wait)}
+    )
+
+
 class BodySizeLimit:
     """Refuses bodies over the limit with 413 before anything parses them."""
 
@@ -139,10 +148,9 @@ def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        headers = None
         if isinstance(exc, TooManyRequests):
-            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-        return JSONResponse(error_body(exc.code, exc.message, **exc.details), status_code=exc.status, headers=headers)
+            return too_many_requests(exc.code, exc.message, exc.retry_after_s, **exc.details)
+        return JSONResponse(error_body(exc.code, exc.message, **exc.details), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

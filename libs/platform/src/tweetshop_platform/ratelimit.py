@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from .errors import DomainError
-from .http import error_body
+from .http import too_many_requests
 from .settings import ServiceSettings
 
 WRITES = "writes"
@@ -80,16 +80,6 @@ class RateLimited(Exception):
     def response(self) -> JSONResponse:
         """The JSON error answer, in the shape of every other error."""
         return too_many_requests(self.code, self.message, self.retry_after_s, limit=self.limit)
-
-
-def too_many_requests(code: str, message: str, retry_after_s: int, **details: Any) -> JSONResponse:
-    """429 with ``Retry-After`` (whole seconds, at least 1) and the usual error body."""
-    retry_after_s = max(1, retry_after_s)
-    return JSONResponse(
-        error_body(code, message, retry_after_s=retry_after_s, **details),
-        status_code=429,
-        headers={"Retry-After": str(retry_after_s)},
-    )
 
 
 def parse_limit(text: str, name: str) -> list[RateLimitItem]:

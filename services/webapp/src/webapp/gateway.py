@@ -26,14 +26,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import Receive, Scope, Send
-from tweetshop_platform.http import error_body
+from tweetshop_platform.http import error_body, too_many_requests
 from tweetshop_platform.ratelimit import (
     RATE_LIMITED,
     Network,
     client_address,
     parse_trusted_proxies,
     presented_credential,
-    too_many_requests,
 )
 
 from .config import WebappSettings
