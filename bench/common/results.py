@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
+HISTORY_DIR = RESULTS_DIR / "history"
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,42 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(name: str, data: Mapping[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
-    """Write ``<results_dir>/<name>.json`` (nan and inf become null)."""
-    return write_json_file(results_dir / f"{name}.json", data)
+    """Write ``<results_dir>/<name>.json`` (nan and inf become null); a full-size run written to the
+    repository's results also goes into its history (``write_history``)."""
+    path = write_json_file(results_dir / f"{name}.json", data)
+    if results_dir.resolve() == RESULTS_DIR.resolve() and not name.endswith("-tiny"):
+        write_history(name, data)
+    return path
+
+
+def current_commit(repo: Path = RESULTS_DIR.parent.parent) -> tuple[str, bool]:
+    """The short commit the benchmark ran on, and whether the work tree had changes beside it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+    return commit, bool(changes)
+
+
+def write_history(name: str, data: Mapping[str, Any], history_dir: Path = HISTORY_DIR) -> Path:
+    """Keep this run in ``bench/results/history/<date>-<commit>.json`` (committed with the code), under its
+    benchmark's name beside the other benchmarks run on that commit that day, so progress can be read from
+    the repository. A later run of the same benchmark on the same commit and day replaces the earlier one."""
+    commit, dirty = current_commit()
+    path = history_dir / f"{time.strftime('%Y-%m-%d')}-{commit}.json"
+    runs: dict[str, Any] = {}
+    if path.exists():
+        try:
+            runs = json.loads(path.read_text()).get("runs", {})
+        except (json.JSONDecodeError, AttributeError):
+            runs = {}
+    runs[name] = dict(data)
+    return write_json_file(path, {"commit": commit, "work_tree_changed": dirty, "runs": runs})
 
 
 def write_json_file(path: Path, data: Mapping[str, Any]) -> Path:
