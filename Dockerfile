@@ -1,8 +1,8 @@
 # One image recipe for every tweetshop service; pick the service at build time:
 #   docker build --build-arg SERVICE=catalog -t tweetshop/catalog .
 # The image holds tweetshop-contracts, tweetshop-platform and that one service,
-# installed (not editable) with the pinned versions of constraints.txt, and runs
-# `python -m $SERVICE` as a non-root user. libs/devstack never goes in.
+# installed (not editable) over the third-party packages of the hashed lock lock/services.txt
+# (lock/README.md), and runs `python -m $SERVICE` as a non-root user. libs/devstack never goes in.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -16,14 +16,22 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Dependencies first: they change less often than the code, so this layer stays cached.
+# Third-party packages first, only from the hashed lock files: they change less often than the code, so this
+# layer stays cached. The installer and build backend (lock/build.txt), then the runtime set of the five images
+# (lock/services.txt), at the versions of `make install`; pip refuses a file whose hash is not in the lock.
+COPY lock/build.txt lock/services.txt lock/
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r lock/build.txt \
+ && /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-build-isolation -r lock/services.txt
 COPY constraints.txt ./
 COPY libs/contracts/ libs/contracts/
 COPY libs/platform/ libs/platform/
 COPY services/${SERVICE}/ services/${SERVICE}/
-# Versions come from constraints.txt (-c): the same pins as `make install`.
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt \
-      ./libs/contracts ./libs/platform "./services/${SERVICE}"
+# The packages from the tree, built with the locked setuptools; --no-deps: nothing is resolved past the lock
+# (-c constraints.txt, the hand-edited pins, adds nothing then). pip check fails the build if the lock lacks
+# something they need (run `make lock`).
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation -c constraints.txt \
+      ./libs/contracts ./libs/platform "./services/${SERVICE}" \
+ && /opt/venv/bin/pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE

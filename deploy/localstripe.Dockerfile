@@ -10,8 +10,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-# Same pin as constraints.txt (a test checks they agree).
-RUN pip install --no-cache-dir localstripe==1.15.10
+# Only from the hashed lock files (lock/README.md): the installer and build backend, then localstripe (an sdist,
+# built with that setuptools) and what it needs. The third install downloads nothing (--no-index): it fails unless
+# the locked localstripe is this pin, constraints.txt's (tests/deploy/test_images.py checks the two agree).
+COPY lock/build.txt lock/localstripe.txt /tmp/lock/
+RUN pip install --no-cache-dir --require-hashes -r /tmp/lock/build.txt \
+ && pip install --no-cache-dir --require-hashes --no-build-isolation -r /tmp/lock/localstripe.txt \
+ && pip install --no-cache-dir --no-index --no-deps localstripe==1.15.10 \
+ && pip check \
+ && rm -r /tmp/lock
 RUN groupadd --system --gid 10001 localstripe \
  && useradd --system --uid 10001 --gid localstripe --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin localstripe
