@@ -1,11 +1,13 @@
-"""Container health probe: exit 0 when the service's GET /healthz answers 200, else 1.
+"""Container health probe: exit 0 when the service's GET /healthz (or the URL given) answers 200, else 1.
 
-Used by the image's HEALTHCHECK. Standard library only on its usual path, so it
-starts fast and does not import the service. Usage: ``healthcheck.py [URL]``;
-without a URL it probes ``http://127.0.0.1:<port>/healthz`` with the port from
-TWEETSHOP_HTTP_PORT, else the service's contract port (SERVICE names it), read
-from the system's declaration (tweetshop_contracts.system, installed in every
-service image) only then.
+Used by the image's HEALTHCHECK (liveness, /healthz) and by docker-compose.yml's healthchecks, which pass the
+service's /readyz: healthy there means the database and the broker answer (the web app: the four APIs). On a
+refusal it prints the status and the start of the answer, which for /readyz names the failing dependency
+(``docker inspect`` shows it in the health log). Standard library only on its usual path, so it starts fast and
+does not import the service. Usage: ``healthcheck.py [URL]``; without a URL it probes
+``http://127.0.0.1:<port>/healthz`` with the port from TWEETSHOP_HTTP_PORT, else the service's contract port
+(SERVICE names it), read from the system's declaration (tweetshop_contracts.system, installed in every service
+image) only then.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import urllib.error
 import urllib.request
 
 FALLBACK_PORT = 8000
+# How much of a refusal's answer is printed (a /readyz answer names each check in a few hundred bytes).
+DETAIL_BYTES = 500
 
 
 def contract_ports() -> dict[str, int]:
@@ -33,20 +37,34 @@ def default_url(environ: dict[str, str]) -> str:
     return f"http://127.0.0.1:{port}/healthz"
 
 
-def probe(url: str, timeout: float = 3.0) -> bool:
-    """True when ``url`` answers 200 within ``timeout`` seconds."""
+def check(url: str, timeout: float = 3.0) -> str | None:
+    """None when ``url`` answers 200 within ``timeout`` seconds, else why not (status and the answer's start)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+            return None if response.status == 200 else f"status {response.status}"
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = exc.read(DETAIL_BYTES).decode("utf-8", "replace").strip()
+        except OSError:
+            detail = ""
+        finally:
+            exc.close()
+        return f"status {exc.code}" + (f": {detail}" if detail else "")
+    except (urllib.error.URLError, OSError) as exc:
+        return f"no answer: {getattr(exc, 'reason', exc)}"
+
+
+def probe(url: str, timeout: float = 3.0) -> bool:
+    """True when ``url`` answers 200 within ``timeout`` seconds."""
+    return check(url, timeout) is None
 
 
 def main(argv: list[str]) -> int:
     url = argv[1] if len(argv) > 1 else default_url(dict(os.environ))
-    if probe(url):
+    problem = check(url)
+    if problem is None:
         return 0
-    print(f"unhealthy: {url}", file=sys.stderr)
+    print(f"unhealthy: {url}: {problem}", file=sys.stderr)
     return 1
 
 

@@ -4,8 +4,8 @@
 # Sourced by deploy/kafka/init.sh, which sets KAFKA_BIN, BOOTSTRAP and ADMIN_CONFIG.
 # Every command is idempotent: running it again changes nothing.
 
-# The SCRAM users: one per service, and the operator (the `tweetshop` command).
-TWEETSHOP_KAFKA_USERS="catalog checkout feed tracking operator"
+# The SCRAM users: one per service, the operator (`tweetshop`) and the monitor (the lag exporter).
+TWEETSHOP_KAFKA_USERS="catalog checkout feed tracking operator monitor"
 # Partitions of each topic (the services' TWEETSHOP_KAFKA_TOPIC_PARTITIONS default); one broker: one replica.
 PARTITIONS="${PARTITIONS:-6}"
 REPLICATION_FACTOR="${REPLICATION_FACTOR:-1}"
@@ -42,6 +42,10 @@ tweetshop_apply_acls() {
   "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:feed --operation Read --group feed. --resource-pattern-type prefixed --force
   "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:feed --operation Describe --operation Read --topic catalog.merchants.v1 --topic catalog.products.v1 --resource-pattern-type literal --force
   "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:feed --operation Describe --operation Write --topic catalog.merchants.v1.dlq --topic catalog.products.v1.dlq --topic feed.buyable-tweets.v1 --resource-pattern-type literal --force
+  "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:monitor --operation Describe --cluster --resource-pattern-type literal --force
+  "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:monitor --operation Describe --group tweetshop.dlq-cursor --resource-pattern-type literal --force
+  "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:monitor --operation Describe --group catalog. --group checkout. --group feed. --group tracking. --resource-pattern-type prefixed --force
+  "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:monitor --operation Describe --topic catalog.merchants.v1 --topic catalog.merchants.v1.dlq --topic catalog.products.v1 --topic catalog.products.v1.dlq --topic catalog.reservations.v1 --topic catalog.reservations.v1.dlq --topic checkout.orders.v1 --topic checkout.orders.v1.dlq --topic feed.buyable-tweets.v1 --topic feed.buyable-tweets.v1.dlq --topic tracking.locations.v1 --topic tracking.shipments.v1 --topic tracking.shipments.v1.dlq --resource-pattern-type literal --force
   "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:operator --operation Describe --cluster --resource-pattern-type literal --force
   "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:operator --operation Describe --group '*' --resource-pattern-type literal --force
   "$KAFKA_BIN/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --add --allow-principal User:operator --operation Read --group tweetshop.dlq-cursor --resource-pattern-type literal --force

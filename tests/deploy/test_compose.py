@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from pydantic_settings import BaseSettings
 from tweetshop_contracts.system import SYSTEM
+from tweetshop_platform import telemetry
 from tweetshop_platform.settings import InsecureSecretsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,10 +203,20 @@ def test_service_logs_in_to_postgres_as_its_own_role_with_the_password_init_crea
     assert settings.service_name == service
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_service_healthcheck_probes_healthz_on_its_port(compose_services: Services, service: str) -> None:
+@pytest.mark.parametrize("service", [*SERVICES, "webapp"])
+def test_service_healthcheck_probes_readyz_on_its_port_with_the_image_probe(
+    compose_services: Services, service: str
+) -> None:
+    """Healthy means ready (the database and the broker answer; for the web app, the four APIs), so that
+    `condition: service_healthy` waits for a service that can work; liveness alone (/healthz) said nothing of that."""
+    check = compose_services[service]["healthcheck"]
     command = healthcheck_command(compose_services[service])
-    assert re.search(rf"://(127\.0\.0\.1|localhost):{CONTRACT_PORTS[service]}/healthz\b", command), command
+    port = SYSTEM.service(service).port
+    assert re.fullmatch(rf"python /opt/tweetshop/healthcheck\.py http://127\.0\.0\.1:{port}/readyz", command), command
+    assert (ROOT / "deploy" / "healthcheck.py").is_file()
+    # Long enough for the migrations and the 60 s a service waits for Postgres and Kafka at start-up.
+    start_period = str(check["start_period"])
+    assert start_period.endswith("s") and int(start_period[:-1]) >= 90, start_period
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -435,12 +446,14 @@ def test_the_web_app_is_deployed_on_its_contract_port_behind_the_four_apis(compo
     environment = webapp["environment"]
     fields = {name.upper() for name in WebappSettings.model_fields}
     for variable in environment:
+        if variable.startswith("OTEL_") or variable == telemetry.TRACING_VARIABLE:
+            continue  # OpenTelemetry's own variables, and the switch telemetry.tracer reads itself
         assert variable.startswith("TWEETSHOP_") and variable.removeprefix("TWEETSHOP_") in fields, variable
     assert environment["TWEETSHOP_HTTP_PORT"] == "8000"
     for service, port in CONTRACT_PORTS.items():
         assert environment[f"TWEETSHOP_{service.upper()}_URL"] == f"http://{service}:{port}"
         assert webapp["depends_on"][service] == {"condition": "service_healthy"}
-    assert "http://127.0.0.1:8000/healthz" in webapp["healthcheck"]["test"]
+    assert "http://127.0.0.1:8000/readyz" in webapp["healthcheck"]["test"]
 
 
 def test_the_apis_believe_x_forwarded_for_only_from_the_web_apps_fixed_address(compose: dict[str, Any]) -> None:

@@ -181,7 +181,7 @@ def test_the_module_prints_commands_and_checks_a_file(tmp_path: Path, capsys: py
     assert acls.main(["--script", "--write", str(target)]) == 0
     assert acls.main(["--script", "--check", str(target)]) == 0
     text = target.read_text(encoding="utf-8")
-    assert 'TWEETSHOP_KAFKA_USERS="catalog checkout feed tracking operator"' in text
+    assert 'TWEETSHOP_KAFKA_USERS="catalog checkout feed tracking operator monitor"' in text
     for topic in acls.all_topics():
         assert f"--topic {topic} " in text
 

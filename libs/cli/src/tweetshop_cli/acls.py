@@ -17,6 +17,11 @@ dead-letter topic, READ the dead-letter cursor group and DESCRIBE every group (`
 writes nothing: ``tweetshop dlq replay`` republishes onto a service's topic, which only that service may write;
 deploy/kafka/README.md says how to grant it for one replay.
 
+The monitoring principal ``User:monitor`` (the broker-side lag exporter of the observability profile,
+danielqsj/kafka-exporter) may only DESCRIBE: every topic and dead-letter topic (end offsets), the cluster (it
+lists the groups), every service's consumer groups (PREFIXED ``<namespace><service>.``) and the dead-letter cursor
+group (their committed offsets). It reads no message and writes nothing.
+
 ``python -m tweetshop_cli.acls`` prints the ``kafka-acls.sh`` command lines; ``--script`` the provisioning
 script the compose init job sources (topics with their declared ``retention.ms`` and ``cleanup.policy``, SCRAM
 users, ACLs); ``--write FILE`` / ``--check FILE`` keep
@@ -37,6 +42,7 @@ from tweetshop_contracts.topics import dlq_topic
 from tweetshop_platform.lag import DLQ_CURSOR_GROUP
 
 OPERATOR = "operator"
+MONITOR = "monitor"
 CLUSTER = "kafka-cluster"
 GENERATED_SCRIPT = Path("deploy/kafka/provision.generated.sh")
 
@@ -160,6 +166,23 @@ def operator_acls(*, namespace: str = "", system: System = SYSTEM) -> list[Acl]:
     return sorted(set(acls))
 
 
+def monitor_acls(*, namespace: str = "", system: System = SYSTEM) -> list[Acl]:
+    """The lag exporter's principal: describes topics, groups and the cluster (offsets and lag), reads no message."""
+    who = principal(MONITOR)
+    acls = [Acl(who, "TOPIC", "LITERAL", namespace + name, "DESCRIBE") for name in all_topics(system)]
+    acls += [
+        Acl(who, "GROUP", "PREFIXED", group_prefix(service, namespace), "DESCRIBE") for service in services(system)
+    ]
+    acls.append(Acl(who, "GROUP", "LITERAL", namespace + DLQ_CURSOR_GROUP, "DESCRIBE"))
+    acls.append(Acl(who, "CLUSTER", "LITERAL", CLUSTER, "DESCRIBE"))  # ListGroups
+    return sorted(set(acls))
+
+
+def users(system: System = SYSTEM) -> tuple[str, ...]:
+    """Every SCRAM user the init job creates: one per service, the operator and the monitor."""
+    return (*services(system), OPERATOR, MONITOR)
+
+
 def derive(
     *,
     namespace: str = "",
@@ -168,7 +191,7 @@ def derive(
     operator: bool = True,
     system: System = SYSTEM,
 ) -> list[Acl]:
-    """The whole ACL set: every service's, and the operator's."""
+    """The whole ACL set: every service's, the operator's and the monitor's."""
     acls = [
         acl
         for service in services(system)
@@ -180,8 +203,9 @@ def derive(
             system=system,
         )
     ]
-    if operator:
+    if operator:  # the principals of tools rather than services: the operator's command and the lag exporter
         acls.extend(operator_acls(namespace=namespace, system=system))
+        acls.extend(monitor_acls(namespace=namespace, system=system))
     return acls
 
 
@@ -246,7 +270,7 @@ def script(
 ) -> str:
     """The provisioning script the compose init job sources (deploy/kafka/init.sh defines the variables)."""
     bootstrap, config = '"$BOOTSTRAP"', '"$ADMIN_CONFIG"'
-    users = " ".join([*services(system), OPERATOR])
+    every_user = " ".join(users(system))
     acls = derive(
         namespace=namespace, idempotence=idempotence, services_create_topics=services_create_topics, system=system
     )
@@ -265,8 +289,8 @@ def script(
         "# Sourced by deploy/kafka/init.sh, which sets KAFKA_BIN, BOOTSTRAP and ADMIN_CONFIG.",
         "# Every command is idempotent: running it again changes nothing.",
         "",
-        "# The SCRAM users: one per service, and the operator (the `tweetshop` command).",
-        f'TWEETSHOP_KAFKA_USERS="{users}"',
+        "# The SCRAM users: one per service, the operator (`tweetshop`) and the monitor (the lag exporter).",
+        f'TWEETSHOP_KAFKA_USERS="{every_user}"',
         "# Partitions of each topic (the services' TWEETSHOP_KAFKA_TOPIC_PARTITIONS default); one broker: one replica.",
         f'PARTITIONS="${{PARTITIONS:-{DEFAULT_PARTITIONS}}}"',
         'REPLICATION_FACTOR="${REPLICATION_FACTOR:-1}"',
