@@ -34,6 +34,23 @@ def track_state(page: Page) -> dict[str, Any]:
     return state
 
 
+# Whether the basemap's land fills a point on screen: the destination pin's tip (Leaflet's default icon is anchored
+# at its bottom centre), moved by (dlat, dlon) degrees through Web Mercator at the map's zoom, in the land path's
+# own coordinates. Natural Earth's land, not a lookup: a point in the sea must come out false. null: off the map.
+LAND_AT = """([dlat, dlon]) => {
+    const land = document.querySelector(".leaflet-basemap-pane path.basemap-land");
+    const pin = document.querySelector(".leaflet-marker-icon").getBoundingClientRect();
+    const { destination, zoom } = window.__trackState;
+    const scale = 256 * 2 ** zoom;
+    const y = (lat) => Math.log(Math.tan(Math.PI / 4 + (lat * Math.PI) / 360)) / (2 * Math.PI);
+    const x = pin.left + pin.width / 2 + (dlon / 360) * scale;
+    const at = pin.bottom - (y(destination.lat + dlat) - y(destination.lat)) * scale;
+    const map = document.getElementById("map").getBoundingClientRect();
+    if (x < map.left || x > map.right || at < map.top || at > map.bottom) return null;
+    return land.isPointInFill(new DOMPoint(x, at).matrixTransform(land.getScreenCTM().inverse()));
+}"""
+
+
 @pytest.fixture
 def tracking(service_process: Any) -> Any:
     return service_process.start("tracking", env={"TWEETSHOP_OPERATOR_KEY": OPERATOR_KEY})
@@ -65,6 +82,8 @@ def test_the_map_page_follows_the_courier_live_on_a_phone_and_reconnects_by_itse
         errors: list[str] = []
         page.on("request", lambda request: requested.append(request.url))
         page.on("pageerror", lambda error: errors.append(str(error)))
+        # A request the page's CSP blocked is only a console message: none may be there.
+        page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
         # The link checkout gives the buyer: the order's access token rides in the query.
         page.goto(f"{tracking.base_url}/track/{order_id}?token={BUYER_TOKEN}")
         page.wait_for_function("() => window.__trackState && window.__trackState.connection === 'live'")
@@ -75,6 +94,13 @@ def test_the_map_page_follows_the_courier_live_on_a_phone_and_reconnects_by_itse
         assert before["courier"] is None
         assert before["destination"] == {"lat": pytest.approx(LYON.lat), "lon": pytest.approx(LYON.lon)}
         assert page.locator(".leaflet-marker-icon").count() == 1  # the destination pin
+
+        # No tile server is set (as under `make run`): the world is the vendored Natural Earth basemap, not a void.
+        page.wait_for_function("() => window.__trackState.basemap === 'ready'")
+        assert page.locator(".leaflet-basemap-pane path.basemap-land").count() >= 1
+        assert page.locator(".leaflet-basemap-pane path.basemap-border").count() >= 1
+        assert page.evaluate(LAND_AT, [0, 0]) is True, "no land drawn under the destination (Lyon)"
+        assert "Made with Natural Earth" in page.locator(".leaflet-control-attribution").inner_text()
 
         def post(point: dict[str, float], seconds_ago: float) -> None:
             fix = {**point, "recorded_at": (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()}
@@ -124,6 +150,14 @@ def test_the_map_page_follows_the_courier_live_on_a_phone_and_reconnects_by_itse
 
     assert third["etaNote"] == "estimate · 0.3 km to go"
     assert third["routePoints"] == 3
+    # Zoomed out to France (zoom 6): the cities are named; the sea south of Lyon is not land.
+    while track_state(page)["zoom"] > 6:
+        zoom = track_state(page)["zoom"]
+        page.locator(".leaflet-control-zoom-out").click()
+        page.wait_for_function(f"() => window.__trackState.zoom < {zoom}")
+    assert page.locator(".city-label", has_text="Paris").is_visible()
+    assert page.evaluate(LAND_AT, [0, 0]) is True
+    assert page.evaluate(LAND_AT, [42.0 - LYON.lat, 5.0 - LYON.lon]) is False, "the Gulf of Lion: sea, on screen"
     # Everything the page needed came from tracking itself (Leaflet included): nothing from the internet.
     assert requested and all(url.startswith(tracking.base_url) for url in requested), requested
     assert errors == []

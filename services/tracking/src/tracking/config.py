@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
 from tweetshop_platform.settings import DEV_OPERATOR_KEY, ServiceSettings
 
-__all__ = ["DEV_OPERATOR_KEY", "TrackingSettings"]
+__all__ = ["DEV_OPERATOR_KEY", "TrackingSettings", "check_tile_url"]
+
+# A tile server's host: a DNS name or IPv4 address and a port, optionally behind Leaflet's `{s}.` subdomain.
+_TILE_HOST = re.compile(r"(\{s\}\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?")
+# What a tile URL template may hold: URL characters, none that a Content-Security-Policy or HTML treats specially.
+_TILE_URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&()*+=%{}-]+")
+_TILE_PLACEHOLDERS = {"s", "z", "x", "y", "r"}
+
+
+def check_tile_url(value: str) -> str:
+    """A tile URL template the map page may use, or ValueError saying what is wrong with it.
+
+    The template ends up in the page (as JSON data) and its origin in the page's CSP (img-src), so only a plain
+    http(s) URL with Leaflet's ``{z}/{x}/{y}`` placeholders passes: no other scheme, no quote, space, ``;`` or
+    ``,`` (which would add CSP sources or directives), no credentials, no placeholder in the host but ``{s}.``.
+    """
+    url = value.strip()
+    if not url:
+        return ""
+    if len(url) > 500 or not _TILE_URL_CHARS.fullmatch(url):
+        raise ValueError("a tile URL is at most 500 URL characters, without quotes, spaces, ';', ',', '<' or '>'")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("a tile URL starts with https:// (or http://)")
+    if not _TILE_HOST.fullmatch(parts.netloc):
+        raise ValueError("a tile URL names its server as host[:port] (or {s}.host), without credentials")
+    try:
+        port = parts.port
+    except ValueError:  # over 65535
+        port = 0
+    if port == 0:
+        raise ValueError("a tile URL's port is 1 to 65535")
+    placeholders = set(re.findall(r"\{([^{}]*)\}", url))
+    if not {"z", "x", "y"} <= placeholders:
+        raise ValueError("a tile URL holds the {z}, {x} and {y} placeholders")
+    if placeholders - _TILE_PLACEHOLDERS:
+        raise ValueError("a tile URL's placeholders are {s}, {z}, {x}, {y} and {r} only")
+    return url
 
 
 class TrackingSettings(ServiceSettings):
@@ -47,11 +87,14 @@ class TrackingSettings(ServiceSettings):
     map_tile_url: str = Field(
         default="",
         description=(
-            "Leaflet tile layer URL template, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; "
-            "empty: no tiles (the map still draws the route, the courier and the destination)"
+            "Leaflet tile layer URL template, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (its server is "
+            "added to the page's CSP img-src); empty: the vendored Natural Earth basemap (land, borders, cities), "
+            "which needs no network"
         ),
     )
-    map_tile_attribution: str = Field(default="", description="Attribution shown with the tiles (plain text)")
+    map_tile_attribution: str = Field(
+        default="", max_length=300, description="Attribution shown with the tiles (plain text, never HTML)"
+    )
     route_max_points: int = Field(default=2000, ge=1, description="Most points of the route the map page loads")
 
     # Live stream (server-sent events).
@@ -72,3 +115,8 @@ class TrackingSettings(ServiceSettings):
     )
 
     status_metrics_interval_s: float = Field(default=15, gt=0, description="How often shipments are counted by status")
+
+    @field_validator("map_tile_url")
+    @classmethod
+    def _tile_url_is_safe(cls, value: str) -> str:
+        return check_tile_url(value)

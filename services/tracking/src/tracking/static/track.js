@@ -19,6 +19,8 @@
     element.textContent = text;
     return element;
   };
+  /** ``text`` escaped as HTML: what Leaflet's attributions are given (it takes them as HTML). */
+  const escapedHtml = (text) => textElement(text).innerHTML;
   const $ = (id) => document.getElementById(id);
   const labels = {
     label_created: "Label created", picked_up: "Picked up", in_transit: "In transit",
@@ -30,22 +32,89 @@
   const state = {
     shipmentId: null, status: null, statusText: "", etaText: "", etaNote: "",
     courier: null, destination: null, routePoints: 0, connection: "connecting", updates: 0,
+    basemap: "off", // off (tiles instead) | loading | ready | failed
+    zoom: null,
   };
   window.__trackState = state;
 
   // --- the map ---------------------------------------------------------------------------
   const mapElement = $("map");
-  const map = L.map(mapElement, { zoomControl: true, attributionControl: Boolean(config.tileUrl) });
+  const map = L.map(mapElement, { zoomControl: true, attributionControl: true, maxZoom: 19 });
   if (config.tileUrl) {
     // Leaflet takes the attribution as HTML: the setting, plain text, goes in escaped.
-    const attribution = document.createElement("span");
-    attribution.textContent = config.tileAttribution || "";
-    L.tileLayer(config.tileUrl, { maxZoom: 19, attribution: attribution.innerHTML }).addTo(map);
+    L.tileLayer(config.tileUrl, { maxZoom: 19, attribution: escapedHtml(config.tileAttribution || "") }).addTo(map);
   } else {
     mapElement.classList.add("no-tiles");
+    if (config.basemap) drawBasemap(config.basemap);
   }
   L.control.scale({ imperial: false }).addTo(map);
+  map.on("zoomend", () => { state.zoom = map.getZoom(); });
   map.setView([20, 0], 2);
+
+  /** ``geojson`` whose lines cross the antimeridian (Chukotka, Fiji) run on past ±180° instead: Leaflet would draw
+   * such a step as an edge across the whole world. A longitude of 190 is drawn just east of 180. */
+  function unwrapped(geojson) {
+    const line = (points) => {
+      let shift = 0;
+      return points.map(([lon, lat], i) => {
+        if (i > 0 && Math.abs(lon - points[i - 1][0]) > 180) shift += lon < points[i - 1][0] ? 360 : -360;
+        return [lon + shift, lat];
+      });
+    };
+    const walk = (coordinates) => (typeof coordinates[0][0] === "number" ? line(coordinates) : coordinates.map(walk));
+    const geometry = (g) => (g.coordinates && g.coordinates.length ? { ...g, coordinates: walk(g.coordinates) } : g);
+    if (geojson.type === "FeatureCollection") {
+      return { ...geojson, features: geojson.features.map((f) => ({ ...f, geometry: geometry(f.geometry) })) };
+    }
+    return geojson.type === "Feature" ? { ...geojson, geometry: geometry(geojson.geometry) } : geometry(geojson);
+  }
+
+  // The vendored Natural Earth basemap (tracking's static/vendor/natural-earth), from this origin only: land,
+  // country borders, and cities (dots from zoom 3, names from zoom 5), in panes of their own under the route and
+  // the markers (z-index in track.css). None of it takes a tap; a basemap that fails to load leaves the map as before.
+  async function drawBasemap(basemap) {
+    state.basemap = "loading";
+    map.attributionControl.addAttribution(escapedHtml(basemap.attribution));
+    map.createPane("basemap");
+    map.createPane("basemap-labels");
+    const drawn = { pane: "basemap", renderer: L.svg({ pane: "basemap" }), interactive: false };
+    try {
+      const [topology, places] = await Promise.all(
+        [basemap.countries, basemap.places].map(async (url) => {
+          const response = await fetch(url);
+          if (!response.ok) throw new Error(url + ": " + response.status);
+          return response.json();
+        }),
+      );
+      L.geoJSON(unwrapped(topojson.feature(topology, topology.objects.land)), {
+        ...drawn, className: "basemap-land", style: { color: "#b7cfd9", weight: 1, fillColor: "#f3f0e8", fillOpacity: 1 },
+      }).addTo(map);
+      // Borders: the arcs two countries share (a !== b), drawn once; coasts are the land's own outline.
+      L.geoJSON(unwrapped(topojson.mesh(topology, topology.objects.countries, (a, b) => a !== b)), {
+        ...drawn, className: "basemap-border", style: { color: "#a594b3", weight: 1, dashArray: "4 3", fill: false },
+      }).addTo(map);
+      const cities = L.layerGroup();
+      for (const place of places.features) {
+        const [lon, lat] = place.geometry.coordinates;
+        L.circleMarker([lat, lon], {
+          ...drawn, className: "basemap-city", radius: 3, weight: 1, color: "#fff", fillColor: "#5b6670", fillOpacity: 1,
+        }).bindTooltip(textElement(String(place.properties.name)), {
+          pane: "basemap-labels", permanent: true, direction: "right", offset: [4, 0], className: "city-label",
+        }).addTo(cities);
+      }
+      const showCities = () => {
+        const zoom = map.getZoom();
+        if (zoom >= 3) cities.addTo(map);
+        else cities.remove();
+        mapElement.classList.toggle("show-city-labels", zoom >= 5);
+      };
+      map.on("zoomend", showCities);
+      showCities();
+      state.basemap = "ready";
+    } catch (err) {
+      state.basemap = "failed"; // the route, the courier and the destination still show on the plain ground
+    }
+  }
 
   const routeLine = L.polyline([], { color: "#1d9bf0", weight: 4, opacity: 0.85 }).addTo(map);
   let route = []; // [{lat, lon, t}] oldest first; t = recorded_at in ms
