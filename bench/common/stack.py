@@ -21,7 +21,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from tweetshop_devstack.infra import (
     register_stripe_webhook,
     stop_all,
 )
+from tweetshop_devstack.seed import following_retry_after
 from tweetshop_devstack.services import (
     BY_NAME,
     DEV_STRIPE_WEBHOOK_SECRET,
@@ -341,18 +341,15 @@ class ServiceStack:
             if product.status_code != 201:
                 raise StartupError(f"creating the product failed: {product.status_code} {product.text[:300]}")
             product_id = str(product.json()["id"])
-            deadline = time.monotonic() + 60
-            while True:
-                tweet = client.post(
+            # feed learns merchants and products from catalog's topics: 503 with Retry-After for a moment.
+            tweet = following_retry_after(
+                lambda: client.post(
                     f"{self.url('feed')}/tweets",
                     json={"merchant_id": m["id"], "text": "Benchmark mug, buy now", "product_id": product_id},
                     headers=auth,
-                )
-                if tweet.status_code == 201:
-                    break
-                # feed learns merchants and products from catalog's topics: "unknown" for a moment.
-                if tweet.status_code in (404, 409, 422) and time.monotonic() < deadline:
-                    time.sleep(0.3)
-                    continue
+                ),
+                timeout=60,
+            )
+            if tweet.status_code != 201:
                 raise StartupError(f"posting the tweet failed: {tweet.status_code} {tweet.text[:300]}")
         return Seeded(str(m["id"]), str(m["api_key"]), product_id, str(tweet.json()["id"]))

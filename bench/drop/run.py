@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 from tweetshop_contracts import topics
-from tweetshop_devstack.seed import order_body
+from tweetshop_devstack.seed import following_retry_after, order_body
 
 from bench.common.cpu import CpuMeter, machine_ticks, steal_share
 from bench.common.gc_settings import collect_like_the_services
@@ -129,21 +129,12 @@ def create_product(stack: ServiceStack, stock: int, title: str) -> Product:
         product.raise_for_status()
         product_id = str(product.json()["id"])
         deadline = time.monotonic() + 60
-        while True:
-            tweet = client.post(
-                f"{stack.url('feed')}/tweets",
-                json={
-                    "merchant_id": stack.seeded.merchant_id,
-                    "text": f"{title}: {stock} only",
-                    "product_id": product_id,
-                },
-                headers=auth,
-            )
-            if tweet.status_code == 201:
-                break
-            if tweet.status_code in (404, 409, 422) and time.monotonic() < deadline:
-                time.sleep(0.3)
-                continue
+        # feed learns the product from catalog's topics: 503 with Retry-After for a moment.
+        body = {"merchant_id": stack.seeded.merchant_id, "text": f"{title}: {stock} only", "product_id": product_id}
+        tweet = following_retry_after(
+            lambda: client.post(f"{stack.url('feed')}/tweets", json=body, headers=auth), timeout=60
+        )
+        if tweet.status_code != 201:
             raise RuntimeError(f"posting the tweet failed: {tweet.status_code} {tweet.text[:300]}")
         tweet_id = str(tweet.json()["id"])
         wait_until_checkout_knows(client, stack, product_id, tweet_id, deadline)

@@ -472,3 +472,59 @@ def test_a_merchant_opens_a_shop_lists_a_product_reprices_it_and_tweets_it(
     expect(page.locator("#shop-handle")).to_have_text(f"@{handle}")
     expect(page.locator(f'article.product-row[data-product-id="{product_id}"] .badge')).to_have_text("Delisted")
     assert httpx.get(f"{shop.catalog}/merchants/me").status_code == 401
+
+
+# Every error text a `.notice` shows, however briefly (the page must never show a new shop a transient error).
+RECORD_ERRORS_SHOWN = """
+window.errorsShown = [];
+new MutationObserver(() => {
+  for (const box of document.querySelectorAll(".notice.error")) {
+    if (!box.hidden && box.textContent) window.errorsShown.push(box.textContent);
+  }
+}).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+"""
+
+
+def test_a_brand_new_shop_tweets_its_first_product_at_once_and_sees_publishing_never_an_error(
+    shop: Shop, page: Page, request: pytest.FixtureRequest
+) -> None:
+    from playwright.sync_api import Route, expect
+
+    page.add_init_script(RECORD_ERRORS_SHOWN)
+    page.goto(shop.webapp + "/merchant")
+    page.fill("#reg-handle", f"brandnew_{uuid.uuid4().hex[:6]}")
+    page.fill("#reg-name", "Brand New")
+    page.get_by_role("button", name="Open my shop").click()
+    page.get_by_role("button", name="I saved it").click()
+    page.fill("#p-title", "First candle")
+    page.fill("#p-price", "12.00")
+    page.get_by_role("button", name="Add product").click()
+    row = page.locator("article.product-row").first
+    expect(row).to_contain_text("First candle")
+
+    # Tweeted the moment it is listed. feed may well know the product already on a fast machine: its first answer
+    # is made the "not yet, retry after 1 s" feed gives while catalog's event is on its way, and the rest are real.
+    answers: list[int] = []
+
+    def not_yet(route: Route) -> None:
+        route.fulfill(
+            status=503,
+            headers={"Retry-After": "1", "Content-Type": "application/json"},
+            body=json.dumps({"error": "product_not_yet_known", "message": "…", "details": {"retry_after_s": 1}}),
+        )
+
+    page.route("**/api/feed/tweets", not_yet, times=1)
+    page.on("response", lambda r: answers.append(r.status) if r.url.endswith("/api/feed/tweets") else None)
+    row.get_by_role("button", name="Tweet it").click()
+    row.get_by_role("button", name="Post tweet").click()
+    publishing = row.get_by_role("button", name="Publishing…")
+    expect(publishing).to_be_disabled()
+    snap(page, request, "publishing")
+    expect(row.locator(".notice")).to_contain_text("Posted!", timeout=SLOW)
+
+    assert answers[0] == 503 and answers[-1] == 201, answers
+    assert set(answers) <= {503, 201}, answers
+    assert page.evaluate("window.errorsShown") == []
+    merchant_id = page.evaluate("JSON.parse(localStorage.getItem('tweetshop.merchant')).id")
+    tweets = httpx.get(f"{shop.feed}/timeline", params={"merchant_id": merchant_id}).json()["tweets"]
+    assert [t["product"]["title"] for t in tweets] == ["First candle"]

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from tweetshop_devstack.seed import PRODUCTS, SeedResult, buy_curl, load_seed, seed
+from tweetshop_devstack.seed import PRODUCTS, SeedResult, buy_curl, following_retry_after, load_seed, seed
 
 CATALOG = "http://catalog.test"
 FEED = "http://feed.test"
@@ -46,7 +46,8 @@ class FakeShop:
         if request.url.path == "/tweets":
             if self.feed_lag_calls > 0:
                 self.feed_lag_calls -= 1
-                return httpx.Response(404, json={"error": "unknown_merchant"})
+                # feed has not read the merchant from catalog's topics yet: it asks to be asked again.
+                return httpx.Response(503, json={"error": "merchant_not_yet_known"}, headers={"Retry-After": "0"})
             tweet = {"id": str(uuid.uuid4()), "buyable": "product_id" in body, **body}
             self.tweets.append(tweet)
             return httpx.Response(201, json=tweet)
@@ -122,3 +123,23 @@ def test_the_printed_curl_buys_the_first_buyable_tweet(tmp_path: Path) -> None:
     assert body["quantity"] == 1 and body["payment_method"] == "pm_card_visa"
     assert set(body["shipping"]) == {"name", "line1", "city", "country", "lat", "lon"}
     assert set(body["buyer"]) == {"id", "email"}
+
+
+def test_a_request_is_sent_again_only_when_a_503_asks_for_it_with_retry_after_in_time() -> None:
+    retry = httpx.Response(503, json={"error": "merchant_not_yet_known"}, headers={"Retry-After": "0"})
+    answers = iter([retry, retry, httpx.Response(201, json={})])
+    assert following_retry_after(lambda: next(answers), timeout=5).status_code == 201
+    for final in (
+        httpx.Response(404, json={"error": "unknown_merchant"}),
+        httpx.Response(409, json={"error": "product_not_on_sale"}),
+        httpx.Response(503, json={"error": "unavailable"}),  # no Retry-After: not a "not yet"
+        httpx.Response(503, headers={"Retry-After": b"\xb2"}),  # not a number of seconds (latin-1 "²")
+        httpx.Response(503, headers={"Retry-After": "3600"}),  # longer than the caller waits
+    ):
+        sent: list[httpx.Response] = []
+
+        def send(final: httpx.Response = final, sent: list[httpx.Response] = sent) -> httpx.Response:
+            sent.append(final)
+            return final
+
+        assert following_retry_after(send, timeout=5) is final and len(sent) == 1

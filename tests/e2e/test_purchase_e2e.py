@@ -62,7 +62,7 @@ def a_buyable_tweet(stack: dict[str, str], product: dict[str, Any], api_key: str
             json={"merchant_id": product["merchant_id"], "text": "New mug, limited run", "product_id": product["id"]},
             headers=bearer(api_key),
         )
-        if r.status_code == 409 or (r.status_code == 404 and r.json().get("error") == "unknown_merchant"):
+        if r.status_code == 503 and "retry-after" in r.headers:
             return None  # feed has not read the merchant or the product from catalog's topics yet
         assert r.status_code == 201, r.text
         return dict(r.json())

@@ -93,12 +93,19 @@ def a_buyable_tweet(world: World) -> None:
             json={"merchant_id": world.merchant["id"], "text": "Fuzzed mug", "product_id": world.product["id"]},
             headers=bearer(world.api_key),
         )
-        if r.status_code in (404, 409):
+        if r.status_code == 503 and "retry-after" in r.headers:
             return None  # feed has not read the merchant or the product from catalog's topics yet
         assert r.status_code == 201, r.text
         return dict(r.json())
 
     world.tweet = eventually(post, what="feed to know the merchant and the product")
+
+
+def a_buyer(world: World) -> str:
+    """A buyer account's credential (checkout's ``POST /buyers``)."""
+    r = httpx.post(f"{world.urls['checkout']}/buyers")
+    assert r.status_code == 201, r.text
+    return str(r.json()["credential"])
 
 
 def a_paid_order(world: World) -> None:
@@ -238,13 +245,20 @@ def checkout_target(service_process: Any) -> Target:
     a_buyable_tweet(world)
     a_paid_order(world)
     order = path(order_id=world.order["id"])
+    buyer = {"credential": a_buyer(world)}
 
     def credential(method: str, route: str, params: dict[str, Any]) -> str | None:
         if route.startswith("/ops/"):
             return OPERATOR_KEY
         if route == "/orders/{order_id}/refund":
             return world.api_key  # refunds are the merchant's
+        if route.startswith("/buyers/me"):
+            return buyer["credential"]  # the buyer's own account and orders
         return str(world.order["access_token"])
+
+    def observe(method: str, route: str, status: int, body: Any) -> None:
+        if route == "/buyers/me/sign-out-everywhere" and status == 200:
+            buyer["credential"] = a_buyer(world)  # signed out: the next requests need a live credential again
 
     return Target(
         "checkout",
@@ -256,6 +270,7 @@ def checkout_target(service_process: Any) -> Target:
         },
         aim={"POST /orders": an_order_from_the_tweet(world.tweet["id"], world.product["id"])},
         credential=credential,
+        observe=observe,
     )
 
 

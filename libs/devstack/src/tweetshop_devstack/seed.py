@@ -28,7 +28,8 @@ PRODUCTS: tuple[tuple[str, int, int, str], ...] = (
 )
 PLAIN_TWEET = "Thanks for 10k followers! New drops every Friday."
 
-# A buyable tweet needs feed to have seen the product on Kafka first: retry "unknown product" this long.
+# feed reads a new merchant or product from catalog's topics a moment after catalog answers; until then it answers
+# 503 with Retry-After, followed this long at most.
 PRODUCT_PROPAGATION_TIMEOUT_S = 30.0
 
 JsonId = str | int
@@ -59,20 +60,35 @@ def _fail(what: str, response: httpx.Response) -> SeedError:
     )
 
 
-def _post_tweet(feed: httpx.Client, body: dict[str, Any], headers: dict[str, str], timeout: float) -> dict[str, Any]:
+def following_retry_after(send: Callable[[], httpx.Response], timeout: float) -> httpx.Response:
+    """``send()``, sent again after each Retry-After that a 503 answer asks for, for ``timeout`` seconds at most:
+    the first other answer, or the last 503.
+
+    What a client of feed does right after catalog created a merchant or a product: feed answers 503
+    (``merchant_not_yet_known``, ``product_not_yet_known``) with Retry-After until it has read it from catalog's
+    topics, which takes well under a second.
+    """
     deadline = time.monotonic() + timeout
-    delay = 0.2
     while True:
-        response = feed.post("/tweets", json=body, headers=headers)
-        if response.status_code == 201:
-            created: dict[str, Any] = response.json()
-            return created
-        # Feed learns merchants and products from Kafka: "unknown merchant/product" (404/409/422) for a short while.
-        if response.status_code in (404, 409, 422) and time.monotonic() < deadline:
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-            continue
+        response = send()
+        wait = retry_after_s(response)
+        if wait is None or time.monotonic() + wait > deadline:
+            return response
+        time.sleep(wait)
+
+
+def retry_after_s(response: httpx.Response) -> int | None:
+    """The seconds a 503's Retry-After asks to wait (whole seconds, as tweetshop sends it); None otherwise."""
+    value = response.headers.get("retry-after", "")
+    return int(value) if response.status_code == 503 and value.isascii() and value.isdigit() else None
+
+
+def _post_tweet(feed: httpx.Client, body: dict[str, Any], headers: dict[str, str], timeout: float) -> dict[str, Any]:
+    response = following_retry_after(lambda: feed.post("/tweets", json=body, headers=headers), timeout)
+    if response.status_code != 201:
         raise _fail(f"posting tweet {body['text']!r}", response)
+    created: dict[str, Any] = response.json()
+    return created
 
 
 def _save(result: SeedResult, state_file: Path) -> None:

@@ -86,11 +86,21 @@ def install_asyncapi(app: FastAPI, service: str) -> None:
 
     own = functools.cache(lambda: service_document(service))
 
-    @app.get("/asyncapi.json", tags=["operations"], summary=f"AsyncAPI 3.0: the topics {service} sends and receives")
+    @app.get(
+        "/asyncapi.json",
+        operation_id="getServiceAsyncApi",
+        tags=["operations"],
+        summary=f"AsyncAPI 3.0: the topics {service} sends and receives",
+    )
     async def asyncapi_of_service() -> JSONResponse:
         return JSONResponse(own())
 
-    @app.get("/asyncapi/system.json", tags=["operations"], summary="AsyncAPI 3.0: every topic of the system")
+    @app.get(
+        "/asyncapi/system.json",
+        operation_id="getSystemAsyncApi",
+        tags=["operations"],
+        summary="AsyncAPI 3.0: every topic of the system",
+    )
     async def asyncapi_of_system() -> JSONResponse:
         return JSONResponse(system_document())
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -30,10 +32,11 @@ from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from opentelemetry.trace import SpanKind, Tracer
 from tweetshop_contracts import Envelope, decode_event
 from tweetshop_contracts.events import event_types_of
 
-from . import inbox, metrics
+from . import inbox, metrics, telemetry
 from .kafka import TopicNames
 
 log = structlog.get_logger(__name__)
@@ -113,6 +116,18 @@ def _is_utf8(value: object) -> bool:
     return True
 
 
+async def _next_batch(consumer: Any, *, timeout_ms: int, max_records: int) -> tuple[Any, ...]:
+    """The next records the consumer's fetcher has buffered, up to ``max_records``; stands in for FastStream's
+    ``BatchSubscriber.get_msg``, which after an empty wait sleeps ``timeout_ms`` once more.
+
+    ``getmany`` returns as soon as records arrive, so a long ``timeout_ms`` costs no latency; only wake-ups at
+    rest. FastStream's extra sleep did: it made a short timeout necessary, and ten consumers each waking 50 times a
+    second were most of what a service burnt while nothing happened. An empty tuple: the loop asks again.
+    """
+    batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    return tuple(itertools.chain.from_iterable(batches.values()))
+
+
 async def _raw_body(msg: Any) -> bytes:
     """The value as bytes: decoding is ``_consume``'s job. FastStream's own decoder raised (and so dropped
     the message unparked) on garbage under a JSON content-type, deep nesting and numbers past the digit limit."""
@@ -142,7 +157,7 @@ class _Delivery:
 
 
 class ReliableSubscriber:
-    """Binds one handler to one topic in one consumer group with the delivery rules of DESIGN.md."""
+    """Binds one handler to one topic in one group: docs/architecture.md#inbox-and-reliable-consumers."""
 
     def __init__(
         self,
@@ -158,9 +173,11 @@ class ReliableSubscriber:
         retry_backoff: float = 0.2,
         fetch_max_wait_ms: int = 500,
         batch_max_records: int = 100,
-        batch_timeout_ms: int = 10,
+        batch_timeout_ms: int = 1000,
+        tracer: Tracer | None = None,
     ) -> None:
         self.topic = topic
+        self._tracer = tracer  # None: tracing off
         self.group_id = group_id
         self.handler_name = getattr(handler, "__name__", "handler")
         self._broker = broker
@@ -176,13 +193,12 @@ class ReliableSubscriber:
         self._processed = metrics.MESSAGES_PROCESSED.labels(*labels)
         self._duplicates = metrics.DUPLICATES_SKIPPED.labels(*labels)
         self._seconds = metrics.PROCESSING_SECONDS.labels(*labels)
-        broker.subscriber(
+        subscriber = broker.subscriber(
             topics.physical(topic),
             group_id=group_id,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=fetch_max_wait_ms,
-            # What the fetcher has buffered, up to batch_max_records; getmany returns as soon as records are there,
-            # and after an empty wait FastStream sleeps batch_timeout_ms once more: keep it short.
+            # What the fetcher has buffered, up to batch_max_records (see _next_batch, which replaces FastStream's).
             batch=True,
             max_records=batch_max_records,
             batch_timeout_ms=batch_timeout_ms,
@@ -194,7 +210,10 @@ class ReliableSubscriber:
             no_reply=True,
             title=f"{group_id}:{topic}",
             description=f"{self.handler_name} in consumer group {group_id}",
-        )(self._consume)
+        )
+        subscriber(self._consume)
+        next_batch = functools.partial(_next_batch, timeout_ms=batch_timeout_ms, max_records=batch_max_records)
+        subscriber.get_msg = next_batch  # type: ignore[method-assign]
 
     async def _consume(self, msg: KafkaMessage) -> None:
         raw = msg.raw_message
@@ -235,7 +254,7 @@ class ReliableSubscriber:
         labels = (self.topic, self.handler_name)
         if len(deliveries) > 1:
             try:
-                applied = await self.handle_batch([d.event for d in deliveries])
+                applied = await self.handle_batch([d.event for d in deliveries], deliveries)
             except Exception as exc:
                 # Rolled back whole: handle them one by one, so only the bad one is retried and parked.
                 metrics.BATCHES_SPLIT.labels(*labels).inc()
@@ -266,7 +285,7 @@ class ReliableSubscriber:
         while True:
             attempt += 1
             try:
-                applied = await self.handle(delivery.event)
+                applied = (await self.handle_batch([delivery.event], [delivery]))[0]
             except TRANSIENT_ERRORS as exc:
                 metrics.MESSAGES_FAILED.labels(*labels, type(exc).__name__).inc()
                 log.warning("transient failure; retrying", error=repr(exc), retry_in=transient_delay)
@@ -304,15 +323,52 @@ class ReliableSubscriber:
         """Apply one event in one transaction with its inbox row; False if it was a duplicate."""
         return (await self.handle_batch([event]))[0]
 
-    async def handle_batch(self, events: list[Envelope]) -> list[bool]:
+    async def handle_batch(self, events: list[Envelope], deliveries: list[_Delivery] | None = None) -> list[bool]:
         """Apply events in order in one transaction, each with its inbox row; per event, False if a duplicate
-        (also of an earlier event of the same batch). Any error rolls back all of them."""
+        (also of an earlier event of the same batch). Any error rolls back all of them.
+
+        ``deliveries``: the records the events came in (with tracing on, each handler runs in a CONSUMER span,
+        child of the trace context in its record's headers)."""
         async with self._pool.acquire() as conn, conn.transaction():
             claimed = await inbox.claim_many(conn, self.group_id, events)
-            for event, new in zip(events, claimed, strict=True):
-                if new:
+            for i, (event, new) in enumerate(zip(events, claimed, strict=True)):
+                if not new:
+                    continue
+                if self._tracer is None:
                     await self._handler(conn, event)
+                else:
+                    await self._handle_traced(conn, event, deliveries[i] if deliveries else None)
         return claimed
+
+    async def _handle_traced(self, conn: asyncpg.Connection, event: Envelope, delivery: _Delivery | None) -> None:
+        """The handler in a CONSUMER span (``process <topic>``), child of the record's ``traceparent``."""
+        assert self._tracer is not None
+        record = delivery.record if delivery is not None else None
+        physical = self._topics.physical(self.topic)
+        with (
+            self._tracer.start_as_current_span(
+                f"process {physical}",
+                context=telemetry.context_of_headers(delivery.headers) if delivery is not None else None,
+                kind=SpanKind.CONSUMER,
+                attributes=telemetry.messaging_attributes(
+                    "process",
+                    physical,
+                    event.key(),
+                    **{
+                        "messaging.consumer.group.name": self.group_id,
+                        "messaging.message.id": str(event.event_id),
+                        "messaging.destination.partition.id": str(record.partition) if record is not None else None,
+                        "messaging.kafka.offset": record.offset if record is not None else None,
+                        "tweetshop.event_type": event.event_type,
+                        "tweetshop.correlation_id": event.correlation_id,
+                    },
+                ),
+            ) as span,
+            telemetry.logged(span),
+        ):
+            # Work this event wakes elsewhere in the process (checkout's payment worker) continues this trace.
+            telemetry.remember(self.topic, event.key())
+            await self._handler(conn, event)
 
     async def _dead_letter(
         self, raw: Any, value: bytes, headers: dict[str, Any], exc: BaseException, *, attempts: int

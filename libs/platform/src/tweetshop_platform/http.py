@@ -7,25 +7,33 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import metrics
-from .auth import operator_only
+from . import metrics, telemetry
 from .errors import DomainError, TooManyRequests
+from .openapi import operator_dependency
 
 log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class Readiness(BaseModel):
+    """The body of /readyz, ready (200) or not (503)."""
+
+    status: Literal["ready", "unready"]
+    checks: dict[str, str] = Field(description="Each check (database, broker...) → ok, or why not")
 
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -132,19 +140,23 @@ def install_operator_check(app: FastAPI, operator_key: SecretStr) -> None:
 
     @app.get(
         "/ops/operator",
+        operation_id="confirmOperatorKey",
         status_code=204,
         response_class=Response,
         tags=["operators"],
         summary="204 when the bearer is the operator key (the `tweetshop` command checks its key here)",
-        dependencies=[Depends(operator_only(operator_key))],
+        dependencies=[Depends(operator_dependency(operator_key))],
         responses={401: {"description": "No key"}, 403: {"description": "Not the operator key"}},
     )
     async def confirm_operator() -> Response:
         return Response(status_code=204)
 
 
-def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_bytes: int) -> None:
-    """Add error handlers, request metrics and correlation ids, and /healthz, /readyz, /metrics."""
+def install_common(
+    app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_bytes: int, *, tracer: Tracer | None = None
+) -> None:
+    """Add error handlers, request metrics and correlation ids, and /healthz, /readyz, /metrics; with a ``tracer``
+    (tracing on, telemetry.py), a SERVER span per request, outermost."""
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -177,16 +189,22 @@ def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_
 
     app.add_middleware(ObserveRequests)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if tracer is not None:
+        app.add_middleware(telemetry.server_middleware, tracer=tracer)
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    @app.get("/healthz", operation_id="checkLiveness", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get(
         "/readyz",
+        operation_id="checkReadiness",
         tags=["operations"],
         summary="Readiness: the database and the broker answer",
-        responses={503: {"description": "Not ready: which check failed", "content": {"application/json": {}}}},
+        responses={
+            200: {"model": Readiness},
+            503: {"model": Readiness, "description": "Not ready: which check failed"},
+        },
     )
     async def readyz() -> JSONResponse:
         results: dict[str, str] = {}
@@ -206,6 +224,7 @@ def install_common(app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_
 
     @app.get(
         "/metrics",
+        operation_id="getMetrics",
         tags=["operations"],
         summary="Prometheus metrics",
         response_class=Response,  # the text exposition format, not JSON (as the OpenAPI document said)

@@ -22,9 +22,10 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from tweetshop_contracts import Envelope
 
-from . import db, faults, metrics
+from . import db, faults, metrics, telemetry
 from .kafka import TopicNames
 
 log = structlog.get_logger(__name__)
@@ -44,19 +45,21 @@ async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
     Rows get their ids in the given order. A run of events with the same topic, key, type and correlation
     id is one row (one statement each); the other events go in together, in one statement.
     """
+    # The trace this happens in (tracing on), stored with the rows: the relay publishes them from another task.
+    trace_context = telemetry.current_carrier() if telemetry.active else None
     singles: list[Envelope] = []
     for run in _runs(events):
         if len(run) == 1:
             singles.extend(run)
             continue
-        await _insert_singles(conn, singles)
+        await _insert_singles(conn, singles, trace_context)
         singles = []
         first = run[0]
         await conn.execute(
             """WITH added AS (
                    INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload,
-                                       more_event_ids, more_payloads)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                       more_event_ids, more_payloads, trace_context)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
                )
                SELECT pg_notify('outbox_' || current_schema(), '')""",
             first.event_id,
@@ -67,8 +70,9 @@ async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
             first.to_bytes(),
             [e.event_id for e in run[1:]],
             [e.to_bytes() for e in run[1:]],
+            trace_context,
         )
-    await _insert_singles(conn, singles)
+    await _insert_singles(conn, singles, trace_context)
 
 
 def _runs(events: Sequence[Envelope]) -> list[list[Envelope]]:
@@ -85,14 +89,14 @@ def _runs(events: Sequence[Envelope]) -> list[list[Envelope]]:
     return runs
 
 
-async def _insert_singles(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+async def _insert_singles(conn: asyncpg.Connection, events: Sequence[Envelope], trace_context: str | None) -> None:
     """One row per event, in one statement (one round trip) however many there are."""
     if not events:
         return
     await conn.execute(
         """WITH added AS (
-               INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload)
-               SELECT event_id, topic, message_key, event_type, correlation_id, payload
+               INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload, trace_context)
+               SELECT event_id, topic, message_key, event_type, correlation_id, payload, $7::jsonb
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
                     WITH ORDINALITY AS e(event_id, topic, message_key, event_type, correlation_id, payload, n)
                ORDER BY n
@@ -104,6 +108,7 @@ async def _insert_singles(conn: asyncpg.Connection, events: Sequence[Envelope]) 
         [e.event_type for e in events],
         [e.correlation_id for e in events],
         [e.to_bytes() for e in events],
+        trace_context,
     )
 
 
@@ -138,8 +143,10 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         retention_s: float = 0,
         prune_interval_s: float = 60,
+        tracer: Tracer | None = None,
     ) -> None:
         self._pool = pool
+        self._tracer = tracer  # None: tracing off
         self._producer = producer
         self._topics = topics
         self._schema = schema
@@ -212,8 +219,8 @@ class OutboxRelay:
         """Publish one batch (about ``batch_size`` events) and mark it; returns how many events were published."""
         # Rows in id order until they hold batch_size events (the row that crosses it included).
         rows = await conn.fetch(
-            """SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads FROM (
-                   SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads,
+            """SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads, trace_context FROM (
+                   SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads, trace_context,
                           sum(1 + coalesce(cardinality(more_payloads), 0)) OVER (ORDER BY id) AS upto,
                           1 + coalesce(cardinality(more_payloads), 0) AS events
                    FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
@@ -229,6 +236,7 @@ class OutboxRelay:
         if not rows:
             return 0
         futures: list[asyncio.Future[Any]] = []
+        spans: list[Span] = []
         for row, payloads in zip(rows, payloads_of, strict=True):
             headers = [
                 ("event_type", row["event_type"].encode()),
@@ -236,6 +244,9 @@ class OutboxRelay:
                 ("correlation_id", row["correlation_id"].encode()),
             ]
             topic, key = self._topics.physical(row["topic"]), row["message_key"].encode()
+            if self._tracer is not None:
+                spans.append(self._publish_span(row, topic, len(payloads)))
+                headers += telemetry.headers_of(spans[-1])
             for payload in payloads:
                 if futures and len(futures) % _YIELD_EVERY == 0:
                     # send() returns without suspending while a batch has room: a round of 2,000 events would
@@ -243,7 +254,16 @@ class OutboxRelay:
                     await asyncio.sleep(0)
                 futures.append(await self._producer.send(topic, bytes(payload), key=key, headers=headers))
         # Wait for every broker ack before marking: an unacked row stays unpublished and is sent again.
-        await asyncio.gather(*futures)
+        try:
+            await asyncio.gather(*futures)
+        except BaseException as exc:
+            for span in spans:
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                span.set_attribute("error.type", type(exc).__qualname__)
+            raise
+        finally:
+            for span in spans:
+                span.end()
         # Chaos tests only (off by default): die between publishing and marking, the redelivery case.
         faults.maybe_crash("outbox_after_publish")
         await conn.execute(
@@ -252,6 +272,25 @@ class OutboxRelay:
         for row, payloads in zip(rows, payloads_of, strict=True):
             metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc(len(payloads))
         return events
+
+    def _publish_span(self, row: asyncpg.Record, topic: str, events: int) -> Span:
+        """A PRODUCER span for one row's messages, child of the span that enqueued them (when there was one)."""
+        assert self._tracer is not None
+        return self._tracer.start_span(
+            f"send {topic}",
+            context=telemetry.context_of_carrier(row["trace_context"]),
+            kind=SpanKind.PRODUCER,
+            attributes=telemetry.messaging_attributes(
+                "send",
+                topic,
+                row["message_key"],
+                **{
+                    "messaging.batch.message_count": events if events > 1 else None,
+                    "tweetshop.event_type": row["event_type"],
+                    "tweetshop.correlation_id": row["correlation_id"],
+                },
+            ),
+        )
 
     async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
         """Now and then, delete rows published longer ago than the retention (0: keep them all)."""

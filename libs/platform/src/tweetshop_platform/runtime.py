@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from tweetshop_contracts.system import SYSTEM, Group, Service, System
 from tweetshop_contracts.topics import DLQ_SUFFIX, dlq_topic
 
-from . import db
+from . import db, telemetry
 from .asyncapi import install_asyncapi
 from .consumer import AfterCommit, Handler, ReliableSubscriber
 from .http import install_common, install_operator_check, run_uvicorn
@@ -130,6 +130,8 @@ class ServiceRuntime:
         # What the system declares for this service (None for a service it does not know: a test's).
         self.declared: Service | None = system.find(self.name)
         self.topics = TopicNames(settings.topic_namespace)
+        # Distributed tracing (telemetry.py): None while it is off, and then nothing traces.
+        self.tracer = telemetry.tracer(self.name, settings.tracing)
         self.broker = create_broker(settings)
         # TLS and SASL arguments for any other Kafka client the service builds (tracking's live feed).
         self.kafka_security = client_security(settings)
@@ -287,6 +289,7 @@ class ServiceRuntime:
                     ),
                     batch_max_records=s.consumer_batch_max_records,
                     batch_timeout_ms=s.consumer_batch_timeout_ms,
+                    tracer=self.tracer,
                 )
             )
         await self._start_broker()
@@ -300,6 +303,7 @@ class ServiceRuntime:
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_s,
             retention_s=s.outbox_retention_s,
+            tracer=self.tracer,
         )
         self._relay.start()
         for name, worker in self._workers:
@@ -408,6 +412,7 @@ def create_service_app(runtime: ServiceRuntime, *, title: str, description: str,
         app,
         {"database": runtime.check_database, "broker": runtime.check_broker},
         max_body_bytes=s.max_request_body_bytes,
+        tracer=runtime.tracer,
     )
     install_operator_check(app, s.operator_key)
     install_asyncapi(app, s.service_name)

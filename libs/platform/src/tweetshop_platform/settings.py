@@ -258,7 +258,13 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         description="Most messages a consumer applies in one transaction (1: a transaction and an offset commit each)",
     )
     consumer_batch_timeout_ms: int = Field(
-        default=10, ge=1, le=5000, description="How long a consumer waits for its fetcher before it looks again"
+        default=1000,
+        ge=1,
+        le=5000,
+        description=(
+            "Longest a consumer waits for its fetcher's records before it looks again; it wakes as soon as records "
+            "arrive, so this only sets how often an idle consumer wakes"
+        ),
     )
     outbox_batch_size: int = Field(
         default=2000,
@@ -323,6 +329,10 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
     max_request_body_bytes: int = 1_000_000
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+    # Distributed tracing (telemetry.py): "otlp" exports spans over OTLP/HTTP, where the standard OTEL_EXPORTER_OTLP_*
+    # variables say (OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318); "off" (the default) makes no
+    # tracer, exporter or processor at all.
+    tracing: Literal["off", "otlp"] = "off"
 
     # --- rate limits (tweetshop_platform.ratelimit): per client, over the limit → 429 with Retry-After ----------
     # A limit is "<count>/<period>", several joined by ";" ("60/minute;1000/day"); periods: second, minute, hour,

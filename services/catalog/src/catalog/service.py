@@ -53,7 +53,7 @@ def product_event(p: Product, correlation_id: str, *, listed: bool = False) -> P
 
 async def register_merchant(pool: asyncpg.Pool, handle: str, name: str, correlation_id: str) -> tuple[uuid.UUID, str]:
     """A new merchant and its API key (shown once, stored hashed)."""
-    merchant_id = uuid.uuid4()
+    merchant_id = domain.new_id()
     api_key, key_hash = new_secret("tsk")
     async with pool.acquire() as conn, conn.transaction():
         if not await repository.insert_merchant(conn, merchant_id, handle, name, key_hash):

@@ -75,6 +75,14 @@ class CheckoutSettings(ServiceSettings):
             "address; one more is refused with 429 until one is paid or ends (0: no cap)"
         ),
     )
+    link_code_failures_limit: str = Field(
+        default="600/hour",
+        description=(
+            "Wrong device link codes (POST /buyers/link) from all clients together, per process; past it, linking "
+            "answers 429 to everyone for a while. Bounds guessing from many addresses at once (each address also "
+            "has its own signups limit)"
+        ),
+    )
     reconcile_interval_s: float = Field(
         default=30, gt=0, description="How often the reconciler looks for orders still open past their deadline"
     )

@@ -9,17 +9,21 @@ try again later, never with a second PaymentIntent).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 import stripe
 import structlog
+from opentelemetry.trace import SpanKind, StatusCode
+from tweetshop_platform import telemetry
 
 from . import metrics
 from .config import CheckoutSettings
@@ -167,6 +171,15 @@ class StripeGateway:
             max_network_retries=settings.stripe_max_network_retries,
             http_client=self._http,
         )
+        # Tracing (off: None): a CLIENT span per Stripe call, with the operation's name and never its parameters.
+        self._tracer = telemetry.tracer(settings.service_name, settings.tracing)
+        address = urlsplit(base or "https://api.stripe.com")
+        self._peer: dict[str, Any] = {
+            "peer.service": "stripe",
+            "server.address": address.hostname or "",
+            "server.port": address.port or (443 if address.scheme == "https" else 80),
+            "rpc.service": "stripe",
+        }
 
     async def aclose(self) -> None:
         """Close the HTTP connections to Stripe."""
@@ -175,7 +188,8 @@ class StripeGateway:
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()
         try:
-            return await call()
+            with self._span(operation):
+                return await call()
         except (stripe.CardError, stripe.InvalidRequestError) as exc:
             metrics.STRIPE_ERRORS.labels(operation, type(exc).__name__).inc()
             intent_id = None
@@ -197,6 +211,29 @@ class StripeGateway:
             raise PaymentProviderUnavailable(repr(exc)) from exc
         finally:
             metrics.STRIPE_SECONDS.labels(operation).observe(time.perf_counter() - started)
+
+    @contextlib.contextmanager
+    def _span(self, operation: str) -> Iterator[None]:
+        """The call's CLIENT span (tracing on): ``stripe <operation>``; a failure is recorded by its type alone (a
+        Stripe message may repeat what was sent)."""
+        if self._tracer is None:
+            yield
+            return
+        with self._tracer.start_as_current_span(
+            f"stripe {operation}",
+            kind=SpanKind.CLIENT,
+            attributes={**self._peer, "rpc.method": operation},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+            except BaseException as exc:
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                span.set_attribute("error.type", type(exc).__qualname__)
+                if isinstance(exc, stripe.StripeError) and exc.http_status is not None:
+                    span.set_attribute("http.response.status_code", exc.http_status)
+                raise
 
     async def create_intent(self, order: Order, attempt: int) -> Intent:
         """Create and confirm the order's PaymentIntent (a CardError means declined)."""

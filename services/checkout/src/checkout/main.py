@@ -8,11 +8,11 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response, status
 from tweetshop_platform import ratelimit
-from tweetshop_platform.auth import bearer_token, operator_only
 from tweetshop_platform.errors import DomainError
+from tweetshop_platform.openapi import MERCHANT_API_KEY, OPERATOR_KEY, ORDER_ACCESS_TOKEN, operator_dependency
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
-from . import domain, handlers, metrics
+from . import accounts, buyer_routes, domain, handlers, metrics
 from .api import (
     OrderCreated,
     OrderIn,
@@ -26,7 +26,7 @@ from .api import (
 from .config import CheckoutSettings
 from .gateway import PaymentGateway, StripeGateway, verify_webhook
 from .reconciler import Reconciler
-from .usecases import mismatches, orders, refunds, webhooks
+from .usecases import buyers, mismatches, orders, refunds, webhooks
 from .worker import PaymentWorker
 
 log = structlog.get_logger(__name__)
@@ -73,12 +73,20 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
 
     @app.post(
         "/orders",
+        operation_id="placeOrder",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=OrderCreated,
         tags=["orders"],
         summary="Buy from a tweet",
         responses={
             200: {"description": "The same request again (same Idempotency-Key): the same order"},
+            400: {"description": "No Idempotency-Key, or one too short or long (`idempotency_key_required`)"},
+            404: {"description": "Unknown product or tweet (`unknown_product`)"},
+            409: {
+                "description": "Sold out or no longer on sale, or this Idempotency-Key was used for another order "
+                "(`insufficient_stock`, `product_unavailable`, `idempotency_key_reused`)"
+            },
+            422: {"description": "An invalid body, or a tweet that does not sell this product"},
             429: {
                 "description": "Too many orders of this buyer, card or address wait for payment (Retry-After), "
                 "or too many requests from this client"
@@ -92,17 +100,25 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         idempotency_key: str | None = Header(
             default=None, alias="Idempotency-Key", description="A fresh random value per purchase (e.g. a UUID)"
         ),
+        credential: Annotated[str | None, Depends(buyer_routes.BUYER_CREDENTIAL_OPTIONAL)] = None,
     ) -> OrderCreated:
         problem = idempotency_key_problem(idempotency_key)
         if problem is not None or idempotency_key is None:
             raise DomainError(problem or "missing Idempotency-Key", code="idempotency_key_required")
+        # With a buyer credential (tsb_...) the order is the buyer's: its buyer id is the account's, never the
+        # body's; a revoked one is a 401. Any other bearer is no buyer's: an anonymous order, as before accounts.
+        account = None
+        if credential is not None and accounts.is_buyer_credential(credential):
+            account = await buyers.authenticate_pool(runtime.pool, credential)
+        canonical = body.canonical() + (f"|account:{account.id}" if account is not None else "")
         placed = await orders.place_order(
             runtime.pool,
             settings,
-            body.to_request(),
-            domain.request_fingerprint(body.canonical()),
+            orders.for_account(body.to_request(), account),
+            domain.request_fingerprint(canonical),
             idempotency_key,
             str(request.state.correlation_id),
+            account,
         )
         if placed.replayed:
             response.status_code = status.HTTP_200_OK
@@ -116,14 +132,22 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
             currency=order.currency,
         )
 
-    @app.get("/orders/{order_id}", response_model=OrderOut, tags=["orders"], summary="The order, for its buyer")
-    async def get_order(order_id: uuid.UUID, request: Request) -> OrderOut:
-        token = bearer_token(request)
-        order = await orders.get_order(runtime.pool, order_id, token)
-        return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
+    @app.get(
+        "/orders/{order_id}",
+        operation_id="getOrder",
+        response_model=OrderOut,
+        tags=["orders"],
+        summary="The order, for its buyer (its access token, or the credential of the buyer it belongs to)",
+        dependencies=[Depends(buyer_routes.BUYER_CREDENTIAL)],
+    )
+    async def get_order(order_id: uuid.UUID, token: Annotated[str, Depends(ORDER_ACCESS_TOKEN)]) -> OrderOut:
+        # The tracking link carries the order's own access token (opened from the buyer's vault for a credential).
+        order, shown = await orders.get_order_with_token(runtime.pool, order_id, token)
+        return OrderOut.of(order, access_token=shown, tracking_base_url=settings.tracking_public_url)
 
     @app.post(
         "/orders/{order_id}/refund",
+        operation_id="refundOrder",
         response_model=OrderOut,
         tags=["orders"],
         summary="Refund a paid order (all that is left, or amount_minor); bearer: its merchant's API key",
@@ -132,12 +156,16 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
             403: {"description": "Not the key of the order's merchant (a buyer cannot refund their own order)"},
             404: {"description": "No such order"},
             409: {"description": "Not paid, or more than is left to refund"},
+            503: {"description": "Stripe did not answer: the refund is recorded and completed later"},
         },
+        # The merchant's API key, or the operator key: the same bearer, told apart by the use case.
+        dependencies=[Depends(OPERATOR_KEY)],
     )
     async def refund_order(
-        order_id: uuid.UUID, request: Request, body: Annotated[RefundIn | None, Body()] = None
+        order_id: uuid.UUID,
+        token: Annotated[str, Depends(MERCHANT_API_KEY)],
+        body: Annotated[RefundIn | None, Body()] = None,
     ) -> OrderOut:
-        token = bearer_token(request)
         amount = body.amount_minor if body is not None else None
         order = await refunds.refund_order(runtime.pool, payments, settings, order_id, token, amount)
         # The merchant's view: no tracking link (it would carry the merchant's key, and the map is the buyer's).
@@ -145,25 +173,38 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
 
     @app.post(
         "/orders/{order_id}/cancel",
+        operation_id="cancelOrder",
         response_model=OrderOut,
         tags=["orders"],
         summary="The buyer cancels an order not paid yet (nothing is charged, the stock goes back on sale)",
-        responses={409: {"description": "Paid, failed, or a payment attempt is in flight right now"}},
+        responses={
+            409: {"description": "Paid, failed, or a payment attempt is in flight right now"},
+            503: {"description": "Stripe did not answer: nothing was cancelled, try again"},
+        },
+        dependencies=[Depends(buyer_routes.BUYER_CREDENTIAL)],
     )
-    async def cancel_order(order_id: uuid.UUID, request: Request) -> OrderOut:
-        token = bearer_token(request)
+    async def cancel_order(order_id: uuid.UUID, token: Annotated[str, Depends(ORDER_ACCESS_TOKEN)]) -> OrderOut:
         order = await orders.cancel_order(runtime.pool, payments, settings, order_id, token)
-        return OrderOut.of(order, access_token=token, tracking_base_url=settings.tracking_public_url)
+        # Never the buyer credential in a tracking link: the order's own token, from the buyer's vault.
+        shown = token
+        if accounts.is_buyer_credential(token):
+            shown = (await orders.get_order_with_token(runtime.pool, order_id, token))[1]
+        return OrderOut.of(order, access_token=shown, tracking_base_url=settings.tracking_public_url)
 
-    operator = operator_only(settings.operator_key)
+    operator = operator_dependency(settings.operator_key)
 
     @app.post(
         "/ops/reconcile",
+        operation_id="runReconciler",
         response_model=ReconcileOut,
         tags=["operators"],
         summary="Run one reconciler pass now (bearer: the operator key): orders open past their deadline end",
         dependencies=[Depends(operator)],
-        responses={401: {"description": "No operator key"}, 403: {"description": "Not the operator key"}},
+        responses={
+            401: {"description": "No operator key"},
+            403: {"description": "Not the operator key"},
+            503: {"description": "The pass failed (`reconcile_failed`); see the logs"},
+        },
     )
     async def reconcile_now() -> ReconcileOut:
         result = await reconciler.run_once()
@@ -173,6 +214,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
 
     @app.get(
         "/ops/payment-mismatches",
+        operation_id="listPaymentMismatches",
         response_model=list[PaymentMismatchOut],
         tags=["operators"],
         summary="Payments that were not allowed to move their order, newest first (bearer: the operator key)",
@@ -183,7 +225,17 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         rows = await mismatches.list_payment_mismatches(runtime.pool, limit)
         return [PaymentMismatchOut(**vars(row)) for row in rows]
 
-    @app.post("/webhooks/stripe", response_model=WebhookAck, tags=["stripe"], summary="Stripe's signed events")
+    @app.post(
+        "/webhooks/stripe",
+        operation_id="receiveStripeWebhook",
+        response_model=WebhookAck,
+        tags=["stripe"],
+        summary="Stripe's signed events (no bearer: the Stripe-Signature header signs the body)",
+        responses={
+            400: {"description": "No valid Stripe-Signature for this body (`invalid_webhook`)"},
+            503: {"description": "Stripe could not be asked about the payment: Stripe delivers the event again"},
+        },
+    )
     async def stripe_webhook(
         request: Request, stripe_signature: str | None = Header(default=None, alias="Stripe-Signature")
     ) -> WebhookAck:
@@ -204,6 +256,8 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         metrics.WEBHOOKS.labels(str(event.get("type", "unknown"))[:100], outcome).inc()
         log.info("stripe webhook", stripe_event_id=event.get("id"), event_type=event.get("type"), outcome=outcome)
         return WebhookAck(received=True, outcome=outcome)
+
+    buyer_routes.install(app, runtime, settings)
 
     # Buying needs no login: its own limit per client. Stripe's events are never throttled (signed, and Stripe
     # retries what is refused, from addresses shared by many shops).

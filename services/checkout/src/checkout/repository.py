@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -72,10 +72,22 @@ async def upsert_product(conn: asyncpg.Connection, p: ProductView) -> bool:
 async def get_product_and_tweet(
     conn: asyncpg.Connection, product_id: uuid.UUID, tweet_id: uuid.UUID
 ) -> tuple[ProductView | None, TweetView | None]:
-    """``get_product`` and ``get_tweet`` in one round trip."""
+    """``get_product`` and ``get_tweet`` in one round trip; the product's ``stock_available`` net of this
+    checkout's own claims on it.
+
+    Catalog owns the stock and decides every reservation; checkout's copy of its count only changes when
+    catalog's ProductUpdated arrives, after catalog has reserved. In a drop, thousands of orders are placed
+    before then, and each would wait for catalog's refusal (and the buyer with it). So the orders placed here
+    that catalog has not answered yet (pending, stock not reserved) are taken off the copy: a sold-out answer
+    comes at once, from the POST. It never oversells (catalog still decides); for the moment between
+    catalog's ProductUpdated and its StockReserved reaching checkout, a reserved unit counts twice, so the last
+    units may be refused a few milliseconds early — as a race for the last unit would be anyway.
+    """
     product_columns = ", ".join(f"p.{c.strip()}" for c in _PRODUCT_COLUMNS.split(","))
     row = await conn.fetchrow(
-        f"""SELECT {product_columns}, t.tweet_id, t.product_id AS tweet_product_id, t.merchant_id AS tweet_merchant_id
+        f"""SELECT {product_columns}, t.tweet_id, t.product_id AS tweet_product_id, t.merchant_id AS tweet_merchant_id,
+                   (SELECT coalesce(sum(o.quantity), 0) FROM orders o
+                    WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved) AS claimed
             FROM (SELECT 1) AS one
             LEFT JOIN products p ON p.id = $1
             LEFT JOIN buyable_tweets t ON t.tweet_id = $2""",
@@ -84,6 +96,8 @@ async def get_product_and_tweet(
     )
     assert row is not None
     product = ProductView(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None
+    if product is not None and row["claimed"]:
+        product = replace(product, stock_available=max(0, product.stock_available - row["claimed"]))
     tweet = (
         TweetView(tweet_id=row["tweet_id"], product_id=row["tweet_product_id"], merchant_id=row["tweet_merchant_id"])
         if row["tweet_id"]
@@ -536,3 +550,143 @@ async def list_payment_mismatches(conn: asyncpg.Connection, limit: int) -> list[
         limit,
     )
     return [PaymentMismatchRow(**dict(r.items())) for r in rows]
+
+
+# --- buyer accounts --------------------------------------------------------------------
+
+
+async def insert_buyer(conn: asyncpg.Connection, buyer_id: str, token_hash: str, vault_sealed: str) -> datetime:
+    """A new buyer and its first credential; when it was created."""
+    created_at: datetime = await conn.fetchval("INSERT INTO buyers (id) VALUES ($1) RETURNING created_at", buyer_id)
+    await insert_credential(conn, buyer_id, token_hash, vault_sealed)
+    return created_at
+
+
+async def insert_credential(conn: asyncpg.Connection, buyer_id: str, token_hash: str, vault_sealed: str) -> None:
+    await conn.execute(
+        "INSERT INTO buyer_credentials (token_hash, buyer_id, vault_sealed) VALUES ($1, $2, $3)",
+        token_hash,
+        buyer_id,
+        vault_sealed,
+    )
+
+
+@dataclass(frozen=True)
+class BuyerRow:
+    """The buyer a credential stands for, with what that credential opens."""
+
+    id: str
+    created_at: datetime
+    vault_sealed: str
+    devices: int
+
+
+async def buyer_by_credential(conn: asyncpg.Connection, token_hash: str) -> BuyerRow | None:
+    """The buyer of a live credential (found by its hash), or None when it is unknown or revoked."""
+    row = await conn.fetchrow(
+        """SELECT b.id, b.created_at, c.vault_sealed,
+                  (SELECT count(*) FROM buyer_credentials d WHERE d.buyer_id = b.id) AS devices
+           FROM buyer_credentials c JOIN buyers b ON b.id = c.buyer_id
+           WHERE c.token_hash = $1""",
+        token_hash,
+    )
+    return BuyerRow(row["id"], row["created_at"], row["vault_sealed"], int(row["devices"])) if row else None
+
+
+async def revoke_credentials(conn: asyncpg.Connection, buyer_id: str) -> int:
+    """Every credential and link code of the buyer gone; how many credentials there were."""
+    await conn.execute("DELETE FROM buyer_link_codes WHERE buyer_id = $1", buyer_id)
+    revoked = await conn.fetch("DELETE FROM buyer_credentials WHERE buyer_id = $1 RETURNING 1", buyer_id)
+    return len(revoked)
+
+
+async def replace_link_code(
+    conn: asyncpg.Connection, buyer_id: str, handle: str, code_hash: str, vault_sealed: str, expires_at: datetime
+) -> bool:
+    """The buyer's one live link code is now this one (expired codes of anyone are cleared on the way); False
+    when another buyer's live code has the same handle (draw again)."""
+    await conn.execute("DELETE FROM buyer_link_codes WHERE buyer_id = $1 OR expires_at <= now()", buyer_id)
+    inserted = await conn.fetchval(
+        """INSERT INTO buyer_link_codes (handle, buyer_id, code_hash, vault_sealed, expires_at)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (handle) DO NOTHING RETURNING true""",
+        handle,
+        buyer_id,
+        code_hash,
+        vault_sealed,
+        expires_at,
+    )
+    return bool(inserted)
+
+
+@dataclass(frozen=True)
+class LinkCodeRow:
+    buyer_id: str
+    code_hash: str
+    vault_sealed: str
+    failed_attempts: int
+    expires_at: datetime
+
+
+async def take_link_code(conn: asyncpg.Connection, handle: str) -> LinkCodeRow | None:
+    """The live code with this handle, locked until the transaction ends (guesses at one code queue here)."""
+    row = await conn.fetchrow(
+        """SELECT buyer_id, code_hash, vault_sealed, failed_attempts, expires_at
+           FROM buyer_link_codes WHERE handle = $1 FOR UPDATE""",
+        handle,
+    )
+    return LinkCodeRow(**dict(row.items())) if row else None
+
+
+async def delete_link_code(conn: asyncpg.Connection, handle: str) -> None:
+    await conn.execute("DELETE FROM buyer_link_codes WHERE handle = $1", handle)
+
+
+async def count_link_code_failure(conn: asyncpg.Connection, handle: str) -> int:
+    """One more wrong guess at the code; how many it has had."""
+    failures: int = await conn.fetchval(
+        "UPDATE buyer_link_codes SET failed_attempts = failed_attempts + 1 WHERE handle = $1 RETURNING failed_attempts",
+        handle,
+    )
+    return failures
+
+
+async def set_order_account(
+    conn: asyncpg.Connection, order_id: uuid.UUID, buyer_id: str, access_token_vaulted: str
+) -> None:
+    """The order belongs to this buyer's account; its access token sealed with the buyer's vault key."""
+    await conn.execute(
+        "UPDATE orders SET buyer_account = $2, access_token_vaulted = $3 WHERE id = $1",
+        order_id,
+        buyer_id,
+        access_token_vaulted,
+    )
+
+
+async def get_order_account(conn: asyncpg.Connection, order_id: uuid.UUID) -> tuple[str | None, str | None] | None:
+    """The order's account and vaulted access token, or None when there is no such order."""
+    row = await conn.fetchrow("SELECT buyer_account, access_token_vaulted FROM orders WHERE id = $1", order_id)
+    return (row["buyer_account"], row["access_token_vaulted"]) if row else None
+
+
+async def orders_of_account(
+    conn: asyncpg.Connection, buyer_id: str, *, limit: int, before: tuple[datetime, uuid.UUID] | None
+) -> list[tuple[Order, str | None]]:
+    """The account's orders newest first (strictly older than ``before``), each with its vaulted access token."""
+    if before is None:
+        rows = await conn.fetch(
+            f"""SELECT {_ORDER_COLUMNS}, access_token_vaulted FROM orders WHERE buyer_account = $1
+                ORDER BY created_at DESC, id DESC LIMIT $2""",
+            buyer_id,
+            limit,
+        )
+    else:
+        rows = await conn.fetch(
+            f"""SELECT {_ORDER_COLUMNS}, access_token_vaulted FROM orders
+                WHERE buyer_account = $1 AND (created_at, id) < ($3, $4)
+                ORDER BY created_at DESC, id DESC LIMIT $2""",
+            buyer_id,
+            limit,
+            before[0],
+            before[1],
+        )
+    return [(_order(r), r["access_token_vaulted"]) for r in rows]

@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import asyncpg
 import structlog
-from tweetshop_contracts import Envelope, StockReserved
+from tweetshop_contracts import Envelope, StockReserved, topics
+from tweetshop_platform import telemetry
 
 from . import metrics
 from .config import CheckoutSettings
@@ -35,6 +36,7 @@ class PaymentWorker:
         self._gateway = gateway
         self._settings = settings
         self._wake = asyncio.Event()
+        self._tracer = telemetry.tracer(settings.service_name, settings.tracing)  # None: tracing off
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
@@ -84,8 +86,11 @@ class PaymentWorker:
             metrics.PAYMENTS_IN_FLIGHT.set(0)
 
     async def _settle(self, step: payments.PaymentStep) -> None:
+        # With tracing on, the step continues the trace of the StockReserved that woke it (when consumed here).
+        order_id = str(step.order.id)
         try:
-            await payments.settle_payment(self._pool(), self._gateway, self._settings, step)
+            with telemetry.resumed(self._tracer, "settle payment", topics.CATALOG_RESERVATIONS, order_id):
+                await payments.settle_payment(self._pool(), self._gateway, self._settings, step)
         except Exception as exc:  # one bad order must not stop the batch; its lease expires and it is retried
             log.exception("payment step failed", order_id=str(step.order.id), error=repr(exc))
 

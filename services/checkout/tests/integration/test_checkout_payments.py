@@ -126,6 +126,27 @@ async def test_an_unknown_product_is_404_and_too_many_units_409_and_nothing_is_w
     assert fits.status_code == 202
 
 
+async def test_orders_catalog_has_not_answered_yet_count_against_the_stock_so_a_drop_hears_sold_out_at_once(
+    checkout: Checkout,
+) -> None:
+    # No catalog runs here: nothing reserves or refuses, as in the seconds after a drop before catalog catches up.
+    product = await checkout.list_product(stock=3)
+    placed = [(await checkout.place(checkout.order_body(product.product_id))).json() for _ in range(2)]
+    last_two = await checkout.place(checkout.order_body(product.product_id, quantity=2))
+    assert last_two.status_code == 409 and "only 1 left" in last_two.json()["message"]
+    placed.append((await checkout.place(checkout.order_body(product.product_id))).json())
+    assert [o["status"] for o in placed] == ["pending"] * 3
+    sold_out = await checkout.place(checkout.order_body(product.product_id))
+    assert sold_out.status_code == 409
+    assert sold_out.json()["error"] == "insufficient_stock" and "sold out" in sold_out.json()["message"]
+
+    # Catalog refuses one (its unit was never reserved): the claim is gone and the unit can be bought again.
+    await checkout.reject(placed[0], product, "insufficient stock")
+    await checkout.until_status(placed[0], "cancelled")
+    again = await checkout.place(checkout.order_body(product.product_id))
+    assert again.status_code == 202, again.text
+
+
 async def test_a_newer_product_version_wins_and_a_stale_one_is_dropped(checkout: Checkout) -> None:
     listed = await checkout.list_product(price_minor=1000, version=1)
     newer = ProductUpdated(

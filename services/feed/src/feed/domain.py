@@ -1,4 +1,5 @@
-"""Feed rules: tweet text, which product a tweet may carry, read-model versions, timeline cursors. Pure, no I/O."""
+"""Feed rules: tweet text, which product a tweet may carry, what is not known yet, read-model versions, timeline
+cursors. Pure, no I/O."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from tweetshop_platform.errors import Conflict, Forbidden, Unprocessable
+from tweetshop_platform.errors import Conflict, DomainError, Forbidden, NotFound, Unprocessable
 
 TWEET_MAX_CHARS = 280
 BUYER_ID_MAX_CHARS = 200
@@ -18,6 +19,7 @@ BUYER_ID_MAX_CHARS = 200
 BUYER_ID_PATTERN = rf"^[\x21-\x7e]{{1,{BUYER_ID_MAX_CHARS}}}$"  # as documented in the OpenAPI document
 _BUYER_ID = re.compile(BUYER_ID_PATTERN)
 ProductStatus = Literal["active", "delisted"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -110,21 +112,39 @@ def check_text(text: str) -> str:
     return text
 
 
-def check_product_for_tweet(product: Product | None, product_id: uuid.UUID, merchant_id: uuid.UUID) -> Product:
-    """The product a merchant may attach to a tweet: known to feed, the merchant's own, and on sale."""
+def check_product_for_tweet(
+    product: Product | None, product_id: uuid.UUID, merchant_id: uuid.UUID, now: datetime
+) -> Product:
+    """The product a merchant may attach to a tweet: known to feed, the merchant's own, and on sale.
+
+    One feed does not know is "not yet known" (503 with Retry-After) while its id says catalog listed it moments
+    ago (``born_moments_ago``), and unknown (404) otherwise.
+    """
     if product is None:
-        # Catalog answers POST /products before its ProductListed event reaches feed: a short retry succeeds.
-        raise Conflict(
-            f"product {product_id} is not known to feed yet: the catalog event may still be on its way; "
-            "retry in a moment",
-            code="product_not_known_yet",
-            product_id=str(product_id),
-        )
+        if born_moments_ago(product_id, now):
+            raise NotYetKnown(
+                f"feed does not know product {product_id} yet: if it was listed moments ago, catalog's event is on "
+                f"its way; retry after {RETRY_AFTER_S} s (Retry-After)",
+                code="product_not_yet_known",
+            )
+        raise NotFound(f"product {product_id} is not known to feed", code="unknown_product")
     if product.merchant_id != merchant_id:
         raise Forbidden("a merchant can only tweet its own products", code="product_of_another_merchant")
     if product.status != "active":
         raise Conflict("this product is no longer on sale", code="product_not_on_sale", product_status=product.status)
     return product
+
+
+def merchant_not_known(merchant_id: uuid.UUID, now: datetime) -> DomainError:
+    """The answer for a merchant feed does not know: "not yet known" (503 with Retry-After) while its id says
+    catalog registered it moments ago (``born_moments_ago``), 404 ``unknown_merchant`` otherwise."""
+    if born_moments_ago(merchant_id, now):
+        return NotYetKnown(
+            f"feed does not know merchant {merchant_id} yet: if it was registered moments ago, catalog's event is on "
+            f"its way; retry after {RETRY_AFTER_S} s (Retry-After)",
+            code="merchant_not_yet_known",
+        )
+    return NotFound(f"merchant {merchant_id} is not known to feed", code="unknown_merchant")
 
 
 def check_buyer_id(buyer_id: str) -> str:
@@ -141,9 +161,56 @@ def supersedes(incoming_version: int, current_version: int | None) -> bool:
     return current_version is None or incoming_version > current_version
 
 
+# --- what catalog created a moment ago ----------------------------------------------------
+#
+# feed learns merchants and products from catalog's topics, a moment after catalog answered POST /merchants or
+# POST /products (its outbox relay publishes, feed's consumer reads: under a second). A client that uses the new
+# id at once must be told to retry, not that the id is unknown. Catalog mints those ids as UUIDv7 (RFC 9562:
+# the first 48 bits are the id's birth, in Unix milliseconds), so the id alone tells feed whether it can be that
+# young: no lookup, no wait, nothing held per request. A forged id with a fresh timestamp gets only the same 503
+# a genuine one gets (feed cannot tell them apart either, so the answer says nothing about what exists), and
+# only for NOT_YET_KNOWN_WINDOW; any other id feed does not know is unknown (404), as before.
+
+NOT_YET_KNOWN_WINDOW = timedelta(seconds=60)  # far above the usual lag; a longer one is an alert of its own
+CLOCK_SKEW = timedelta(seconds=5)  # catalog's clock may run a little ahead of feed's
+RETRY_AFTER_S = 1  # the usual lag is well under a second; Retry-After counts whole seconds
+_WINDOW_MS = NOT_YET_KNOWN_WINDOW // timedelta(milliseconds=1)
+_SKEW_MS = CLOCK_SKEW // timedelta(milliseconds=1)
+
+
+class NotYetKnown(DomainError):
+    """503 with ``Retry-After``: the request names a merchant or product catalog may have created moments ago,
+    which feed has not read from catalog's topics yet. A client retries after ``retry_after_s`` seconds."""
+
+    status = 503
+    code = "not_yet_known"
+
+    def __init__(self, message: str, *, code: str, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(message, code=code, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+def uuid7_unix_ms(value: uuid.UUID) -> int | None:
+    """When a UUIDv7 was minted, in Unix milliseconds (its first 48 bits); None for any other kind of UUID.
+
+    An integer, not a datetime: a forged id may carry any 48-bit timestamp, past what a datetime can hold.
+    """
+    if value.version != 7:  # None for a UUID that is not of RFC 9562's variant
+        return None
+    return value.int >> 80
+
+
+def born_moments_ago(value: uuid.UUID, now: datetime) -> bool:
+    """The id is a UUIDv7 minted within NOT_YET_KNOWN_WINDOW before ``now`` (or at most CLOCK_SKEW after it)."""
+    born_ms = uuid7_unix_ms(value)
+    if born_ms is None:
+        return False
+    now_ms = (now - _EPOCH) // timedelta(milliseconds=1)
+    return now_ms - _WINDOW_MS <= born_ms <= now_ms + _SKEW_MS
+
+
 # --- timeline cursors ------------------------------------------------------------------
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CURSOR_PREFIX = "t1"
 
 

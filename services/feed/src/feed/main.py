@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request, Response, status
-from tweetshop_platform.auth import bearer_token
+from fastapi import Depends, FastAPI, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from tweetshop_platform.http import error_body
+from tweetshop_platform.openapi import MERCHANT_API_KEY
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, service
@@ -15,6 +17,13 @@ from .config import FeedSettings
 
 # Documented only: the service checks it itself (domain.check_buyer_id answers 422 invalid_buyer_id).
 BUYER_ID_DOC: dict[str, Any] = {"pattern": domain.BUYER_ID_PATTERN}
+
+# The answer for a merchant or product catalog created moments ago that feed has not read yet (domain.NotYetKnown).
+NOT_YET_KNOWN_DOC: dict[str, Any] = {
+    "description": "Created moments ago and not read by feed from catalog's topics yet "
+    "(`merchant_not_yet_known`, `product_not_yet_known`): send the same request again after Retry-After seconds",
+    "headers": {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}},
+}
 
 
 def create_app(settings: FeedSettings | None = None) -> FastAPI:
@@ -34,11 +43,33 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
         ),
     )
 
-    @app.post("/tweets", status_code=status.HTTP_201_CREATED, response_model=TweetOut, tags=["tweets"])
-    async def post_tweet(body: TweetIn, request: Request) -> TweetOut:
+    @app.exception_handler(domain.NotYetKnown)
+    async def on_not_yet_known(_: Request, exc: domain.NotYetKnown) -> JSONResponse:
+        """503 with Retry-After: a client (the web app, curl --retry) sends the request again after it."""
+        return JSONResponse(
+            error_body(exc.code, exc.message, **exc.details),
+            status_code=exc.status,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.post(
+        "/tweets",
+        operation_id="postTweet",
+        status_code=status.HTTP_201_CREATED,
+        response_model=TweetOut,
+        tags=["tweets"],
+        responses={
+            404: {"description": "Unknown merchant or product (`unknown_merchant`, `unknown_product`)"},
+            409: {"description": "The product is no longer on sale (`product_not_on_sale`)"},
+            503: NOT_YET_KNOWN_DOC,
+        },
+    )
+    async def post_tweet(
+        body: TweetIn, request: Request, api_key: Annotated[str, Depends(MERCHANT_API_KEY)]
+    ) -> TweetOut:
         view = await service.post_tweet(
             runtime.pool,
-            bearer_token(request),
+            api_key,
             body.merchant_id,
             body.text,
             body.product_id,
@@ -46,11 +77,23 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
         )
         return TweetOut.of(view)
 
-    @app.get("/tweets/{tweet_id}", response_model=TweetOut, tags=["tweets"])
+    @app.get(
+        "/tweets/{tweet_id}",
+        operation_id="getTweet",
+        response_model=TweetOut,
+        tags=["tweets"],
+        responses={404: {"description": "No such tweet"}},
+    )
     async def get_tweet(tweet_id: uuid.UUID) -> TweetOut:
         return TweetOut.of(await service.get_tweet(runtime.pool, tweet_id))
 
-    @app.get("/timeline", response_model=TimelineOut, tags=["timeline"], summary="Tweets, newest first")
+    @app.get(
+        "/timeline",
+        operation_id="getTimeline",
+        response_model=TimelineOut,
+        tags=["timeline"],
+        summary="Tweets, newest first",
+    )
     async def timeline(
         limit: Annotated[int, Query(ge=1, le=100, description="Tweets per page")] = 20,
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
@@ -71,11 +114,16 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
 
     @app.post(
         "/follows",
+        operation_id="followMerchant",
         status_code=status.HTTP_201_CREATED,
         response_model=FollowOut,
         tags=["follows"],
         summary="A buyer follows a merchant",
-        responses={200: {"description": "The buyer already followed this merchant"}},
+        responses={
+            200: {"description": "The buyer already followed this merchant"},
+            404: {"description": "Unknown merchant (`unknown_merchant`)"},
+            503: NOT_YET_KNOWN_DOC,
+        },
     )
     async def follow(body: FollowIn, response: Response) -> FollowOut:
         found, created = await service.follow(runtime.pool, body.buyer_id, body.merchant_id)
@@ -85,6 +133,7 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
 
     @app.delete(
         "/follows",
+        operation_id="unfollowMerchant",
         status_code=status.HTTP_204_NO_CONTENT,
         tags=["follows"],
         summary="A buyer stops following a merchant (204 also when it did not follow it)",
@@ -96,7 +145,13 @@ def create_app(settings: FeedSettings | None = None) -> FastAPI:
         await service.unfollow(runtime.pool, buyer_id, merchant_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-    @app.get("/follows", response_model=FollowingOut, tags=["follows"], summary="The merchants a buyer follows")
+    @app.get(
+        "/follows",
+        operation_id="listFollowing",
+        response_model=FollowingOut,
+        tags=["follows"],
+        summary="The merchants a buyer follows",
+    )
     async def following(
         buyer_id: Annotated[str, Query(max_length=200, json_schema_extra=BUYER_ID_DOC)],
     ) -> FollowingOut:

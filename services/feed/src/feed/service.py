@@ -31,15 +31,14 @@ async def authorize_merchant(conn: asyncpg.Connection, merchant_id: uuid.UUID, a
 
     Catalog issues the keys; feed holds only their SHA-256, announced on catalog.merchants.v1
     (MerchantRegistered, MerchantApiKeyRotated), so it never sees a key it did not receive in a request.
+    A merchant feed has not read yet: 503 with Retry-After if it was registered moments ago, else 404
+    (``domain.merchant_not_known``).
     """
     if not api_key:
         raise Unauthorized("missing credentials: send Authorization: Bearer <key>")
     merchant = await repository.get_merchant(conn, merchant_id)
     if merchant is None:
-        raise NotFound(
-            f"merchant {merchant_id} is not known to feed (if it was just registered, retry in a moment)",
-            code="unknown_merchant",
-        )
+        raise domain.merchant_not_known(merchant_id, utc_now())
     expected = await repository.get_merchant_key_hash(conn, merchant_id)
     if expected is None or not secret_matches(api_key, expected):
         raise Forbidden("this key does not belong to the merchant (a rotated key stops working)")
@@ -61,7 +60,7 @@ async def post_tweet(
         product: Product | None = None
         if product_id is not None:
             product = domain.check_product_for_tweet(
-                await repository.get_product(conn, product_id), product_id, merchant_id
+                await repository.get_product(conn, product_id), product_id, merchant_id, utc_now()
             )
         tweet = Tweet(id=uuid.uuid4(), merchant_id=merchant_id, text=text, product_id=product_id, created_at=utc_now())
         await repository.insert_tweet(
@@ -138,10 +137,7 @@ async def follow(pool: asyncpg.Pool, buyer_id: str, merchant_id: uuid.UUID) -> t
     buyer_id = domain.check_buyer_id(buyer_id)
     async with pool.acquire() as conn, conn.transaction():
         if await repository.get_merchant(conn, merchant_id) is None:
-            raise NotFound(
-                f"merchant {merchant_id} is not known to feed (if it was just registered, retry in a moment)",
-                code="unknown_merchant",
-            )
+            raise domain.merchant_not_known(merchant_id, utc_now())
         created = await repository.insert_follow(conn, buyer_id, merchant_id)
         (found,) = await repository.follows_of(conn, buyer_id, merchant_id=merchant_id)
     metrics.FOLLOWS.labels("follow" if created else "already_following").inc()

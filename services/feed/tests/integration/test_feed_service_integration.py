@@ -38,6 +38,7 @@ from tweetshop_devstack.testing import eventually_async as eventually
 from tweetshop_platform.auth import hash_secret
 from tweetshop_platform.db import provision_service
 from tweetshop_platform.settings import ServiceSettings
+from uuid_utils import compat as uuid_utils
 
 T = TypeVar("T")
 PASSWORD = "feed-test-password"
@@ -290,19 +291,29 @@ async def test_a_delisted_product_keeps_its_card_but_is_no_longer_buyable_nor_tw
     assert (refused.status_code, any_json(refused)["error"]) == (409, "product_not_on_sale")
 
 
-async def test_an_unknown_product_is_refused_with_409_until_its_event_arrives(feed: RunningFeed) -> None:
+async def test_a_product_listed_moments_ago_is_503_with_retry_after_until_its_event_arrives(feed: RunningFeed) -> None:
     merchant_id = await known_merchant(feed)
-    listed = product_state(merchant_id, uuid.uuid4(), version=1, listed=True)
+    # Catalog mints product ids as UUIDv7: this one says it was listed just now.
+    listed = product_state(merchant_id, uuid_utils.uuid7(), version=1, listed=True)
     body = {"merchant_id": str(merchant_id), "text": "Soon", "product_id": str(listed.product_id)}
 
     refused = await post(feed, body)
 
-    assert refused.status_code == 409
-    assert any_json(refused)["error"] == "product_not_known_yet"
+    assert (refused.status_code, refused.headers.get("retry-after")) == (503, "1")
+    assert any_json(refused)["error"] == "product_not_yet_known"
     assert "on its way" in any_json(refused)["message"]
     assert (await timeline_of(feed, merchant_id))["tweets"] == []
     await update_product(feed, listed)
     assert (await post(feed, body)).status_code == 201
+
+
+async def test_an_unknown_product_that_is_not_new_is_404(feed: RunningFeed) -> None:
+    merchant_id = await known_merchant(feed)
+
+    refused = await post(feed, {"merchant_id": str(merchant_id), "text": "Soon", "product_id": str(uuid.uuid4())})
+
+    assert (refused.status_code, any_json(refused)["error"]) == (404, "unknown_product")
+    assert "retry-after" not in refused.headers
 
 
 async def test_a_plain_tweet_is_not_buyable_and_has_no_card(feed: RunningFeed) -> None:
@@ -523,6 +534,10 @@ async def test_following_an_unknown_merchant_or_with_a_bad_buyer_id_is_refused(f
 
     unknown = await feed.client.post("/follows", json={"buyer_id": "buyer-1x", "merchant_id": str(uuid.uuid4())})
     assert (unknown.status_code, any_json(unknown)["error"]) == (404, "unknown_merchant")
+    # One registered moments ago (its UUIDv7 says so) may still be on its way: retry, not unknown.
+    early = await feed.client.post("/follows", json={"buyer_id": "buyer-1x", "merchant_id": str(uuid_utils.uuid7())})
+    assert (early.status_code, early.headers.get("retry-after")) == (503, "1")
+    assert any_json(early)["error"] == "merchant_not_yet_known"
     for body in (
         {"buyer_id": "", "merchant_id": fancy},
         {"buyer_id": "has space", "merchant_id": fancy},

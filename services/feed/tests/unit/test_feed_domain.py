@@ -15,6 +15,21 @@ from pydantic import ValidationError
 from tweetshop_platform.errors import DomainError
 
 MERCHANT = uuid.uuid4()
+NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+
+
+def uuid7_at(moment: datetime) -> uuid.UUID:
+    """A UUIDv7 (RFC 9562) minted at ``moment``, as catalog mints merchant and product ids."""
+    unix_ms = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    return uuid7_with_ms(unix_ms)
+
+
+def uuid7_with_ms(unix_ms: int) -> uuid.UUID:
+    """A UUIDv7 with any 48-bit timestamp, as a forger may send one; the other bits random."""
+    value = (unix_ms << 80) | (uuid.uuid4().int & ((1 << 80) - 1))
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+    return uuid.UUID(int=value)
 
 
 def a_product(**changes: object) -> Product:
@@ -134,28 +149,35 @@ def test_the_request_body_refuses_bad_text_unknown_fields_and_bad_ids() -> None:
 # --- which product a tweet may carry ------------------------------------------------------
 
 
-def test_an_unknown_product_asks_the_caller_to_retry_because_the_event_may_be_on_its_way() -> None:
-    product_id = uuid.uuid4()
-    error = refusal(lambda: domain.check_product_for_tweet(None, product_id, MERCHANT))
-    assert (error.status, error.code) == (409, "product_not_known_yet")
-    assert "on its way" in error.message
+def test_an_unknown_product_listed_moments_ago_asks_the_caller_to_retry() -> None:
+    product_id = uuid7_at(NOW - timedelta(milliseconds=300))
+    error = refusal(lambda: domain.check_product_for_tweet(None, product_id, MERCHANT, NOW))
+    assert isinstance(error, domain.NotYetKnown)
+    assert (error.status, error.code, error.retry_after_s) == (503, "product_not_yet_known", 1)
+    assert error.details == {"retry_after_s": 1}
+
+
+def test_an_unknown_product_that_is_not_new_is_not_found() -> None:
+    for product_id in (uuid.uuid4(), uuid7_at(NOW - timedelta(minutes=5))):
+        error = refusal(lambda product_id=product_id: domain.check_product_for_tweet(None, product_id, MERCHANT, NOW))
+        assert (error.status, error.code) == (404, "unknown_product")
 
 
 def test_a_merchant_cannot_tweet_another_merchants_product() -> None:
     product = a_product(merchant_id=uuid.uuid4())
-    error = refusal(lambda: domain.check_product_for_tweet(product, product.id, MERCHANT))
+    error = refusal(lambda: domain.check_product_for_tweet(product, product.id, MERCHANT, NOW))
     assert (error.status, error.code) == (403, "product_of_another_merchant")
 
 
 def test_a_delisted_product_cannot_be_tweeted() -> None:
     product = a_product(status="delisted")
-    error = refusal(lambda: domain.check_product_for_tweet(product, product.id, MERCHANT))
+    error = refusal(lambda: domain.check_product_for_tweet(product, product.id, MERCHANT, NOW))
     assert (error.status, error.code) == (409, "product_not_on_sale")
 
 
 def test_a_sold_out_product_can_still_be_tweeted() -> None:
     product = a_product(stock_available=0)
-    assert domain.check_product_for_tweet(product, product.id, MERCHANT) == product
+    assert domain.check_product_for_tweet(product, product.id, MERCHANT, NOW) == product
 
 
 # --- the live card ------------------------------------------------------------------------
@@ -201,3 +223,60 @@ def test_a_buyer_id_of_visible_characters_is_kept_as_given(buyer_id: str) -> Non
 def test_a_blank_long_or_non_ascii_buyer_id_is_refused_with_422(buyer_id: str) -> None:
     error = refusal(lambda: domain.check_buyer_id(buyer_id))
     assert (error.status, error.code) == (422, "invalid_buyer_id")
+
+
+# --- merchants and products catalog created moments ago ----------------------------------------
+
+
+def test_uuid7_unix_ms_reads_the_birth_of_a_uuid7_and_nothing_from_other_uuids() -> None:
+    born = uuid7_at(NOW)
+    assert born.version == 7
+    assert domain.uuid7_unix_ms(born) == int(NOW.timestamp() * 1000)
+    assert domain.uuid7_unix_ms(uuid.uuid4()) is None
+    assert domain.uuid7_unix_ms(uuid.uuid1()) is None
+    # Version nibble 7 but not RFC 9562's variant (a Microsoft GUID, say): not a UUIDv7.
+    not_rfc = uuid.UUID(int=born.int & ~(0x3 << 62))
+    assert not_rfc.version is None and domain.uuid7_unix_ms(not_rfc) is None
+
+
+def test_an_unknown_merchant_registered_moments_ago_is_not_yet_known_with_retry_after() -> None:
+    merchant_id = uuid7_at(NOW - timedelta(milliseconds=500))
+
+    error = domain.merchant_not_known(merchant_id, NOW)
+
+    assert isinstance(error, domain.NotYetKnown)
+    assert (error.status, error.code, error.retry_after_s) == (503, "merchant_not_yet_known", 1)
+    assert error.details == {"retry_after_s": 1}
+    assert str(merchant_id) in error.message
+
+
+def test_the_not_yet_known_window_is_a_minute_back_and_a_little_clock_skew_ahead() -> None:
+    window, skew = domain.NOT_YET_KNOWN_WINDOW, domain.CLOCK_SKEW
+    ms = timedelta(milliseconds=1)
+    for born, fresh in (
+        (NOW, True),
+        (NOW - window, True),
+        (NOW - window - ms, False),
+        (NOW + skew, True),  # catalog's clock a little ahead of feed's
+        (NOW + skew + ms, False),
+        (NOW - timedelta(days=365), False),
+    ):
+        assert domain.born_moments_ago(uuid7_at(born), NOW) is fresh, born
+        expected = (503, "merchant_not_yet_known") if fresh else (404, "unknown_merchant")
+        error = domain.merchant_not_known(uuid7_at(born), NOW)
+        assert (error.status, error.code) == expected, born
+
+
+def test_a_forged_merchant_id_gets_404_or_the_same_harmless_503_and_never_an_error() -> None:
+    # Any UUID a client may send: random ones, and UUIDv7s with the smallest and the largest timestamps (the
+    # largest is past what a datetime holds).
+    for forged in (uuid.uuid4(), uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1), uuid7_with_ms(0)):
+        error = domain.merchant_not_known(forged, NOW)
+        assert (error.status, error.code) == (404, "unknown_merchant"), forged
+    far_future = domain.merchant_not_known(uuid7_with_ms((1 << 48) - 1), NOW)
+    assert (far_future.status, far_future.code) == (404, "unknown_merchant")
+    # A forged fresh id is told exactly what a genuine one is: the answer depends on the id and the clock only.
+    one, other = uuid7_at(NOW), uuid7_at(NOW)
+    assert domain.merchant_not_known(one, NOW).message.replace(str(one), "ID") == domain.merchant_not_known(
+        other, NOW
+    ).message.replace(str(other), "ID")

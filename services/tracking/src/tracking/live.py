@@ -1,7 +1,7 @@
 """Live updates: one Kafka subscription per process feeds an in-memory hub; each watcher gets a bounded mailbox.
 
 Every tracking replica reads tracking.locations.v1 and tracking.shipments.v1 in
-its own consumer group (DESIGN.md, "Scaling out"), so whichever replica a
+its own consumer group (docs/architecture.md#scaling-out), so whichever replica a
 browser's stream lands on sees every update. A watcher that reads too slowly
 loses its stalest fixes, never its newest position, a status change or the
 process's memory.

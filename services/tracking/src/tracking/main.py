@@ -2,11 +2,14 @@
 
 # No `from __future__ import annotations` here: FastAPI must see the closures' real types (Depends).
 import asyncio
+import functools
 import hashlib
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from importlib import resources
+from os import PathLike
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -14,14 +17,23 @@ import structlog
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 from tweetshop_platform import ratelimit
 from tweetshop_platform.errors import DomainError, Unprocessable
+from tweetshop_platform.openapi import (
+    COURIER_TOKEN,
+    OPERATOR_KEY,
+    ORDER_ACCESS_TOKEN,
+    ORDER_ACCESS_TOKEN_IN_URL,
+    operator_dependency,
+)
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
 from . import domain, handlers, live, metrics, service
 from .access import TrackingAccess
 from .api import CourierTokenOut, IngestOut, LocationBatchIn, RouteOut, ShipmentOut
-from .config import DEV_OPERATOR_KEY, TrackingSettings
+from .config import DEV_OPERATOR_KEY, TrackingSettings, check_tile_url
 from .domain import Rules, Shipment, ShipmentStatus, Thinning
 
 log = structlog.get_logger(__name__)
@@ -47,27 +59,48 @@ def thinning_of(settings: TrackingSettings) -> Thinning:
     )
 
 
+# The vendored Natural Earth basemap (static/vendor/natural-earth/README.md): drawn when no tile server is set.
+BASEMAP_FILES = {"countries": "vendor/natural-earth/countries-50m.json", "places": "vendor/natural-earth/places.json"}
+BASEMAP_ATTRIBUTION = "Made with Natural Earth"
+
+
+@functools.cache
+def basemap_config() -> dict[str, str]:
+    """Where the page finds the vendored basemap: each file's URL carries its hash (cached for a year)."""
+    urls = {name: f"/static/{path}?v={_asset_version(path)}" for name, path in BASEMAP_FILES.items()}
+    return {**urls, "attribution": BASEMAP_ATTRIBUTION}
+
+
 def page_config(settings: TrackingSettings, order_id: uuid.UUID) -> str:
     """What the map page needs to start, as JSON safe inside a <script> element."""
-    config = {
+    config: dict[str, Any] = {
         "orderId": str(order_id),
         "tileUrl": settings.map_tile_url,
         "tileAttribution": settings.map_tile_attribution,
+        # No tile server (the default, as under `make run`): the world from the vendored basemap, no network.
+        "basemap": None if settings.map_tile_url else basemap_config(),
     }
     # "<" escaped: a value can never close the script element it sits in.
     return json.dumps(config).replace("<", "\\u003c")
 
 
 def tile_source(tile_url: str) -> str | None:
-    """The CSP source the map's tiles load from: the tile URL's origin, a ``{s}`` subdomain as ``*``."""
-    parts = urlsplit(tile_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    """The CSP source the map's tiles load from: the tile URL's origin, a ``{s}`` subdomain as ``*``.
+
+    None (no tile source at all, never a bare ``*`` or scheme) for anything but a URL that
+    ``config.check_tile_url`` accepts, which TrackingSettings already requires of ``map_tile_url``.
+    """
+    try:
+        url = check_tile_url(tile_url)
+    except ValueError:
         return None
+    if not url:
+        return None
+    parts = urlsplit(url)
     host = parts.netloc
     if host.startswith("{s}."):
         host = "*." + host[len("{s}.") :]
-    # Any other placeholder in the host cannot be a CSP source: allow the scheme rather than break the map.
-    return f"{parts.scheme}://{host}" if "{" not in host else f"{parts.scheme}:"
+    return f"{parts.scheme}://{host}"
 
 
 def map_page_csp(settings: TrackingSettings) -> str:
@@ -98,6 +131,22 @@ def map_page_headers(settings: TrackingSettings) -> dict[str, str]:
         "Referrer-Policy": "no-referrer",
         "X-Frame-Options": "DENY",
     }
+
+
+class CachedStaticFiles(StaticFiles):
+    """Static files with caching headers: a year (immutable) when the URL names the version (``?v=``), as every URL
+    the map page uses does; an hour otherwise. ETag and Last-Modified as StaticFiles sets them."""
+
+    def file_response(
+        self, full_path: PathLike[str] | str, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        versioned = any(part.startswith(b"v=") for part in scope.get("query_string", b"").split(b"&"))
+        response.headers["Cache-Control"] = (
+            "public, max-age=31536000, immutable" if versioned else "public, max-age=3600"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def _asset_version(*names: str) -> str:
@@ -165,8 +214,9 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     )
     app.state.live_hub = hub
     static_dir = resources.files("tracking") / "static"
-    # Leaflet (vendored from the npm registry) and the page's own script: nothing is fetched from elsewhere.
-    app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+    # Leaflet, topojson-client and the Natural Earth basemap (vendored from package registries) and the page's own
+    # script: nothing is fetched from elsewhere.
+    app.mount("/static", CachedStaticFiles(directory=str(static_dir)), name="static")
     page_template = (
         (resources.files("tracking") / "templates" / "track.html")
         .read_text(encoding="utf-8")
@@ -191,9 +241,23 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
     )
     # Before any route below is added: each of them refuses the operator key in its URL, first thing.
     app.router.dependencies.append(Depends(access.refuse_operator_key_in_url))
+    operator = operator_dependency(settings.operator_key)
+
+    async def reader_credential(
+        request: Request,
+        _bearer: Annotated[str | None, Depends(ORDER_ACCESS_TOKEN.optional())],
+        _in_url: Annotated[str | None, Depends(ORDER_ACCESS_TOKEN_IN_URL)],
+        _operator: Annotated[str | None, Depends(OPERATOR_KEY.optional())],
+    ) -> str:
+        """A reader's credential: the order's access token (bearer or ``?token=``) or the operator key; 401 without.
+
+        The route checks it against what it reads; this names the alternatives in /openapi.json.
+        """
+        return access.presented_token(request)
 
     @app.get(
         "/shipments",
+        operation_id="listShipments",
         response_model=list[ShipmentOut],
         tags=["shipments"],
         summary="The shipments of an order (buyers: order_id) or in one status (operators: status)",
@@ -209,6 +273,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
             404: {"description": "order_id: no shipment of this order can be read with this token"},
             422: {"description": "Neither order_id nor status given"},
         },
+        dependencies=[Depends(reader_credential)],
     )
     async def list_shipments(
         request: Request,
@@ -239,10 +304,12 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     @app.get(
         "/shipments/{shipment_id}",
+        operation_id="getShipment",
         response_model=ShipmentOut,
         tags=["shipments"],
         summary="One shipment (bearer: its order's access token, or the operator key)",
         responses=reader_responses,
+        dependencies=[Depends(reader_credential)],
     )
     async def get_shipment(shipment_id: uuid.UUID, request: Request) -> ShipmentOut:
         shipment = await service.get_shipment(runtime.pool, shipment_id)
@@ -251,10 +318,12 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     @app.get(
         "/shipments/{shipment_id}/locations",
+        operation_id="getShipmentRoute",
         response_model=RouteOut,
         tags=["shipments"],
         summary="The route so far: the newest stored points, oldest first (what the map page draws)",
         responses=reader_responses,
+        dependencies=[Depends(reader_credential)],
     )
     async def get_route(
         shipment_id: uuid.UUID,
@@ -270,6 +339,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     @app.post(
         "/shipments/{shipment_id}/locations",
+        operation_id="postCourierLocations",
         response_model=IngestOut,
         tags=["couriers"],
         summary="A courier's batch of GPS fixes (bearer: the shipment's courier token)",
@@ -281,6 +351,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
             413: {"description": "More points than a batch may hold"},
             422: {"description": "A point is invalid (range, NaN, timezone, too far in the future or past)"},
         },
+        dependencies=[Depends(COURIER_TOKEN)],  # the token access.courier_token checks (401 without)
     )
     async def post_locations(
         shipment_id: uuid.UUID, body: LocationBatchIn, token: Annotated[str, Depends(access.courier_token)]
@@ -299,11 +370,16 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     @app.post(
         "/shipments/{shipment_id}/courier-token",
+        operation_id="issueCourierToken",
         response_model=CourierTokenOut,
         tags=["operators"],
         summary="Issue (or replace) the shipment's courier token (bearer: the operator key)",
-        dependencies=[Depends(access.operator)],
-        responses={401: {"description": "No operator key"}, 403: {"description": "Not the operator key"}},
+        dependencies=[Depends(operator)],
+        responses={
+            401: {"description": "No operator key"},
+            403: {"description": "Not the operator key"},
+            404: {"description": "Unknown shipment"},
+        },
     )
     async def post_courier_token(shipment_id: uuid.UUID) -> CourierTokenOut:
         token = await service.issue_courier_token(runtime.pool, shipment_id)
@@ -311,10 +387,16 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     @app.get(
         "/shipments/{shipment_id}/stream",
+        operation_id="streamShipment",
         tags=["shipments"],
         summary="Live updates as server-sent events: snapshot, then location / status, end once closed",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}, **reader_responses},
+        responses={
+            200: {"content": {"text/event-stream": {}}},
+            **reader_responses,
+            503: {"description": "This replica serves as many live streams as it may (`too_many_watchers`): retry"},
+        },
+        dependencies=[Depends(reader_credential)],
     )
     async def stream_shipment(shipment_id: uuid.UUID, request: Request) -> StreamingResponse:
         shipment = await service.get_shipment(runtime.pool, shipment_id)  # 404 as JSON, before streaming
@@ -344,10 +426,12 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     @app.get(
         "/track/{order_id}",
+        operation_id="getTrackingPage",
         response_class=HTMLResponse,
         tags=["buyers"],
         summary="The buyer's tracking page (the link carries the order's access token: `?token=`)",
         responses=reader_responses,
+        dependencies=[Depends(reader_credential)],
     )
     async def track_page(order_id: uuid.UUID, request: Request) -> HTMLResponse:
         await access.authorize_order_reader(request, order_id)

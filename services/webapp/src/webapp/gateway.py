@@ -26,6 +26,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import Receive, Scope, Send
+from tweetshop_platform import telemetry
 from tweetshop_platform.http import error_body, too_many_requests
 from tweetshop_platform.ratelimit import (
     RATE_LIMITED,
@@ -35,6 +36,7 @@ from tweetshop_platform.ratelimit import (
     presented_credential,
 )
 
+from . import buyer_session
 from .config import WebappSettings
 
 log = structlog.get_logger(__name__)
@@ -43,7 +45,7 @@ log = structlog.get_logger(__name__)
 PUBLIC_RESOURCES: Mapping[str, frozenset[str]] = {
     "catalog": frozenset({"merchants", "products"}),
     "feed": frozenset({"tweets", "timeline", "follows"}),
-    "checkout": frozenset({"orders"}),
+    "checkout": frozenset({"orders", "buyers"}),
     "tracking": frozenset({"shipments"}),
 }
 METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
@@ -98,6 +100,9 @@ def route(upstreams: Mapping[str, str], service: str, path: str) -> Route:
     # Decoded path: "..", "." or empty segments could climb out of the public resources upstream.
     if any(s in ("", ".", "..") for s in segments) or segments[0] not in PUBLIC_RESOURCES.get(service, ()):
         raise RouteRefused(f"/api/{service}/{path} is not a public resource of {service}")
+    if service == "checkout" and path in buyer_session.CREDENTIAL_ROUTES:
+        # They answer a buyer credential: only /account/... calls them, and keeps it in the cookie.
+        raise RouteRefused(f"/api/{service}/{path} is not public: use /account/session or /account/link")
     return Route(service, base_url, "/" + quote(path, safe=_PATH_SAFE))
 
 
@@ -177,6 +182,10 @@ class Gateway:
             settings, transport, settings.stream_read_timeout_s, settings.stream_max_open
         )
         self.streams = StreamSlots(per_credential=settings.stream_max_per_credential, total=settings.stream_max_open)
+        # With tracing on (TWEETSHOP_TRACING=otlp), each call to a service is a CLIENT span whose context goes with
+        # it (traceparent): the service's spans join the page's trace.
+        for client in (self.client, self.stream_client):
+            telemetry.instrument_httpx(client, settings.service_name)
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -195,7 +204,17 @@ class Gateway:
 
     async def forward(self, request: Request, target: Route) -> Response:
         """Send the request on and stream the answer back; 502/504 when the service does not answer, 429 past a
-        cap of live streams."""
+        cap of live streams. The buyer's cookie becomes the bearer of the buyer's own checkout calls
+        (``buyer_session``), for a state-changing one only from the web app's own pages (else 403)."""
+        cookie_bearer = buyer_session.upstream_bearer(request, target.upstream, target.path)
+        if cookie_bearer is not None:
+            problem = buyer_session.csrf_problem(request)
+            if problem is not None:
+                return buyer_session.csrf_refused(problem)
+            answer = await _forward(self.client, request, target, self.trusted, authorization=cookie_bearer)
+            if answer.status_code == 401:
+                buyer_session.clear_cookie(answer, request)  # revoked (signed out everywhere): forget it
+            return answer
         if not _is_stream(request, target.path):
             return await _forward(self.client, request, target, self.trusted)
         key = self._stream_key(request)
@@ -227,8 +246,11 @@ async def _forward(
     trusted: Sequence[Network] = (),
     *,
     on_close: Callable[[], None] | None = None,
+    authorization: str | None = None,
 ) -> Response:
     headers = {name: request.headers[name] for name in _FORWARDED_REQUEST_HEADERS if name in request.headers}
+    if authorization is not None:
+        headers["authorization"] = authorization
     headers["x-correlation-id"] = str(request.state.correlation_id)
     # Who the buyer is, for the APIs' per-client limits (believed only from a proxy they trust: this web app).
     headers["x-forwarded-for"] = client_address(request.scope, trusted)

@@ -6,16 +6,25 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from tweetshop_platform import telemetry
 from tweetshop_platform.http import error_body, install_common
 from tweetshop_platform.logs import configure_logging
+from tweetshop_platform.openapi import (
+    COURIER_TOKEN,
+    MERCHANT_API_KEY,
+    ORDER_ACCESS_TOKEN,
+    ORDER_ACCESS_TOKEN_IN_URL,
+    install_error_documentation,
+)
 
-from . import gateway
+from . import buyer_session, gateway
 from .config import WebappSettings
 
 STATIC_DIR = Path(str(resources.files("webapp") / "static"))
@@ -25,6 +34,35 @@ PAGES = {"/": "index.html", "/orders": "orders.html", "/merchant": "merchant.htm
 
 # Real Stripe.js loads from js.stripe.com and its subdomains, and frames hooks.stripe.com for 3-D Secure.
 _REAL_STRIPE_EXTRA = ("https://*.js.stripe.com",)
+
+
+# What the gateway answers besides the service's own answer, which it passes through as it is.
+_PASSED = "as the service answered it"
+GATEWAY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": f"A bad request, {_PASSED}"},
+    401: {"description": f"No credential, {_PASSED}"},
+    403: {"description": f"Not this credential's to do, {_PASSED}"},
+    404: {"description": "No public resource of that service at this path, or not found by the service"},
+    409: {"description": f"A conflict, {_PASSED}"},
+    413: {"description": "The request body is over the limit"},
+    422: {"description": f"An invalid request, {_PASSED}"},
+    429: {
+        "description": "Too many live streams open (`too_many_streams`), or a rate limit of the service: retry "
+        "after Retry-After seconds",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
+    },
+    502: {"description": "The service is not reachable (`upstream_unavailable`)"},
+    503: {"description": f"The service cannot answer right now, {_PASSED}"},
+    504: {"description": "The service did not answer in time (`upstream_timeout`)"},
+}
+# The credentials the pages pass through (each operation of the services' own documents names its own); the
+# gateway itself checks none, so an operation is also called without one.
+GATEWAY_CREDENTIALS = [
+    Depends(MERCHANT_API_KEY.optional(anonymous=True)),
+    Depends(ORDER_ACCESS_TOKEN.optional(anonymous=True)),
+    Depends(ORDER_ACCESS_TOKEN_IN_URL),
+    Depends(COURIER_TOKEN.optional(anonymous=True)),
+]
 
 
 def content_security_policy(settings: WebappSettings) -> str:
@@ -104,6 +142,7 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
         app,
         {name: upstream_answers(name, url) for name, url in settings.upstreams.items()},
         max_body_bytes=settings.max_request_body_bytes,
+        tracer=telemetry.tracer(settings.service_name),  # None unless TWEETSHOP_TRACING=otlp
     )
 
     @app.middleware("http")
@@ -114,7 +153,12 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
             response.headers[name] = value
         return response
 
-    @app.get("/config.json", tags=["pages"], summary="What the pages need to know: where Stripe.js comes from")
+    @app.get(
+        "/config.json",
+        operation_id="getClientConfig",
+        tags=["pages"],
+        summary="What the pages need to know: where Stripe.js comes from",
+    )
     async def client_config() -> dict[str, Any]:
         return {
             "stripe": {
@@ -136,18 +180,46 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
     for path, name in PAGES.items():
         app.add_api_route(path, page(name), methods=["GET"], include_in_schema=False)
 
+    # The buyer's session: checkout's buyer credential in an HttpOnly cookie (buyer_session).
+    buyer_session.install(app, settings)
+
     # Any id: the page itself says when this browser holds no such order.
     app.add_api_route("/orders/{order_id}", page("order.html"), methods=["GET"], include_in_schema=False)
 
-    @app.api_route("/api/{service}/{path:path}", methods=gateway.METHODS, tags=["gateway"])
-    async def api(service: str, path: str, request: Request) -> Response:
-        """The public API of catalog, feed, checkout or tracking, passed through."""
+    async def api(
+        service: Annotated[str, PathParam(description="catalog, feed, checkout or tracking", examples=["feed"])],
+        path: Annotated[
+            str,
+            PathParam(
+                description="The path of the service's public resource, e.g. timeline or merchants/{merchant_id}: "
+                "its operation in the service's own /openapi.json tells parameters, body and answers",
+                examples=["timeline"],
+            ),
+        ],
+        request: Request,
+    ) -> Response:
+        """The public API of catalog, feed, checkout or tracking, passed through: ``/api/<service>/<path>`` is the
+        service's ``/<path>``, with the same query, body and credential."""
         try:
             target = gateway.route(settings.upstreams, service, path)
         except gateway.RouteRefused as exc:
             return JSONResponse(error_body("not_found", str(exc)), status_code=404)
         upstreams: gateway.Gateway = request.app.state.gateway
         return await upstreams.forward(request, target)
+
+    # One route per method: one operation id each (gatewayGet, gatewayPost...).
+    for method in gateway.METHODS:
+        app.add_api_route(
+            "/api/{service}/{path:path}",
+            api,
+            methods=[method],
+            operation_id=f"gateway{method.title()}",
+            tags=["gateway"],
+            summary=f"{method} a public resource of catalog, feed, checkout or tracking",
+            responses=GATEWAY_RESPONSES,
+            dependencies=GATEWAY_CREDENTIALS,
+        )
+    install_error_documentation(app)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -11,10 +12,11 @@ from tweetshop_contracts import utc_now
 from tweetshop_platform.errors import Conflict, DomainError, NotFound, TooManyRequests, Unprocessable
 from tweetshop_platform.uow import unit_of_work
 
-from .. import access, domain, metrics, repository
+from .. import access, accounts, domain, metrics, repository
 from ..config import CheckoutSettings
 from ..domain import Order, PurchaseRequest
 from ..gateway import PaymentDeclined, PaymentGateway, PaymentProviderUnavailable
+from . import buyers
 from .payments import apply_payment_outcome, cancel_at_stripe
 
 log = structlog.get_logger(__name__)
@@ -84,8 +86,13 @@ async def place_order(
     request_hash: str,
     idempotency_key: str,
     correlation_id: str,
+    account: buyers.Account | None = None,
 ) -> PlacedOrder:
-    """One order per Idempotency-Key: a new pending order plus OrderPlaced, or the order this exact request made."""
+    """One order per Idempotency-Key: a new pending order plus OrderPlaced, or the order this exact request made.
+
+    With ``account`` (the buyer presented a credential) the order belongs to that buyer: ``request.buyer.id``
+    must already be the account's id (``for_account``), and its access token is kept in the buyer's vault.
+    """
     key_hash = access.idempotency_key_hash(idempotency_key)
     async with unit_of_work(pool) as uow:
         conn = uow.conn
@@ -114,27 +121,56 @@ async def place_order(
             twin = await repository.get_order_by_key(conn, key_hash)
             assert twin is not None
             return _replay(twin, request_hash, idempotency_key)
+        if account is not None:
+            await repository.set_order_account(
+                conn, order.id, account.id, buyers.vault_order_token(account, order.id, token)
+            )
         uow.publish(placed)
     metrics.count_transition(None, "pending")
     log.info("order placed", order_id=str(order.id), amount_minor=order.amount_minor, currency=order.currency)
     return PlacedOrder(order, token, replayed=False)
 
 
-async def _authorize_buyer(conn: asyncpg.Connection, order_id: uuid.UUID, access_token: str) -> None:
-    """NotFound unless ``access_token`` is the order's: whether an order exists is private (no order answers the
-    same as a wrong token)."""
+def for_account(request: PurchaseRequest, account: buyers.Account | None) -> PurchaseRequest:
+    """The request as placed: with a credential, the buyer id is the account's, whatever the body said; without
+    one, the body's id, which may not be of the accounts' form (no one orders in an account's name without its
+    credential)."""
+    if account is not None:
+        return dataclasses.replace(request, buyer=domain.Buyer(id=account.id, email=request.buyer.email))
+    if accounts.is_account_buyer_id(request.buyer.id):
+        raise Unprocessable(
+            "buyer ids starting with ba_ belong to buyer accounts: send the buyer credential "
+            "(Authorization: Bearer tsb_...) instead",
+            code="account_buyer_id",
+        )
+    return request
+
+
+async def _authorize_buyer(conn: asyncpg.Connection, order_id: uuid.UUID, access_token: str) -> str:
+    """NotFound unless ``access_token`` is the order's, or the credential of the buyer it belongs to: whether an
+    order exists is private (no order answers the same as a wrong token). The order's own access token (for the
+    tracking link): the one presented, or the one opened from the buyer's vault ("" when there is none)."""
+    if accounts.is_buyer_credential(access_token):
+        return await buyers.authorize_order(conn, order_id, access_token)
     token_hash = await repository.get_access_token_hash(conn, order_id)
     if token_hash is None or not access.secret_matches(access_token, token_hash):
         raise NotFound("no such order (or not yours)", code="order_not_found")
+    return access_token
 
 
 async def get_order(pool: asyncpg.Pool, order_id: uuid.UUID, access_token: str) -> Order:
-    """The order, for the bearer of its access token."""
+    """The order, for the bearer of its access token (or its buyer's credential)."""
+    return (await get_order_with_token(pool, order_id, access_token))[0]
+
+
+async def get_order_with_token(pool: asyncpg.Pool, order_id: uuid.UUID, bearer: str) -> tuple[Order, str]:
+    """The order, for the bearer of its access token or its buyer's credential, with the order's access token
+    (for the tracking link; "" when the buyer's vault has none)."""
     async with pool.acquire() as conn:
-        await _authorize_buyer(conn, order_id, access_token)
+        token = await _authorize_buyer(conn, order_id, bearer)
         order = await repository.get_order(conn, order_id)
     assert order is not None
-    return order
+    return order, token
 
 
 def _refused(refused: domain.CancelRefused, order: Order) -> Conflict:

@@ -1,6 +1,18 @@
 // The product sheet: quantity, a saved address, a card through Stripe.js, Pay → the order page.
 
-import { api, buyerId, el, money, notice, rememberOrder, safeUrl, stockLabel, store, uuid } from "./common.js";
+import {
+  api,
+  buyerId,
+  el,
+  ensureBuyer,
+  money,
+  notice,
+  rememberOrder,
+  safeUrl,
+  stockLabel,
+  store,
+  uuid,
+} from "./common.js";
 import { PaymentError, loadPayments } from "./stripe-pay.js";
 
 const MAX_QUANTITY = 100; // checkout's limit per order
@@ -221,11 +233,24 @@ async function pay() {
     if (!attempt.paymentMethod) {
       attempt.paymentMethod = await payments.createPaymentMethod({ name: address.name, email: address.email });
     }
-    const placed = await api("/checkout/orders", {
-      method: "POST",
-      headers: { "Idempotency-Key": attempt.key },
-      body: { ...order, payment_method: attempt.paymentMethod },
-    });
+    // The order belongs to this browser's buyer account (its cookie, made here the first time); when the
+    // account cannot be had right now, the order is placed without one, as before accounts.
+    await ensureBuyer().catch(() => null);
+    const send = () =>
+      api("/checkout/orders", {
+        method: "POST",
+        headers: { "Idempotency-Key": attempt.key },
+        body: { ...order, payment_method: attempt.paymentMethod },
+      });
+    let placed;
+    try {
+      placed = await send();
+    } catch (error) {
+      if (error.status !== 401) throw error;
+      // Signed out everywhere meanwhile: the web app dropped the cookie; a new account, the same purchase.
+      await ensureBuyer().catch(() => null);
+      placed = await send();
+    }
     rememberOrder({
       id: placed.id,
       access_token: placed.access_token,

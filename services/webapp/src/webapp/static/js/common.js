@@ -2,11 +2,13 @@
 
 /** An API answer that is not a success, or no answer at all (status 0). */
 export class ApiError extends Error {
-  constructor(status, code, message, body) {
+  constructor(status, code, message, body, retryAfterS = null) {
     super(message);
     this.status = status;
     this.code = code;
     this.body = body;
+    /** Seconds the answer's Retry-After asks to wait before sending again (429, 503), or null. */
+    this.retryAfterS = retryAfterS;
   }
   get isNetwork() {
     return this.status === 0 || this.status === 502 || this.status === 504;
@@ -14,13 +16,14 @@ export class ApiError extends Error {
 }
 
 /** Call /api/<service>/<path>; resolves to the JSON body (null for 204), rejects with ApiError. */
-export async function api(path, { method = "GET", body, token, headers = {} } = {}) {
-  const sent = { ...headers };
+export async function api(path, { method = "GET", body, token, headers = {}, base = "/api" } = {}) {
+  // The web app's own pages say so: writes made with the buyer's cookie need it (CSRF, see buyer_session.py).
+  const sent = { "X-Requested-With": "tweetshop", ...headers };
   if (body !== undefined) sent["Content-Type"] = "application/json";
   if (token) sent.Authorization = `Bearer ${token}`;
   let response;
   try {
-    response = await fetch(`/api${path}`, {
+    response = await fetch(`${base}${path}`, {
       method,
       headers: sent,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -41,7 +44,8 @@ export async function api(path, { method = "GET", body, token, headers = {} } = 
     if (response.status === 502 || response.status === 504) {
       message = "tweetshop is having trouble right now. Try again in a moment.";
     }
-    throw new ApiError(response.status, code, message, data);
+    const retryAfter = Number.parseInt(response.headers.get("Retry-After") || "", 10); // seconds; a date is not sent
+    throw new ApiError(response.status, code, message, data, Number.isNaN(retryAfter) ? null : retryAfter);
   }
   return data;
 }
@@ -146,6 +150,25 @@ export function rememberOrder(order) {
 
 export function orderRecord(id) {
   return myOrders().find((o) => o.id === id) || null;
+}
+
+// --- the buyer's account: its credential lives in an HttpOnly cookie, never seen here ---------------------
+
+/** This browser's buyer ({id, created_at, devices}): the cookie's, or a new one. Rejects with ApiError. */
+export async function ensureBuyer() {
+  const session = await api("/account/session", { method: "POST", base: "" });
+  return session.buyer;
+}
+
+/** Sign this browser in to the buyer whose other device shows ``code``. */
+export async function linkWithCode(code) {
+  const session = await api("/account/link", { method: "POST", base: "", body: { code } });
+  return session.buyer;
+}
+
+/** Revoke every device of this browser's buyer, this one too. */
+export async function signOutEverywhere() {
+  return api("/account/sign-out-everywhere", { method: "POST", base: "" });
 }
 
 // --- DOM ---------------------------------------------------------------------------------------------

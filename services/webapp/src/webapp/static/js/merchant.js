@@ -4,6 +4,23 @@ import { api, el, fromMinor, money, notice, sleep, store, toMinor } from "./comm
 
 const $ = (id) => document.getElementById(id);
 const banner = $("merchant-notice");
+// feed learns of a new shop or product from catalog's events a moment after catalog answers; until then it asks
+// to be asked again (503 with Retry-After). The page does so, publishing meanwhile, for this long at most.
+const PUBLISH_PATIENCE_MS = 15000;
+
+/** `send()`, sent again after each Retry-After a 503 asks for while PUBLISH_PATIENCE_MS lasts; else its error. */
+async function sendPatiently(send) {
+  const deadline = Date.now() + PUBLISH_PATIENCE_MS;
+  for (;;) {
+    try {
+      return await send();
+    } catch (error) {
+      const waitMs = error.status === 503 && error.retryAfterS !== null ? Math.max(1, error.retryAfterS) * 1000 : null;
+      if (waitMs === null || Date.now() + waitMs > deadline) throw error;
+      await sleep(waitMs);
+    }
+  }
+}
 
 function merchant() {
   return store.get("merchant", null);
@@ -119,12 +136,8 @@ function productRow(product) {
   const shown = el("span", { class: "price" });
   const delist = el("button", { class: "secondary" });
   const text = el("textarea", { rows: "3", maxlength: "280", "aria-label": "Tweet text" });
-  const composer = el(
-    "div",
-    { class: "composer", hidden: true },
-    text,
-    el("button", { class: "primary", text: "Post tweet", onclick: () => tweet() }),
-  );
+  const post = el("button", { class: "primary", text: "Post tweet", onclick: () => tweet() });
+  const composer = el("div", { class: "composer", hidden: true }, text, post);
 
   function render() {
     price.value = fromMinor(p.price_minor, p.currency);
@@ -164,22 +177,21 @@ function productRow(product) {
     const m = merchant();
     const body = { merchant_id: m.id, text: text.value.trim(), product_id: p.id };
     if (!body.text) return notice(msg, "Write something about it.");
-    // Feed learns about new shops and products from catalog's events: a just-listed one needs a moment.
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      try {
-        await api("/feed/tweets", { method: "POST", token: m.api_key, body });
-        composer.hidden = true;
-        msg.replaceChildren();
-        notice(msg, "Posted! ", "ok");
-        msg.append(el("a", { href: "/", text: "See it on the timeline" }));
-        return;
-      } catch (error) {
-        const early = error.code === "product_not_known_yet" || error.code === "unknown_merchant";
-        if (!early || Date.now() > deadline) return notice(msg, error.message);
-        notice(msg, "Getting your product onto the timeline…", "info");
-        await sleep(700);
-      }
+    post.disabled = true;
+    post.textContent = "Publishing…";
+    notice(msg, "");
+    try {
+      // A shop or product created moments ago: feed answers "retry after 1 s" until it has read it (never an error).
+      await sendPatiently(() => api("/feed/tweets", { method: "POST", token: m.api_key, body }));
+      composer.hidden = true;
+      notice(msg, "Posted! ", "ok");
+      msg.append(el("a", { href: "/", text: "See it on the timeline" }));
+    } catch (error) {
+      const late = error.status === 503 && error.retryAfterS !== null;
+      notice(msg, late ? "Publishing is taking longer than usual: post it again in a minute." : error.message);
+    } finally {
+      post.disabled = false;
+      post.textContent = "Post tweet";
     }
   }
 

@@ -5,7 +5,9 @@ import { loadPayments } from "./stripe-pay.js";
 
 const $ = (id) => document.getElementById(id);
 const orderId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
-const record = orderRecord(orderId);
+// This browser's memory of the order (title, its access token), or only its id: then the buyer account's cookie
+// reads it (an order placed on another device linked to this one).
+const record = orderRecord(orderId) || { id: orderId };
 const box = $("order-notice");
 const state = { authenticating: false, authenticated: new Set(), stopped: false };
 
@@ -33,10 +35,10 @@ function show(order) {
     }
   } else if (order.status === "failed") {
     detail = `${order.failure_reason || "The payment did not go through."} You were not charged.`;
-    actions.push(tryAgain("Try another card"));
+    actions.push(tryAgain("Try another card", order));
   } else if (order.status === "cancelled") {
     detail = `${order.cancellation_reason || "The order could not be completed."} You were not charged.`;
-    actions.push(tryAgain("Back to the tweet"));
+    actions.push(tryAgain("Back to the tweet", order));
   } else if (order.status === "refunded") {
     detail = `${money(order.refunded_minor, order.currency)} went back to your card.`;
   } else if (order.status === "requires_action") {
@@ -58,8 +60,9 @@ function show(order) {
   $("order-id").textContent = order.id;
 }
 
-function tryAgain(label) {
-  return el("a", { class: "button primary wide", href: `/?buy=${encodeURIComponent(record.tweet_id)}`, text: label });
+function tryAgain(label, order) {
+  const tweetId = record.tweet_id || order.tweet_id;
+  return el("a", { class: "button primary wide", href: `/?buy=${encodeURIComponent(tweetId)}`, text: label });
 }
 
 async function authenticate(order, asked) {
@@ -99,7 +102,13 @@ async function watch() {
       if (error instanceof ApiError && !error.isNetwork) {
         $("status-title").textContent = "We can't show this order";
         $("status-icon").className = "status-icon failed";
-        notice(box, error.status === 404 || error.status === 401 ? "This order was not found in this browser." : error.message);
+        const missing = error.status === 404 || error.status === 401;
+        if (missing) {
+          $("status-title").textContent = "This order is not in this browser";
+          $("status-text").textContent = "Link this device to the one that placed it (My orders), or open it there.";
+          $("order-actions").replaceChildren(el("a", { class: "button secondary wide", href: "/orders", text: "My orders" }));
+        }
+        notice(box, missing ? "This order was not found in this browser." : error.message);
         return;
       }
       notice(box, `${error.message} Retrying…`, "error network");
@@ -109,11 +118,4 @@ async function watch() {
   }
 }
 
-if (!record) {
-  $("status-title").textContent = "This order is not in this browser";
-  $("status-icon").className = "status-icon failed";
-  $("status-text").textContent = "Orders can be followed from the browser that placed them.";
-  $("order-actions").replaceChildren(el("a", { class: "button secondary wide", href: "/orders", text: "My orders" }));
-} else {
-  watch();
-}
+watch();
