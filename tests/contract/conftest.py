@@ -19,7 +19,11 @@ OPERATOR_KEY = "contract-tests-operator-key-0123456789abcdef"
 
 @pytest.fixture(scope="session")
 def apps() -> Iterator[dict[str, FastAPI]]:
-    """``{"catalog": app, ...}``: each built from its own ``create_app`` with development settings only."""
+    """``{"catalog": app, ...}``: each built from its own ``create_app`` with development settings only.
+
+    The environment is set only while the apps are built (their settings are read then) and restored before any
+    test runs: services that later tests start as processes inherit this process's environment (a session-long
+    operator key here made every later operator call 403)."""
     with pytest.MonkeyPatch.context() as env:
         for key in list(os.environ):
             if key.upper().startswith("TWEETSHOP_"):
@@ -28,4 +32,4 @@ def apps() -> Iterator[dict[str, FastAPI]]:
         env.setenv("TWEETSHOP_OPERATOR_KEY", OPERATOR_KEY)
         env.setenv("TWEETSHOP_LOG_FORMAT", "console")
         built = {name: importlib.import_module(f"{name}.main").create_app() for name in APPS}
-        yield built
+    yield built
