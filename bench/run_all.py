@@ -1,11 +1,11 @@
-"""`make bench`: the orders, the locations and the drop benchmarks, then one markdown summary of them.
+"""`make bench`: the orders, the locations, the drop and the at-rest benchmarks, then one markdown summary of them.
 
     python -m bench.run_all            # full size (about half an hour on 2 cores)
     python -m bench.run_all --tiny     # the smoke size, a minute or two
 
 Writes ``bench/results/orders.json`` (or ``orders-tiny.json``), whatever
 ``bench.locations`` writes (``locations.json``), ``drop.json`` (or
-``drop-tiny.json``), the orders profile (``profile-*.txt``) and
+``drop-tiny.json``), ``idle.json``, the orders profile (``profile-*.txt``) and
 ``bench/results/summary.md``. The locations and the drop benchmarks run each as
 its own process (each starts its own broker and database).
 """
@@ -56,15 +56,25 @@ def run_locations(tiny: bool, results_dir: Path) -> tuple[dict[str, Any] | None,
 
 def run_drop(tiny: bool, results_dir: Path) -> str:
     """Run ``python -m bench.drop``; a markdown section for the summary."""
-    output = results_dir / ("drop-tiny.json" if tiny else "drop.json")
+    return _run_own_process("drop", tiny, results_dir)
+
+
+def run_idle(tiny: bool, results_dir: Path) -> str:
+    """Run ``python -m bench.idle`` (the stack at rest); a markdown section for the summary."""
+    return _run_own_process("idle", tiny, results_dir)
+
+
+def _run_own_process(name: str, tiny: bool, results_dir: Path) -> str:
+    """``python -m bench.<name>`` as its own process (it starts its own broker and database); its summary table."""
+    output = results_dir / (f"{name}-tiny.json" if tiny else f"{name}.json")
     output.unlink(missing_ok=True)  # never a stale table
-    argv = [sys.executable, "-m", "bench.drop", "--results-dir", str(results_dir), *(["--tiny"] if tiny else [])]
-    say("drop: " + " ".join(argv[1:]))
+    argv = [sys.executable, "-m", f"bench.{name}", "--results-dir", str(results_dir), *(["--tiny"] if tiny else [])]
+    say(f"{name}: " + " ".join(argv[1:]))
     code = subprocess.run(argv, cwd=REPO_ROOT, check=False).returncode
     if not output.exists():
-        return f"_bench.drop exited with code {code} and wrote nothing; see its output above._"
+        return f"_bench.{name} exited with code {code} and wrote nothing; see its output above._"
     table = markdown_table(json.loads(output.read_text()).get("summary_rows", []))
-    return table if code == 0 else f"_bench.drop exited with code {code} (a goal was missed)._\n\n{table}"
+    return table if code == 0 else f"_bench.{name} exited with code {code} (a goal was missed)._\n\n{table}"
 
 
 def _steal_words(share: float | None) -> str:
@@ -79,6 +89,7 @@ def write_summary(
     locations_md: str | None,
     tiny: bool,
     drop_md: str | None = None,
+    idle_md: str | None = None,
 ) -> Path:
     """``summary.md``: where it ran, the orders table, the locations table."""
     machine = (orders or {}).get("machine") or machine_info()
@@ -124,6 +135,8 @@ def write_summary(
             "Details: `drop.json`.",
             "",
         ]
+    if idle_md is not None:
+        lines += ["## The stack at rest (`bench/idle/`)", "", idle_md, "", "Details: `idle.json`.", ""]
     path = results_dir / ("summary-tiny.md" if tiny else "summary.md")
     path.write_text("\n".join(lines))
     return path
@@ -149,7 +162,9 @@ def rebuild_summary(results_dir: Path, tiny: bool) -> int:
             locations_md = f"_results in {locations_file.name}; no table ({exc!r})._"
     drop_file = results_dir / f"drop{suffix}.json"
     drop_md = markdown_table(json.loads(drop_file.read_text()).get("summary_rows", [])) if drop_file.exists() else None
-    path = write_summary(results_dir, orders, locations_md, tiny, drop_md)
+    idle_file = results_dir / f"idle{suffix}.json"
+    idle_md = markdown_table(json.loads(idle_file.read_text()).get("summary_rows", [])) if idle_file.exists() else None
+    path = write_summary(results_dir, orders, locations_md, tiny, drop_md, idle_md)
     print(path.read_text(), flush=True)
     return 0
 
@@ -161,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-orders", action="store_true")
     parser.add_argument("--skip-locations", action="store_true")
     parser.add_argument("--skip-drop", action="store_true")
+    parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--orders-args", default="", help="extra arguments for bench.orders, e.g. '--modes b'")
     parser.add_argument("--summary-only", action="store_true", help="rebuild summary.md from the JSON files there")
@@ -177,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_locations:
         _, locations_md = run_locations(args.tiny, args.results_dir)
     drop_md = None if args.skip_drop else run_drop(args.tiny, args.results_dir)
-    path = write_summary(args.results_dir, orders, locations_md, args.tiny, drop_md)
+    idle_md = None if args.skip_idle else run_idle(args.tiny, args.results_dir)
+    path = write_summary(args.results_dir, orders, locations_md, args.tiny, drop_md, idle_md)
     say(f"summary in {path}")
     print(path.read_text(), flush=True)
     return 0

@@ -41,6 +41,7 @@ from tweetshop_devstack.infra import (
     register_stripe_webhook,
     stop_all,
 )
+from tweetshop_devstack.run import MAKE_RUN_DEFAULTS
 from tweetshop_devstack.seed import following_retry_after
 from tweetshop_devstack.services import (
     BY_NAME,
@@ -273,7 +274,8 @@ class ServiceStack:
                 f"{self.label}-{name}",
                 [sys.executable, "-m", definition.module],
                 log_path=self.logs_dir / f"{name}.log",
-                env={**os.environ, **variables, **self.extra_env},
+                # `make run`'s own defaults first (one partition per topic), as it starts the services.
+                env={**MAKE_RUN_DEFAULTS, **os.environ, **variables, **self.extra_env},
             )
         self._register_webhook()
         for process in self.processes.values():

@@ -53,10 +53,21 @@ def measure(stack: ServiceStack, infra: BenchInfra, seconds: float) -> dict[str,
     }
 
 
-def run(*, seconds: float, quiet_s: float, partitions: int, results_dir: Path, tiny: bool) -> dict[str, Any]:
-    """Start the parts, rest, measure; the result as written to ``idle.json``."""
-    infra = BenchInfra(localstripe=False, standin=True)
-    infra.start()
+def run(
+    *,
+    seconds: float,
+    quiet_s: float,
+    partitions: int,
+    results_dir: Path,
+    tiny: bool,
+    infra: BenchInfra | None = None,
+) -> dict[str, Any]:
+    """Start the parts (``infra``: already running ones, as the smoke test passes), rest, measure; the result as
+    written to ``idle.json``. The broker is measured only when this run started it."""
+    own_infra = infra is None
+    if infra is None:
+        infra = BenchInfra(localstripe=False, standin=True)
+        infra.start()
     try:
         stack = ServiceStack(
             infra,
@@ -74,7 +85,8 @@ def run(*, seconds: float, quiet_s: float, partitions: int, results_dir: Path, t
         finally:
             stack.stop()
     finally:
-        infra.stop()
+        if own_infra:
+            infra.stop()
     total = measured["services_and_broker_cores"]
     say(f"at rest: {json.dumps(measured['cores'])}; services+broker {total} cores (goal <= {GOAL_CORES})")
     row = SummaryRow(
