@@ -30,6 +30,7 @@ _TYPES: dict[str, Any] = {
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
     "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
 }
 
 _BOUNDS: dict[str, Any] = {
@@ -69,6 +70,13 @@ def schema_errors(value: Any, schema: dict[str, Any], root: dict[str, Any], path
             for name, sub in arg.items():
                 if isinstance(value, dict) and name in value:
                     errors += schema_errors(value[name], sub, root, f"{path}.{name}")
+        elif keyword == "items":
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    errors += schema_errors(item, arg, root, f"{path}[{i}]")
+        elif keyword in ("minItems", "maxItems"):
+            if isinstance(value, list) and not (len(value) >= arg if keyword == "minItems" else len(value) <= arg):
+                errors.append(f"{path}: {len(value)} items breaks {keyword} {arg}")
         elif keyword == "required":
             errors += [f"{path}: {name!r} is required" for name in arg if isinstance(value, dict) and name not in value]
         elif keyword == "anyOf":

@@ -30,6 +30,7 @@ def test_the_public_names_are_those_of_contract_v1() -> None:
         "catalog.orders",
         "feed.merchants",
         "feed.products",
+        "feed.buyers",
         "checkout.merchants",
         "checkout.products",
         "checkout.tweets",

@@ -15,7 +15,10 @@ Each test builds a batch per consumed topic (``TWEETSHOP_FUZZ_EXAMPLES`` sets it
 What each message must become is decided here, from the public contract only (``expected_fate``):
 ``park`` (on ``<topic>.dlq`` after exactly one attempt: it can never be decoded), ``skip`` (an unknown
 event type) or ``handle`` (a valid event: applied and recorded in the inbox, or, when its handler fails on
-its odd values, parked after the full bounded retries). ``TopicFuzz.judge`` checks every message against it.
+its odd values, parked after the full bounded retries). A group that acts on some of its topic's types only
+(``Reads.handles`` in the system declaration, ``@handles`` on its handler) *ignores* the others: a valid event
+of such a type, or any message whose ``event_type`` header names one, is neither applied (no inbox row) nor
+parked. ``TopicFuzz.judge`` checks every message.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from tweetshop_contracts import Envelope, decode_event  # noqa: E402
 from tweetshop_contracts.events import ENVELOPE_FIELDS, EVENT_TYPES, event_types_of  # noqa: E402
+from tweetshop_contracts.system import SYSTEM  # noqa: E402
 from tweetshop_devstack.testing import Record, eventually_async, fetch, read_topic  # noqa: E402
 from tweetshop_platform.consumer import PERMANENT_ERRORS  # noqa: E402
 
@@ -490,6 +494,18 @@ class TopicFuzz:
     admin_dsn: str
     groups: dict[str, str]  # consumed contract topic -> consumer group suffix ("catalog.orders")
     published: list[Hostile] = field(default_factory=list)
+    ignored: dict[str, frozenset[str]] = field(default_factory=dict)  # topic -> types its handler does not act on
+
+    def fate(self, m: Hostile) -> str:
+        """``m.fate``, or ``ignore`` when the group's handler does not act on the message's type: named by its
+        ``event_type`` header (then its value is not even read), or by a valid value."""
+        ignored = self.ignored.get(m.topic, frozenset())
+        header = dict(m.headers).get("event_type")
+        if header is not None and header.decode(errors="replace") in ignored:
+            return "ignore"
+        if m.fate == "handle" and json.loads(m.value or b"")["event_type"] in ignored:
+            return "ignore"
+        return m.fate
 
     @staticmethod
     def event(cls: type[Envelope], **fields: Any) -> Envelope:
@@ -581,21 +597,28 @@ class TopicFuzz:
             assert fates["park"] and fates["handle"] and fates["skip"], fates
             copies = Counter(m.event_id for m in sent)
             problems = [
-                p for m in sent if (p := self._problem(m, parked.get((m.partition, m.offset)), applied, copies))
+                p
+                for m in sent
+                if (p := self._problem(m, self.fate(m), parked.get((m.partition, m.offset)), applied, copies))
             ]
             assert not problems, f"{len(problems)} of {len(sent)} messages on {topic} went wrong:\n" + "\n".join(
                 problems
             )
 
     @staticmethod
-    def _problem(m: Hostile, parked: Record | None, applied: set[uuid.UUID], copies: Counter[Any]) -> str:
-        """What is wrong with what became of ``m`` ("" when nothing is)."""
-        if m.fate == "park":
+    def _problem(m: Hostile, fate: str, parked: Record | None, applied: set[uuid.UUID], copies: Counter[Any]) -> str:
+        """What is wrong with what became of ``m``, whose fate is ``fate`` ("" when nothing is)."""
+        if fate == "ignore":
+            if parked is not None:
+                return f"an event its handler does not act on was parked: {m.describe()}"
+            if m.event_id in applied and copies[m.event_id] == 1:
+                return f"an event its handler does not act on has an inbox row: {m.describe()}"
+        elif fate == "park":
             if parked is None:
                 return f"not parked: {m.describe()}"
             if parked.headers["dlq_attempts"] != "1":
                 return f"retried although it can never decode: {m.describe()} {parked.headers}"
-        elif m.fate == "skip":
+        elif fate == "skip":
             if parked is not None:
                 return f"an unknown event type must be skipped, not parked: {m.describe()}"
         elif parked is not None:
@@ -642,8 +665,20 @@ def topic_fuzz(service_process: Any, kafka_bootstrap: str) -> Callable[..., Topi
 
     def start(service: str, groups: dict[str, str]) -> TopicFuzz:
         running = service_process.start(service, env=CONSUMER_ENV)
+        # The types each group does not act on, as the system declares them (the runtime holds @handles to it).
+        ignored = {
+            topic: event_types_of(topic) - set(reads.handles)
+            for topic, group in groups.items()
+            for reads in SYSTEM.service(service).group(group.removeprefix(f"{service}.")).reads
+            if reads.topic == topic and reads.handles
+        }
         return TopicFuzz(
-            running, service_process.topic_namespace, kafka_bootstrap, service_process.database.admin_dsn, groups
+            running,
+            service_process.topic_namespace,
+            kafka_bootstrap,
+            service_process.database.admin_dsn,
+            groups,
+            ignored=ignored,
         )
 
     return start

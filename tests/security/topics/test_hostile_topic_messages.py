@@ -26,6 +26,9 @@ from typing import Any
 import httpx
 from tweetshop_contracts import (
     BuyableTweetPosted,
+    BuyerCredentialIssued,
+    BuyerCredentialsRevoked,
+    BuyerDeleted,
     Envelope,
     MerchantRegistered,
     OrderCancelled,
@@ -36,7 +39,6 @@ from tweetshop_contracts import (
     ShipmentCreated,
     ShipmentStatusChanged,
     StockRejected,
-    StockReleased,
     StockReserved,
     topics,
 )
@@ -87,13 +89,31 @@ async def test_catalog_parks_hostile_orders_and_still_reserves_stock_for_the_goo
 async def test_feed_parks_hostile_merchant_and_product_events_and_keeps_its_read_models_current(
     topic_fuzz: Callable[..., Fuzz],
 ) -> None:
-    fuzz = topic_fuzz("feed", {topics.CATALOG_MERCHANTS: "feed.merchants", topics.CATALOG_PRODUCTS: "feed.products"})
+    fuzz = topic_fuzz(
+        "feed",
+        {
+            topics.CATALOG_MERCHANTS: "feed.merchants",
+            topics.CATALOG_PRODUCTS: "feed.products",
+            topics.CHECKOUT_BUYERS: "feed.buyers",
+        },
+    )
     merchant = fuzz.event(MerchantRegistered, merchant_id=uuid.uuid4(), handle="fuzz_twice")
     listed = fuzz.event(ProductListed, product_id=uuid.uuid4(), version=1, price_minor=4900)
     newer_first = later_state(fuzz, listed, version=2, price_minor=999)
+    # A buyer's credential revoked before its issue arrives (kept revoked), and a buyer deleted before a late issue.
+    revoked_buyer, deleted_buyer, sentinel_buyer = (f"ba_{uuid.uuid4().hex}" for _ in range(3))
+    revoked_hash, late_hash, sentinel_hash = (uuid.uuid4().hex * 2 for _ in range(3))
+    revoked_first = fuzz.event(BuyerCredentialsRevoked, buyer_id=revoked_buyer, credential_sha256s=[revoked_hash])
+    issued_late = fuzz.event(BuyerCredentialIssued, buyer_id=revoked_buyer, credential_sha256=revoked_hash)
+    deleted = fuzz.event(BuyerDeleted, buyer_id=deleted_buyer)
+    issued_after_deletion = fuzz.event(BuyerCredentialIssued, buyer_id=deleted_buyer, credential_sha256=late_hash)
     sentinel_merchant = fuzz.event(MerchantRegistered, merchant_id=uuid.uuid4(), handle="fuzz_sentinel")
     sentinel_product = fuzz.event(ProductListed, product_id=uuid.uuid4(), version=1, title="Sentinel")
-    await fuzz.run([merchant, merchant, newer_first, listed], [sentinel_merchant, sentinel_product])
+    sentinel_credential = fuzz.event(BuyerCredentialIssued, buyer_id=sentinel_buyer, credential_sha256=sentinel_hash)
+    await fuzz.run(
+        [merchant, merchant, newer_first, listed, revoked_first, issued_late, deleted, issued_after_deletion],
+        [sentinel_merchant, sentinel_product, sentinel_credential],
+    )
 
     merchants = await fuzz.fetch(
         "SELECT handle FROM feed.merchants WHERE id = ANY($1::uuid[])",
@@ -107,6 +127,14 @@ async def test_feed_parks_hostile_merchant_and_product_events_and_keeps_its_read
     by_id = {r["id"]: r for r in products}
     assert (by_id[listed.product_id]["version"], by_id[listed.product_id]["price_minor"]) == (2, 999)  # type: ignore[attr-defined]
     assert by_id[sentinel_product.product_id]["title"] == "Sentinel"  # type: ignore[attr-defined]
+    credentials = await fuzz.fetch(
+        "SELECT credential_sha256, buyer_id, revoked FROM feed.buyer_credentials WHERE credential_sha256 = ANY($1)",
+        [revoked_hash, late_hash, sentinel_hash],
+    )
+    assert {(r["credential_sha256"], r["buyer_id"], r["revoked"]) for r in credentials} == {
+        (revoked_hash, revoked_buyer, True),  # the late issue did not bring it back
+        (sentinel_hash, sentinel_buyer, False),
+    }, "a credential issued after its buyer's deletion is not taken"
 
 
 async def test_checkout_parks_hostile_events_on_all_four_topics_and_still_applies_the_good_ones(
@@ -133,7 +161,7 @@ async def test_checkout_parks_hostile_events_on_all_four_topics_and_still_applie
     sentinels = [
         fuzz.event(ProductListed, product_id=uuid.uuid4(), version=1, title="Sentinel"),
         fuzz.event(BuyableTweetPosted, tweet_id=uuid.uuid4()),
-        fuzz.event(StockReleased, order_id=uuid.uuid4()),
+        fuzz.event(StockRejected, order_id=uuid.uuid4()),  # not StockReleased: checkout ignores it (no inbox row)
         fuzz.event(ShipmentCreated, shipment_id=uuid.uuid4(), order_id=uuid.uuid4()),
     ]
     await fuzz.run([newer_first, listed, tweet, tweet, rejected, reserved, moved_first, created], sentinels)
@@ -157,7 +185,7 @@ async def test_checkout_parks_hostile_events_on_all_four_topics_and_still_applie
 async def test_tracking_parks_hostile_orders_and_still_ships_every_paid_order_exactly_once(
     topic_fuzz: Callable[..., Fuzz],
 ) -> None:
-    fuzz = topic_fuzz("tracking", {topics.CHECKOUT_ORDERS: "tracking.orders"})
+    fuzz = topic_fuzz("tracking", {topics.CHECKOUT_ORDERS: "tracking.orders"})  # ignores OrderPlaced, …Failed
     cancelled_first = fuzz.event(OrderCancelled, order_id=uuid.uuid4())
     paid_after = fuzz.event(OrderPaid, order_id=cancelled_first.order_id)  # type: ignore[attr-defined]
     paid = fuzz.event(OrderPaid, order_id=uuid.uuid4())

@@ -219,6 +219,60 @@ class OrderRefunded(_OrderEvent):
     restock: bool = Field(description="Goods return to stock (catalog releases the quantity)")
 
 
+# --- checkout.buyers.v1 (an extension of contract v1) ----------------------------------
+#
+# What other services need to know of a buyer account: its opaque id and the hashes of its credentials, so they
+# can check a buyer's bearer credential without ever seeing one (feed's follows). Never an e-mail, a name, an
+# address or a card. Every event names the credentials it is about, so a reader that gets them in any order (an
+# at-least-once re-publish, a dead letter redriven later) ends in the same state: a revoked or deleted credential
+# is never taken back.
+
+BuyerId = Annotated[
+    str, Field(pattern=r"^ba_[0-9a-f]{32}$", description="The buyer account's opaque id (`ba_` and 32 hex digits)")
+]
+CredentialSha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _BuyerEvent(Envelope):
+    TOPIC = topics.CHECKOUT_BUYERS
+    KEY_FIELD = "buyer_id"
+
+    buyer_id: BuyerId
+
+
+class BuyerCredentialIssued(_BuyerEvent):
+    """A buyer account got a credential (its first device, or one linked with a code)."""
+
+    event_type: Literal["BuyerCredentialIssued"] = "BuyerCredentialIssued"
+    credential_sha256: CredentialSha256 = Field(
+        description=(
+            "SHA-256 (hex) of the new buyer credential (`tsb_…`): a reader checks the bearer a buyer presents with "
+            "it without ever seeing the credential. A verifier of a random 256-bit secret, not the secret."
+        )
+    )
+
+
+class BuyerCredentialsRevoked(_BuyerEvent):
+    """Credentials of a buyer stopped working (signed out everywhere): a reader refuses each of them from now on,
+    and never takes one back, whatever order it reads this event and their issue in."""
+
+    event_type: Literal["BuyerCredentialsRevoked"] = "BuyerCredentialsRevoked"
+    credential_sha256s: list[CredentialSha256] = Field(
+        max_length=1000,
+        description=(
+            "SHA-256 (hex) of every credential revoked (a buyer with more devices gets several events). "
+            "Empty when the buyer had none left."
+        ),
+    )
+
+
+class BuyerDeleted(_BuyerEvent):
+    """A buyer deleted the account: every credential of it is dead, and readers erase what they keep of the buyer
+    (feed: its follows). A credential issued to this buyer and read later is refused."""
+
+    event_type: Literal["BuyerDeleted"] = "BuyerDeleted"
+
+
 # --- tracking.shipments.v1 -------------------------------------------------------------
 
 ShipmentStatus = Literal[
@@ -279,6 +333,9 @@ BuyableTweetEvent = BuyableTweetPosted
 OrderEvent = Annotated[
     OrderPlaced | OrderPaid | OrderPaymentFailed | OrderCancelled | OrderRefunded, Field(discriminator="event_type")
 ]
+BuyerEvent = Annotated[
+    BuyerCredentialIssued | BuyerCredentialsRevoked | BuyerDeleted, Field(discriminator="event_type")
+]
 ShipmentEvent = Annotated[ShipmentCreated | ShipmentStatusChanged, Field(discriminator="event_type")]
 LocationEvent = ShipmentLocationUpdated
 
@@ -296,6 +353,9 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     OrderPaymentFailed,
     OrderCancelled,
     OrderRefunded,
+    BuyerCredentialIssued,
+    BuyerCredentialsRevoked,
+    BuyerDeleted,
     ShipmentCreated,
     ShipmentStatusChanged,
     ShipmentLocationUpdated,
@@ -307,6 +367,7 @@ TOPIC_EVENTS: dict[str, TypeAdapter[Envelope]] = {
     topics.CATALOG_RESERVATIONS: TypeAdapter(ReservationEvent),
     topics.FEED_BUYABLE_TWEETS: TypeAdapter(BuyableTweetEvent),
     topics.CHECKOUT_ORDERS: TypeAdapter(OrderEvent),
+    topics.CHECKOUT_BUYERS: TypeAdapter(BuyerEvent),
     topics.TRACKING_SHIPMENTS: TypeAdapter(ShipmentEvent),
     topics.TRACKING_LOCATIONS: TypeAdapter(LocationEvent),
 }

@@ -338,6 +338,9 @@ def _describe_type(prop: Mapping[str, Any]) -> str:
         return f"`{json.dumps(prop['const'])}`"
     if "enum" in prop:
         return "one of " + ", ".join(f"`{value}`" for value in prop["enum"])
+    if prop.get("type") == "array" and "items" in prop:
+        items = [f"≤ {prop['maxItems']} items"] if "maxItems" in prop else []
+        return f"array of {_describe_type(prop['items'])}" + (f" ({', '.join(items)})" if items else "")
     kind = str(prop.get("type", "any"))
     text = {"uuid": "UUID string", "date-time": "UTC timestamp (ISO-8601)"}.get(prop.get("format", ""), kind)
     limits = []

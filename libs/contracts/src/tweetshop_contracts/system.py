@@ -76,6 +76,9 @@ class Reads:
 
     topic: str
     purpose: str
+    # The topic's event types the group acts on; empty: all of them. Its handler says the same with ``@handles``
+    # (the runtime refuses to start when they differ); the others are skipped unread, without an inbox row.
+    handles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,9 @@ class System:
                 for reads in group.reads:
                     if reads.topic not in topic_owners:
                         yield f"{where} reads {reads.topic}, which no service owns"
+                    defined = {e.model_fields["event_type"].default for e in self.events_of(reads.topic)}
+                    for event_type in sorted(set(reads.handles) - defined):
+                        yield f"{where} handles {event_type}, which is no event type of {reads.topic}"
                 if not group.fan_out and len(group.reads) != 1:
                     yield f"{where}: a reliable group reads exactly one topic (its lag, dead letters, replay)"
                 if group.fan_out and (group.rebuild is not None or group.read_model):
@@ -479,6 +485,22 @@ FEED = Service(
                 "the live product cards on the timeline (price, stock, sold out)",
             ),
         ),
+        Group(
+            "buyers",
+            (
+                Reads(
+                    topics.CHECKOUT_BUYERS,
+                    "checks a buyer's credential on follows and the followed timeline; erases a deleted buyer's "
+                    "follows",
+                ),
+            ),
+            read_model=True,
+            rebuild=Rebuild(
+                ("buyer_credentials", "deleted_buyers"),
+                "feed.handlers:on_buyer_event",
+                "the buyers' credential verifiers (hashes) and deleted buyers",
+            ),
+        ),
     ),
 )
 
@@ -495,6 +517,22 @@ CHECKOUT = Service(
             summary="The life of every order: placed, paid, payment failed, cancelled, refunded.",
             retention="At least 7 days (the Kafka default); the order history itself lives in checkout's database.",
             config=_SEVEN_DAYS,
+        ),
+        Topic(
+            topics.CHECKOUT_BUYERS,
+            summary=(
+                "Buyer accounts as other services may know them (an extension of contract v1): an opaque buyer id "
+                "and the SHA-256 of each credential issued or revoked, and the account's deletion. feed checks a "
+                "buyer's credential against the hashes carried here. No e-mail, name, address or card."
+            ),
+            # Forever: a credential lives until it is revoked (a cookie lasts 400 days, and a linked device longer),
+            # and a new consumer must learn every live one from the start. Not compacted: compaction keeps the LAST
+            # message of a key (the buyer), so a second device's BuyerCredentialIssued would remove the first's.
+            retention=(
+                "Forever (`retention.ms=-1`): a credential works until it is revoked, so a new consumer rebuilds every "
+                "verifier from the start; only opaque ids and hashes are kept."
+            ),
+            config=_FOREVER,
         ),
     ),
     groups=(
@@ -530,6 +568,7 @@ CHECKOUT = Service(
                 Reads(
                     topics.CATALOG_RESERVATIONS,
                     "moves the order on: pay once stock is reserved, cancel when it is rejected",
+                    handles=("StockReserved", "StockRejected"),  # StockReleased confirms what checkout asked for
                 ),
             ),
         ),
@@ -563,7 +602,16 @@ TRACKING = Service(
         ),
     ),
     groups=(
-        Group("orders", (Reads(topics.CHECKOUT_ORDERS, "creates the shipment of a paid order"),)),
+        Group(
+            "orders",
+            (
+                Reads(
+                    topics.CHECKOUT_ORDERS,
+                    "creates the shipment of a paid order",
+                    handles=("OrderPaid", "OrderRefunded", "OrderCancelled"),
+                ),
+            ),
+        ),
         # tracking.live.<uuid>: one group per process (TrackingSettings.live_group_prefix), run by tracking's live.py.
         Group(
             "live",

@@ -7,6 +7,7 @@ CATALOG_PRODUCTS = "catalog.products.v1"
 CATALOG_RESERVATIONS = "catalog.reservations.v1"
 FEED_BUYABLE_TWEETS = "feed.buyable-tweets.v1"
 CHECKOUT_ORDERS = "checkout.orders.v1"
+CHECKOUT_BUYERS = "checkout.buyers.v1"
 TRACKING_SHIPMENTS = "tracking.shipments.v1"
 TRACKING_LOCATIONS = "tracking.locations.v1"
 
@@ -16,6 +17,7 @@ ALL_TOPICS: tuple[str, ...] = (
     CATALOG_RESERVATIONS,
     FEED_BUYABLE_TWEETS,
     CHECKOUT_ORDERS,
+    CHECKOUT_BUYERS,
     TRACKING_SHIPMENTS,
     TRACKING_LOCATIONS,
 )

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 # The version of the AsyncAPI document: bump the minor version with every compatible extension.
-CONTRACT_VERSION = "1.1.0"
+CONTRACT_VERSION = "1.2.0"
 
 TOPICS: tuple[TopicSpec, ...] = SYSTEM.topic_specs()
 
@@ -51,6 +51,9 @@ DLQ_RETENTION = "30 days: long enough for someone to look at a parked message an
 PERSONAL_DATA: dict[str, str] = {
     "OrderPlaced.buyer_id": "an opaque buyer id (no e-mail or name travels on topics)",
     "OrderPaid.destination": "city, country and coordinates of the delivery address (tracking needs them)",
+    "BuyerCredentialIssued.buyer_id": "an opaque buyer account id (no e-mail, name or address travels on topics)",
+    "BuyerCredentialsRevoked.buyer_id": "an opaque buyer account id",
+    "BuyerDeleted.buyer_id": "an opaque buyer account id: readers erase what they keep of this buyer",
     "ShipmentCreated.destination": "city, country and coordinates of the delivery address",
     "ShipmentLocationUpdated.lat": "courier position; near the end of a delivery it points at the buyer's address",
     "ShipmentLocationUpdated.lon": "courier position; near the end of a delivery it points at the buyer's address",

@@ -12,6 +12,10 @@ batch fails, the whole transaction rolls back (nothing of the batch is half-appl
 and its events are handled one by one with the per-message rules: bounded retries,
 then the DLQ. A crash anywhere redelivers the batch, and the inbox skips what was
 already committed.
+
+A handler declares the event types it acts on with ``@handles(...)``; the others of its topic are skipped by
+their ``event_type`` header before the value is decoded, and without an inbox row (the inbox makes effects
+idempotent: an event with no effect needs none). A batch of nothing but such events costs no transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -36,13 +40,48 @@ from opentelemetry.trace import SpanKind, Tracer
 from tweetshop_contracts import Envelope, decode_event
 from tweetshop_contracts.events import event_types_of
 
-from . import inbox, metrics, telemetry
+from . import inbox, metrics, outbox, telemetry
 from .kafka import TopicNames
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 AfterCommit = Callable[[Any], Awaitable[None]]
+_H = TypeVar("_H", bound=Callable[..., Awaitable[None]])
+_HANDLES = "__tweetshop_handles__"  # the attribute @handles sets: (topic, event type names)
+
+
+def handles(*events: type[Envelope]) -> Callable[[_H], _H]:
+    """Declares the only event types a handler acts on; every other type its topic defines is skipped by the
+    reliable subscriber without a transaction, an inbox row or a log line.
+
+    The types must share one topic, and the subscriber refuses the handler for another topic. Only the topic's
+    own types are ever skipped this way: a type the v1 contract does not define is still skipped and counted as
+    unknown, and a value that cannot be decoded is still parked, unless its ``event_type`` header names a type
+    the handler ignores (its value then never matters to this consumer, so it is not read).
+    """
+    topics = {event.TOPIC for event in events}
+    if len(topics) != 1:
+        raise ValueError(f"@handles takes event types of one topic, got {sorted(topics) or 'none'}")
+    declared = (topics.pop(), frozenset(str(event.model_fields["event_type"].default) for event in events))
+
+    def mark(handler: _H) -> _H:
+        handler.__dict__[_HANDLES] = declared
+        return handler
+
+    return mark
+
+
+def handled_types(handler: object, topic: str) -> frozenset[str]:
+    """The event types of ``topic`` that ``handler`` acts on: those it declared with ``@handles``, or all."""
+    declared: tuple[str, frozenset[str]] | None = getattr(handler, _HANDLES, None)
+    if declared is None:
+        return event_types_of(topic)
+    declared_topic, names = declared
+    if declared_topic != topic:
+        raise ValueError(f"{getattr(handler, '__name__', handler)!r} handles {declared_topic}, not {topic}")
+    return names
+
 
 # Errors that say "the database or network is gone", not "this message is bad":
 # they are retried without limit (the partition waits) instead of dead-lettering good messages.
@@ -193,6 +232,10 @@ class ReliableSubscriber:
         self._processed = metrics.MESSAGES_PROCESSED.labels(*labels)
         self._duplicates = metrics.DUPLICATES_SKIPPED.labels(*labels)
         self._seconds = metrics.PROCESSING_SECONDS.labels(*labels)
+        self._ignored_count = metrics.MESSAGES_IGNORED.labels(*labels)
+        # The topic's types the handler does not act on; as header values too, compared before any decoding.
+        self._ignored = event_types_of(topic) - handled_types(handler, topic)
+        self._ignored_headers = frozenset({*self._ignored, *(t.encode() for t in self._ignored)})
         subscriber = broker.subscriber(
             topics.physical(topic),
             group_id=group_id,
@@ -229,12 +272,16 @@ class ReliableSubscriber:
         await msg.ack()
 
     async def _decode(self, record: Any) -> _Delivery | None:
-        """The record's event; None when it was parked (undecodable) or skipped (an unknown event type)."""
+        """The record's event; None when it was parked (undecodable) or skipped (an unknown event type, or a
+        type the handler does not act on)."""
         self._received.inc()
         value: bytes = record.value or b""
         headers = {k: v for k, v in (record.headers or ())}
+        if self._ignored_headers and headers.get("event_type") in self._ignored_headers:
+            self._ignored_count.inc()  # not the handler's business: not even decoded
+            return None
         try:
-            return _Delivery(record, value, headers, decode_event(self.topic, value))
+            event = decode_event(self.topic, value)
         except ValueError as exc:
             # The header still ties an undecodable message to its order in the logs.
             correlation = {"correlation_id": c} if (c := _header(headers, "correlation_id")) else {}
@@ -248,6 +295,10 @@ class ReliableSubscriber:
                 else:
                     await self._dead_letter(record, value, headers, exc, attempts=1)
             return None
+        if event.event_type in self._ignored:  # its header was missing or said otherwise
+            self._ignored_count.inc()
+            return None
+        return _Delivery(record, value, headers, event)
 
     async def _apply(self, deliveries: list[_Delivery]) -> None:
         started = time.perf_counter()
@@ -329,7 +380,8 @@ class ReliableSubscriber:
 
         ``deliveries``: the records the events came in (with tracing on, each handler runs in a CONSUMER span,
         child of the trace context in its record's headers)."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn, conn.transaction(), outbox.batched(conn):
+            # What the handlers enqueue goes into the outbox at the end, in one statement (outbox.batched).
             claimed = await inbox.claim_many(conn, self.group_id, events)
             for i, (event, new) in enumerate(zip(events, claimed, strict=True)):
                 if not new:

@@ -21,6 +21,11 @@ UNKNOWN_EVENT_TYPES_SKIPPED = Counter(
     "Well-formed messages of an event type this consumer does not know (a newer producer)",
     ["topic", "event_type"],
 )
+MESSAGES_IGNORED = Counter(
+    "tweetshop_messages_ignored_total",
+    "Messages of a type of the topic the handler does not act on (@handles): skipped without an inbox row",
+    ["topic", "handler"],
+)
 DUPLICATES_SKIPPED = Counter(
     "tweetshop_inbox_duplicates_skipped_total", "Messages skipped because their event_id was seen", ["topic", "handler"]
 )

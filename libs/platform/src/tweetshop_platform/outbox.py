@@ -9,6 +9,11 @@ Events enqueued together that share topic, key, type and correlation id (a
 courier's batch of fixes) share one row, up to ``MAX_EVENTS_PER_ROW``: the first
 in ``event_id``/``payload``, the rest in ``more_event_ids``/``more_payloads``.
 Each is still its own Kafka message with its own event id.
+
+A reliable subscriber applies a batch of messages in one transaction inside ``batched(conn)``: what its
+handlers enqueue goes into the outbox together at the end of the batch (one statement instead of one per
+event), and ``enqueue_newest`` keeps only the last of an aggregate's full states (catalog's ``ProductUpdated``
+after each of a batch's reservations: subscribers keep the newest version anyway, so one per batch says it all).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -39,22 +45,71 @@ def _channel(schema: str) -> str:
     return f"outbox_{schema}"
 
 
+# Events kept by ``batched`` until its block ends, each with the trace it was enqueued in; keyed by a fresh
+# object, or by (topic, key) for ``enqueue_newest``. None: no batch, ``enqueue`` writes at once.
+_BATCH: ContextVar[dict[Hashable, tuple[Envelope, str | None]] | None] = ContextVar("outbox_batch", default=None)
+
+
+@contextlib.asynccontextmanager
+async def batched(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Within the block (in the caller's transaction), ``enqueue`` keeps the events and they go into the outbox
+    in one go when it ends without an error, in the order they were enqueued; an error discards them (the
+    transaction rolls back anyway). Nested, the inner block joins the outer one."""
+    if _BATCH.get() is not None:
+        yield
+        return
+    kept: dict[Hashable, tuple[Envelope, str | None]] = {}
+    token = _BATCH.set(kept)
+    try:
+        yield
+    finally:
+        _BATCH.reset(token)
+    await _write(conn, list(kept.values()))
+
+
 async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
     """Add events to the outbox inside the caller's transaction, and wake the relay when it commits.
 
     Rows get their ids in the given order. A run of events with the same topic, key, type and correlation
-    id is one row (one statement each); the other events go in together, in one statement.
+    id is one row (one statement each); the other events go in together, in one statement. Within
+    ``batched``, at the end of its block.
     """
     # The trace this happens in (tracing on), stored with the rows: the relay publishes them from another task.
     trace_context = telemetry.current_carrier() if telemetry.active else None
-    singles: list[Envelope] = []
-    for run in _runs(events):
+    kept = _BATCH.get()
+    if kept is None:
+        await _write(conn, [(event, trace_context) for event in events])
+        return
+    for event in events:
+        kept[object()] = (event, trace_context)
+
+
+async def enqueue_newest(conn: asyncpg.Connection, event: Envelope) -> None:
+    """``enqueue`` an aggregate's full new state; within ``batched``, it replaces the state of the same
+    aggregate (topic and key) enqueued earlier in the block, and takes its place after what came in between.
+
+    Only for events each of which says everything (a read model keeps the newest version and needs no other):
+    readers then see fewer versions of the aggregate, never a wrong or older one.
+    """
+    kept = _BATCH.get()
+    if kept is None:
+        await enqueue(conn, event)
+        return
+    key = (event.topic(), event.key())
+    kept.pop(key, None)
+    kept[key] = (event, telemetry.current_carrier() if telemetry.active else None)
+
+
+async def _write(conn: asyncpg.Connection, items: Sequence[tuple[Envelope, str | None]]) -> None:
+    """The rows of ``items`` (each event with its trace context), in order."""
+    singles: list[tuple[Envelope, str | None]] = []
+    for run in _runs(items):
         if len(run) == 1:
             singles.extend(run)
             continue
-        await _insert_singles(conn, singles, trace_context)
+        await _insert_singles(conn, singles)
         singles = []
-        first = run[0]
+        first, trace_context = run[0]
         await conn.execute(
             """WITH added AS (
                    INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload,
@@ -68,37 +123,39 @@ async def enqueue(conn: asyncpg.Connection, *events: Envelope) -> None:
             first.event_type,
             first.correlation_id,
             first.to_bytes(),
-            [e.event_id for e in run[1:]],
-            [e.to_bytes() for e in run[1:]],
+            [e.event_id for e, _ in run[1:]],
+            [e.to_bytes() for e, _ in run[1:]],
             trace_context,
         )
-    await _insert_singles(conn, singles, trace_context)
+    await _insert_singles(conn, singles)
 
 
-def _runs(events: Sequence[Envelope]) -> list[list[Envelope]]:
-    """The events in order, cut into runs that can share a row."""
-    runs: list[list[Envelope]] = []
-    previous: tuple[str, str, str, str] | None = None
-    for event in events:
-        shared = (event.topic(), event.key(), event.event_type, event.correlation_id)
+def _runs(items: Sequence[tuple[Envelope, str | None]]) -> list[list[tuple[Envelope, str | None]]]:
+    """The events in order, cut into runs that can share a row (one trace context: the run's first)."""
+    runs: list[list[tuple[Envelope, str | None]]] = []
+    previous: tuple[str, str, str, str, str | None] | None = None
+    for event, trace_context in items:
+        shared = (event.topic(), event.key(), event.event_type, event.correlation_id, trace_context)
         if shared == previous and len(runs[-1]) < MAX_EVENTS_PER_ROW:
-            runs[-1].append(event)
+            runs[-1].append((event, trace_context))
         else:
-            runs.append([event])
+            runs.append([(event, trace_context)])
             previous = shared
     return runs
 
 
-async def _insert_singles(conn: asyncpg.Connection, events: Sequence[Envelope], trace_context: str | None) -> None:
+async def _insert_singles(conn: asyncpg.Connection, items: Sequence[tuple[Envelope, str | None]]) -> None:
     """One row per event, in one statement (one round trip) however many there are."""
-    if not events:
+    if not items:
         return
+    events = [e for e, _ in items]
     await conn.execute(
         """WITH added AS (
                INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload, trace_context)
-               SELECT event_id, topic, message_key, event_type, correlation_id, payload, $7::jsonb
-               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
-                    WITH ORDINALITY AS e(event_id, topic, message_key, event_type, correlation_id, payload, n)
+               SELECT event_id, topic, message_key, event_type, correlation_id, payload, trace_context
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::jsonb[])
+                    WITH ORDINALITY AS e(event_id, topic, message_key, event_type, correlation_id, payload,
+                                         trace_context, n)
                ORDER BY n
            )
            SELECT pg_notify('outbox_' || current_schema(), '')""",
@@ -108,7 +165,7 @@ async def _insert_singles(conn: asyncpg.Connection, events: Sequence[Envelope], 
         [e.event_type for e in events],
         [e.correlation_id for e in events],
         [e.to_bytes() for e in events],
-        trace_context,
+        [trace_context for _, trace_context in items],
     )
 
 
@@ -219,9 +276,10 @@ class OutboxRelay:
         """Publish one batch (about ``batch_size`` events) and mark it; returns how many events were published."""
         # Rows in id order until they hold batch_size events (the row that crosses it included).
         rows = await conn.fetch(
-            """SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads, trace_context FROM (
+            """SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads, trace_context,
+                      EXTRACT(EPOCH FROM now() - created_at) AS age_s FROM (
                    SELECT id, topic, message_key, event_type, correlation_id, payload, more_payloads, trace_context,
-                          sum(1 + coalesce(cardinality(more_payloads), 0)) OVER (ORDER BY id) AS upto,
+                          created_at, sum(1 + coalesce(cardinality(more_payloads), 0)) OVER (ORDER BY id) AS upto,
                           1 + coalesce(cardinality(more_payloads), 0) AS events
                    FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
                ) pending
@@ -230,8 +288,13 @@ class OutboxRelay:
         )
         payloads_of = [[row["payload"], *(row["more_payloads"] or ())] for row in rows]  # each row's events, in order
         events = sum(len(payloads) for payloads in payloads_of)
-        # Counting the backlog walks all of it: at most once a second, or it slows the relay most when it is behind.
-        if events < self._batch_size or time.monotonic() - self._backlog_recorded >= 1.0:
+        if events < self._batch_size:
+            # Short of a full batch, these rows are the whole backlog (the LIMIT cut nothing): no query counts it.
+            self._backlog_recorded = time.monotonic()
+            metrics.OUTBOX_BACKLOG.set(events)
+            metrics.OUTBOX_OLDEST_AGE.set(max((float(r["age_s"]) for r in rows), default=0.0))
+        elif time.monotonic() - self._backlog_recorded >= 1.0:
+            # Counting the backlog walks all of it: at most once a second, or it slows the relay most when behind.
             await self._record_backlog(conn)
         if not rows:
             return 0

@@ -20,12 +20,13 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from tweetshop_contracts.events import event_types_of
 from tweetshop_contracts.system import SYSTEM, Group, Service, System
 from tweetshop_contracts.topics import DLQ_SUFFIX, dlq_topic
 
 from . import db, telemetry
 from .asyncapi import install_asyncapi
-from .consumer import AfterCommit, Handler, ReliableSubscriber
+from .consumer import AfterCommit, Handler, ReliableSubscriber, handled_types
 from .http import install_common, install_operator_check, run_uvicorn
 from .kafka import TopicNames, create_broker, create_producer, ensure_topics
 from .kafka_security import client_security
@@ -79,7 +80,8 @@ def plan_subscriptions(
 
     Refuses (DeclarationMismatch) a declared group without a handler, a handler for a group the declaration does
     not have (or for a live view, which the service runs itself), an ``after_commit`` of a group without a
-    handler, and a handler other than the one a rebuildable read model names (``tweetshop replay`` runs that one).
+    handler, a handler other than the one a rebuildable read model names (``tweetshop replay`` runs that one),
+    and a handler whose ``@handles`` differs from the event types the declaration says the group acts on.
     """
     after_commit = after_commit or {}
     declared = {g.name: g for g in service.reliable_groups}
@@ -101,6 +103,17 @@ def plan_subscriptions(
                 f"{service.name}.{name} is handled by {_handler_name(handler)}, but its read model is rebuilt by "
                 f"{group.rebuild.handler} (tweetshop_contracts.system)"
             )
+        for reads in group.reads if handler is not None else ():
+            try:
+                acts_on = handled_types(handler, reads.topic)
+            except ValueError as exc:
+                problems.append(f"{service.name}.{name}: {exc}")
+                continue
+            if acts_on != (set(reads.handles) or event_types_of(reads.topic)):
+                problems.append(
+                    f"{service.name}.{name} acts on {', '.join(sorted(acts_on))} of {reads.topic} (its @handles), "
+                    f"but the declaration says {', '.join(reads.handles) or 'every type'} (tweetshop_contracts.system)"
+                )
     if problems:
         raise DeclarationMismatch(
             f"{service.name}'s subscriptions differ from tweetshop_contracts.system:\n  - " + "\n  - ".join(problems)

@@ -97,3 +97,50 @@ async def test_a_run_of_one_shipments_fixes_is_one_row_and_every_event_its_own_m
     finally:
         await producer.stop()
         await pool.close()
+
+
+def gauge(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_the_backlog_gauges_come_from_the_rows_read_when_they_are_the_whole_backlog(
+    database: Any, kafka_bootstrap: str
+) -> None:
+    names = TopicNames(f"relay-{uuid.uuid4().hex[:8]}.")
+    await ensure_topics(kafka_bootstrap, [names.physical(topics.TRACKING_SHIPMENTS)], partitions=1)
+    dsn = await database.provision("backlogsvc")
+    pool = await db.create_pool(dsn, "backlogsvc", min_size=1, max_size=2)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+
+    def moved(n: int) -> ShipmentStatusChanged:
+        return ShipmentStatusChanged(
+            producer="tracking",
+            correlation_id=f"corr-{n}",
+            shipment_id=uuid.uuid4(),
+            order_id=ORDER,
+            from_status="label_created",
+            to_status="in_transit",
+        )
+
+    try:
+        await db.apply_migrations(pool, "backlogsvc", db.platform_migrations())
+        async with pool.acquire() as conn:
+            await outbox.enqueue(conn, *(moved(n) for n in range(5)))
+            await conn.execute("UPDATE outbox SET created_at = now() - interval '30 seconds' WHERE id = 1")
+            # A full batch (2 of 5): the backlog is counted by its own query.
+            relay = outbox.OutboxRelay(pool, producer, names, "backlogsvc", batch_size=2)
+            assert await relay.publish_pending(conn) == 2
+            assert gauge("tweetshop_outbox_backlog") == 5
+            assert gauge("tweetshop_outbox_oldest_age_seconds") >= 30
+            # Short of a full batch: the 3 rows read are the backlog, and the oldest of them its age.
+            relay = outbox.OutboxRelay(pool, producer, names, "backlogsvc", batch_size=10)
+            assert await relay.publish_pending(conn) == 3
+            assert gauge("tweetshop_outbox_backlog") == 3
+            assert gauge("tweetshop_outbox_oldest_age_seconds") < 30
+            assert await relay.publish_pending(conn) == 0
+            assert gauge("tweetshop_outbox_backlog") == 0
+            assert gauge("tweetshop_outbox_oldest_age_seconds") == 0
+    finally:
+        await producer.stop()
+        await pool.close()

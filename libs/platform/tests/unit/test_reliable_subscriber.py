@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,10 +12,13 @@ import asyncpg
 import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from tweetshop_contracts import OrderPlaced, topics
-from tweetshop_devstack.testing import order_placed
-from tweetshop_platform.consumer import PermanentError, ReliableSubscriber
+from tweetshop_contracts import Destination, OrderPaid, OrderPlaced, StockReserved, topics
+from tweetshop_contracts.system import SYSTEM, DeclarationError, Group, Reads, Service
+from tweetshop_devstack.testing import order_paid, order_placed
+from tweetshop_platform import metrics
+from tweetshop_platform.consumer import PermanentError, ReliableSubscriber, handled_types, handles
 from tweetshop_platform.kafka import TopicNames
+from tweetshop_platform.runtime import DeclarationMismatch, plan_subscriptions
 
 
 class FakeConnection:
@@ -44,9 +48,11 @@ class FakeConnection:
 class FakeDatabase:
     def __init__(self) -> None:
         self.inbox: set[tuple[str, uuid.UUID]] = set()
+        self.acquired = 0
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[FakeConnection]:
+        self.acquired += 1
         yield FakeConnection(self)
 
 
@@ -217,3 +223,126 @@ async def test_a_bad_message_in_a_batch_is_parked_and_the_rest_applied() -> None
         await broker.publish_batch(good.to_bytes(), b"not json", other.to_bytes(), topic=topics.CHECKOUT_ORDERS)
     assert [e.event_id for e in h.applied] == [good.event_id, other.event_id]
     assert [v for v, _ in h.parked] == [b"not json"]
+
+
+class OnlyPaid(Harness):
+    """A handler that acts on OrderPaid alone (as tracking's does on OrderPaid, refunds and cancellations)."""
+
+    def __init__(self) -> None:
+        self.broker = KafkaBroker()
+        self.db = FakeDatabase()
+        self.applied: list[OrderPlaced] = []
+        self.attempts = 0
+        self.fail_times = 0
+        self.parked: list[tuple[bytes, dict[str, str]]] = []
+
+        @handles(OrderPaid)
+        async def on_paid(_conn: Any, event: Any) -> None:
+            self.attempts += 1
+            self.applied.append(event)
+
+        self.subscriber = ReliableSubscriber(
+            broker=self.broker,
+            pool=self.db,  # type: ignore[arg-type]
+            topics=TopicNames(""),
+            topic=topics.CHECKOUT_ORDERS,
+            group_id="test.orders",
+            handler=on_paid,
+            max_retries=2,
+            retry_backoff=0,
+        )
+
+        @self.broker.subscriber(topics.CHECKOUT_ORDERS + ".dlq")
+        async def park(msg: KafkaMessage) -> None:
+            self.parked.append((msg.body, {k: str(v) for k, v in msg.headers.items()}))
+
+
+def paid_order() -> OrderPaid:
+    destination = Destination(city="Paris", country="FR", lat=48.86, lon=2.35)
+    return order_paid(uuid.uuid4(), destination=destination)
+
+
+def ignored_count() -> float:
+    return metrics.MESSAGES_IGNORED.labels(topics.CHECKOUT_ORDERS, "on_paid")._value.get()
+
+
+async def test_events_a_handler_does_not_handle_are_skipped_without_an_inbox_row_and_the_rest_applied() -> None:
+    h = OnlyPaid()
+    first, paid, last = placed(), paid_order(), placed()
+    before = ignored_count()
+    async with TestKafkaBroker(h.broker) as broker:
+        for event in (first, paid):  # with the header the outbox relay sets: the first is skipped unread
+            await broker.publish(event.to_bytes(), topics.CHECKOUT_ORDERS, headers=event.headers())
+        await broker.publish(last.to_bytes(), topics.CHECKOUT_ORDERS)  # no header: decoded, then skipped
+    assert [e.event_id for e in h.applied] == [paid.event_id]
+    assert h.db.inbox == {("test.orders", paid.event_id)}, "no inbox row for an event the handler ignores"
+    assert h.parked == []
+    assert ignored_count() - before == 2
+    assert h.db.acquired == 1, "one transaction, for the OrderPaid: none for what was skipped"
+
+
+async def test_an_ignored_type_in_the_header_is_not_read_but_garbage_without_it_is_still_parked() -> None:
+    h = OnlyPaid()
+    async with TestKafkaBroker(h.broker) as broker:
+        # Its header says a type this handler never acts on: its value cannot matter here, so it is not read.
+        await broker.publish(b"not json", topics.CHECKOUT_ORDERS, headers={"event_type": "OrderPlaced"})
+        # A type the topic does not define, in the header, is no reason to skip: decoded, and parked.
+        await broker.publish(b"not json either", topics.CHECKOUT_ORDERS, headers={"event_type": "OrderGiftWrapped"})
+        await broker.publish(b"[1]", topics.CHECKOUT_ORDERS, headers={"event_type": "OrderPaid"})
+        newer = placed().to_bytes().replace(b'"OrderPlaced"', b'"OrderGiftWrapped"')
+        await broker.publish(newer, topics.CHECKOUT_ORDERS)
+    assert [v for v, _ in h.parked] == [b"not json either", b"[1]"]
+    assert h.applied == [] and h.db.inbox == set() and h.db.acquired == 0
+
+
+def test_handles_takes_types_of_one_topic_and_the_subscriber_refuses_it_for_another() -> None:
+    with pytest.raises(ValueError, match="one topic"):
+        handles(OrderPaid, StockReserved)
+    with pytest.raises(ValueError, match="one topic"):
+        handles()
+
+    @handles(StockReserved)
+    async def on_reserved(_conn: Any, _event: Any) -> None:
+        return None
+
+    assert handled_types(on_reserved, topics.CATALOG_RESERVATIONS) == {"StockReserved"}
+    with pytest.raises(ValueError, match=topics.CATALOG_RESERVATIONS):
+        ReliableSubscriber(
+            broker=KafkaBroker(),
+            pool=FakeDatabase(),  # type: ignore[arg-type]
+            topics=TopicNames(""),
+            topic=topics.CHECKOUT_ORDERS,
+            group_id="test.orders",
+            handler=on_reserved,
+        )
+
+
+def _reading_orders(*handles: str) -> Service:
+    group = Group("orders", (Reads(topics.CHECKOUT_ORDERS, "ships paid orders", handles=handles),))
+    return Service("returns", port=8005, package="returns", settings="returns.config:Settings", groups=(group,))
+
+
+@handles(OrderPaid)
+async def _on_paid(_conn: Any, _event: Any) -> None:
+    return None
+
+
+async def _on_any(_conn: Any, _event: Any) -> None:
+    return None
+
+
+def test_the_runtime_refuses_a_handler_whose_handles_differs_from_the_declaration() -> None:
+    (planned,) = plan_subscriptions(_reading_orders("OrderPaid"), {"orders": _on_paid})
+    assert planned.handler is _on_paid
+    plan_subscriptions(_reading_orders(), {"orders": _on_any})
+    with pytest.raises(DeclarationMismatch, match=r"acts on OrderPaid of checkout\.orders\.v1"):
+        plan_subscriptions(_reading_orders(), {"orders": _on_paid})
+    with pytest.raises(DeclarationMismatch, match="the declaration says OrderPaid"):
+        plan_subscriptions(_reading_orders("OrderPaid"), {"orders": _on_any})
+
+
+def test_the_declaration_refuses_an_event_type_its_topic_does_not_have() -> None:
+    tracking = SYSTEM.service("tracking")
+    odd = dataclasses.replace(tracking, groups=_reading_orders("StockReserved", "OrderPaid").groups)
+    with pytest.raises(DeclarationError, match=r"handles StockReserved, which is no event type of checkout\.orders"):
+        dataclasses.replace(SYSTEM, services=tuple(odd if s is tracking else s for s in SYSTEM.services))

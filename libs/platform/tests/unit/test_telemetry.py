@@ -281,6 +281,7 @@ def outbox_row(trace_context: str | None, *, more: int = 0) -> dict[str, Any]:
         "payload": b"{}",
         "more_payloads": [b"{}"] * more or None,
         "trace_context": trace_context,
+        "age_s": 0.0,
     }
 
 

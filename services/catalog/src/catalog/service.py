@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 from tweetshop_contracts import (
-    Envelope,
     MerchantApiKeyRotated,
     MerchantRegistered,
     OrderCancelled,
@@ -171,7 +170,9 @@ async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced) -> None:
         return
     await repository.update_product(conn, updated)
     await repository.save_reservation(conn, reservation)
-    await outbox.enqueue(conn, StockReserved(**common), product_event(updated, event.correlation_id))
+    await outbox.enqueue(conn, StockReserved(**common))
+    # One ProductUpdated per product per consumer batch: its newest state, after all of the batch's reservations.
+    await outbox.enqueue_newest(conn, product_event(updated, event.correlation_id))
 
 
 async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
@@ -213,15 +214,13 @@ async def _give_back(
         return
     await repository.update_product(conn, updated)
     await repository.save_reservation(conn, reservation)
-    events: list[Envelope] = [
-        StockReleased(
-            producer=PRODUCER,
-            correlation_id=correlation_id,
-            order_id=order_id,
-            product_id=reservation.product_id,
-            quantity=reservation.quantity,
-            reason=reason[:500],
-        ),
-        product_event(updated, correlation_id),
-    ]
-    await outbox.enqueue(conn, *events)
+    released = StockReleased(
+        producer=PRODUCER,
+        correlation_id=correlation_id,
+        order_id=order_id,
+        product_id=reservation.product_id,
+        quantity=reservation.quantity,
+        reason=reason[:500],
+    )
+    await outbox.enqueue(conn, released)
+    await outbox.enqueue_newest(conn, product_event(updated, correlation_id))

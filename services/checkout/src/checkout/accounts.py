@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tweetshop_platform.auth import hash_secret, new_secret
+from tweetshop_platform.auth import hash_secret
 from tweetshop_platform.errors import Unprocessable
 
 CREDENTIAL_PREFIX = "tsb"
@@ -56,9 +56,17 @@ def is_account_buyer_id(buyer_id: str) -> bool:
     return buyer_id.startswith(BUYER_ID_PREFIX)
 
 
-def new_credential() -> tuple[str, str]:
-    """A fresh buyer credential and the hash to store instead of it."""
-    return new_secret(CREDENTIAL_PREFIX)
+def new_credential(now: datetime | None = None) -> tuple[str, str]:
+    """A fresh buyer credential and the hash to store instead of it.
+
+    ``tsb_<12 hex digits>.<43 random characters>``: the hex digits are its birth in Unix milliseconds, so a
+    service that learns credentials from checkout.buyers.v1 (feed) can tell "issued moments ago, its event is on
+    the way: retry" (503) from "unknown" (401) without a lookup. The secret is the 256 random bits; the birth is no
+    secret and lets no one in. Credentials of the first form (``tsb_<43 random characters>``) keep working.
+    """
+    born_ms = ((now or datetime.now(UTC)) - _EPOCH) // timedelta(milliseconds=1)
+    credential = f"{CREDENTIAL_PREFIX}_{born_ms:012x}.{secrets.token_urlsafe(32)}"
+    return credential, hash_secret(credential)
 
 
 def is_buyer_credential(token: str) -> bool:

@@ -57,6 +57,13 @@ class OrderIn(RequestBody):
         # Documented; checked by the validator below, whose message never echoes the value.
         json_schema_extra={"pattern": PAYMENT_METHOD_ID.pattern},
     )
+    save_card: bool = Field(
+        default=False,
+        strict=True,
+        description="Keep this card for the next purchases (a signed-in buyer only: send the buyer credential). "
+        "Stripe keeps it on the buyer's Stripe Customer; a later order pays with its `pm_…` id from "
+        "`GET /buyers/me/cards`, and only the buyer who saved it can",
+    )
 
     @field_validator("payment_method")
     @classmethod
@@ -84,11 +91,13 @@ class OrderIn(RequestBody):
                 lon=self.shipping.lon,
             ),
             payment_method=self.payment_method,
+            save_card=self.save_card,
         )
 
     def canonical(self) -> str:
-        """The normalised body: two requests are the same order when this is equal."""
-        return self.model_dump_json()
+        """The normalised body: two requests are the same order when this is equal (``save_card`` only when set,
+        so a request from before saved cards is still the same request)."""
+        return self.model_dump_json(exclude=None if self.save_card else {"save_card"})
 
 
 def idempotency_key_problem(key: str | None) -> str | None:

@@ -135,6 +135,10 @@ class PurchaseRequest:
     buyer: Buyer
     shipping: ShippingAddress
     payment_method: str
+    # Saved cards (checkout.cards): keep the card on the buyer's Stripe Customer once paid, and the Customer the
+    # PaymentIntent is made for (checked at Stripe before the order is placed; None: no Customer).
+    save_card: bool = False
+    payment_customer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,9 @@ class Order:
     refunded_minor: int = 0
     shipment_id: uuid.UUID | None = None
     shipment_status: str | None = None
+    # The Stripe Customer its PaymentIntent is made for, and whether the card is kept on it (checkout.cards).
+    payment_customer: str | None = None
+    save_card: bool = False
 
     @property
     def refundable_minor(self) -> int:
@@ -229,6 +236,8 @@ def place(
         correlation_id=correlation_id,
         created_at=now,
         updated_at=now,
+        payment_customer=request.payment_customer,
+        save_card=request.save_card,
     )
     event = OrderPlaced(
         producer=PRODUCER,

@@ -25,7 +25,7 @@ import structlog
 from opentelemetry.trace import SpanKind, StatusCode
 from tweetshop_platform import telemetry
 
-from . import metrics
+from . import cards, metrics
 from .config import CheckoutSettings
 from .domain import IntentFacts, Order, PaymentOutcome, outcome_of_intent, payment_mismatch
 
@@ -249,6 +249,15 @@ class StripeGateway:
             params["payment_method_types"] = ["card"]
         else:
             params["automatic_payment_methods"] = {"enabled": True, "allow_redirects": "never"}
+        # A saved card, or one to save (checkout.cards): the intent is made for the buyer's Customer.
+        if order.payment_customer is not None:
+            params["customer"] = order.payment_customer
+            if order.save_card:
+                if self._localstripe:
+                    # localstripe refuses setup_future_usage and never attaches a card itself: attach it first.
+                    await self.attach_payment_method(order.payment_method, order.payment_customer)
+                else:
+                    params["setup_future_usage"] = cards.SETUP_FUTURE_USAGE
         intent = await self._call(
             "payment_intents.create",
             lambda: self._client.v1.payment_intents.create_async(
@@ -328,6 +337,83 @@ class StripeGateway:
             return None
 
         return await self._call("refunds.list", scan)
+
+    # --- saved cards (checkout.cards) ----------------------------------------------------------------------
+
+    async def retrieve_payment_method(self, payment_method_id: str) -> cards.PaymentMethodFacts:
+        """The PaymentMethod as Stripe sees it (PaymentDeclined when Stripe knows no such one)."""
+        found = await self._call(
+            "payment_methods.retrieve",
+            lambda: self._client.v1.payment_methods.retrieve_async(payment_method_id),
+        )
+        return cards.facts_of(found.to_dict())
+
+    async def create_customer(self, buyer_id: str) -> str:
+        """A Customer for the buyer (only its opaque id, in metadata); the same one again for the same buyer's key."""
+        customer = await self._call(
+            "customers.create",
+            lambda: self._client.v1.customers.create_async(
+                {"metadata": {"buyer_id": buyer_id}},
+                {"idempotency_key": cards.customer_idempotency_key(buyer_id)},
+            ),
+        )
+        return str(customer.id)
+
+    async def find_customer(self, buyer_id: str) -> str | None:
+        """The Customer an interrupted creation made for the buyer, if any (found by ``metadata.buyer_id``).
+
+        Stripe's search finds it (``buyer_id`` is our own opaque id: nothing to escape); localstripe has no search,
+        so there the list is paged through. Only asked after an attempt whose answer was lost, which is rare.
+        """
+
+        async def scan() -> str | None:
+            if not self._localstripe:
+                result = await self._client.v1.customers.search_async(
+                    {"query": f"metadata['buyer_id']:'{buyer_id}'", "limit": 10}
+                )
+                ids = sorted((int(c.created), str(c.id)) for c in result.data)
+                return ids[0][1] if ids else None
+            page = await self._client.v1.customers.list_async({"limit": 100})
+            async for item in page.auto_paging_iter():
+                if (item.to_dict().get("metadata") or {}).get("buyer_id") == buyer_id:
+                    return str(item.id)
+            return None
+
+        return await self._call("customers.search", scan)
+
+    async def attach_payment_method(self, payment_method_id: str, customer_id: str) -> None:
+        """Keep the card on the Customer (localstripe only; real Stripe attaches it when the intent succeeds)."""
+        await self._call(
+            "payment_methods.attach",
+            lambda: self._client.v1.payment_methods.attach_async(payment_method_id, {"customer": customer_id}),
+        )
+
+    async def list_cards(self, customer_id: str) -> list[cards.SavedCard]:
+        """The cards saved on the Customer (at most 100: more is not a buyer's wallet)."""
+
+        async def listed() -> list[cards.SavedCard]:
+            page = await self._client.v1.payment_methods.list_async(
+                {"customer": customer_id, "type": "card", "limit": 100}
+            )
+            found = [cards.facts_of(item.to_dict()) for item in page.data]
+            return [f.card for f in found if f.card is not None and f.customer == customer_id]
+
+        return await self._call("payment_methods.list", listed)
+
+    async def delete_customer(self, customer_id: str) -> None:
+        """Delete the Customer (account deletion): Stripe detaches every card saved on it; localstripe does not,
+        so there they are detached first. PaymentDeclined when Stripe knows no such Customer (already gone)."""
+        if self._localstripe:
+            for card in await self.list_cards(customer_id):
+                await self.detach_payment_method(card.id)
+        await self._call("customers.delete", lambda: self._client.v1.customers.delete_async(customer_id))
+
+    async def detach_payment_method(self, payment_method_id: str) -> None:
+        """Forget the card at Stripe: it can never be charged again."""
+        await self._call(
+            "payment_methods.detach",
+            lambda: self._client.v1.payment_methods.detach_async(payment_method_id),
+        )
 
 
 def verify_webhook(payload: bytes, signature: str | None, secret: str, tolerance: int) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from tweetshop_contracts import (
     ShipmentCreated,
     ShipmentStatusChanged,
     StockRejected,
-    StockReleased,
     StockReserved,
 )
+from tweetshop_platform.consumer import handles
 
 from .usecases import read_models, reservations
 
@@ -43,6 +43,9 @@ async def on_buyable_tweet(conn: asyncpg.Connection, event: Envelope) -> None:
             await read_models.record_buyable_tweet(conn, event)
 
 
+# StockReleased is catalog confirming what checkout asked for (after a failure or a refund): nothing to do, so
+# it is skipped unread, without an inbox row.
+@handles(StockReserved, StockRejected)
 async def on_reservation_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """catalog.reservations.v1 → charge the order, or cancel it."""
     match event:
@@ -50,8 +53,6 @@ async def on_reservation_event(conn: asyncpg.Connection, event: Envelope) -> Non
             await reservations.on_stock_reserved(conn, event)
         case StockRejected():
             await reservations.on_stock_rejected(conn, event)
-        case StockReleased():
-            pass  # catalog confirming what checkout asked for (after a failure or a refund): nothing to do
 
 
 async def on_shipment_event(conn: asyncpg.Connection, event: Envelope) -> None:

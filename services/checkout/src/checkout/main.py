@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Annotated, Any
 
 import structlog
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response, status
 from tweetshop_platform import ratelimit
-from tweetshop_platform.errors import DomainError
+from tweetshop_platform.errors import DomainError, Unprocessable
 from tweetshop_platform.openapi import MERCHANT_API_KEY, OPERATOR_KEY, ORDER_ACCESS_TOKEN, operator_dependency
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
-from . import accounts, buyer_routes, domain, handlers, metrics
+from . import accounts, buyer_routes, card_routes, deletion_routes, domain, handlers, metrics
 from .api import (
     OrderCreated,
     OrderIn,
@@ -26,7 +27,7 @@ from .api import (
 from .config import CheckoutSettings
 from .gateway import PaymentGateway, StripeGateway, verify_webhook
 from .reconciler import Reconciler
-from .usecases import buyers, mismatches, orders, refunds, webhooks
+from .usecases import buyers, cards, mismatches, orders, refunds, webhooks
 from .worker import PaymentWorker
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,14 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         payments = stripe_gateway
     else:
         payments = gateway
+    # Saved cards live at Stripe: a gateway that does not do them (a unit test's fake) leaves them to Stripe's.
+    card_gateway: cards.CardGateway
+    if isinstance(payments, cards.CardGateway):
+        card_gateway = payments
+    else:
+        stripe_cards = StripeGateway(settings)
+        runtime.add_shutdown_hook(stripe_cards.aclose)
+        card_gateway = stripe_cards
     worker = PaymentWorker(lambda: runtime.pool, payments, settings)
     reconciler = Reconciler(lambda: runtime.pool, payments, settings)
 
@@ -81,15 +90,25 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         responses={
             200: {"description": "The same request again (same Idempotency-Key): the same order"},
             400: {"description": "No Idempotency-Key, or one too short or long (`idempotency_key_required`)"},
-            404: {"description": "Unknown product or tweet (`unknown_product`)"},
+            404: {
+                "description": "Unknown product or tweet (`unknown_product`), or, for a signed-in buyer, a "
+                "payment_method that is not one of theirs (`payment_method_not_found`)"
+            },
             409: {
                 "description": "Sold out or no longer on sale, or this Idempotency-Key was used for another order "
                 "(`insufficient_stock`, `product_unavailable`, `idempotency_key_reused`)"
             },
-            422: {"description": "An invalid body, or a tweet that does not sell this product"},
+            422: {
+                "description": "An invalid body, or a tweet that does not sell this product, or `save_card` without "
+                "a buyer credential (`save_card_needs_account`)"
+            },
             429: {
                 "description": "Too many orders of this buyer, card or address wait for payment (Retry-After), "
                 "or too many requests from this client"
+            },
+            503: {
+                "description": "Stripe did not answer whose card this is (a signed-in buyer's order; "
+                "`payment_provider_unavailable`): nothing was placed, try again"
             },
         },
     )
@@ -111,10 +130,22 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         if credential is not None and accounts.is_buyer_credential(credential):
             account = await buyers.authenticate_pool(runtime.pool, credential)
         canonical = body.canonical() + (f"|account:{account.id}" if account is not None else "")
+        purchase = orders.for_account(body.to_request(), account)
+        if account is not None:
+            # Whose card this is, asked of Stripe (never the client's word): saved, fresh, or another buyer's (404).
+            customer = await cards.payment_customer_for(
+                runtime.pool, card_gateway, account, body.payment_method, save_card=body.save_card
+            )
+            purchase = dataclasses.replace(purchase, payment_customer=customer)
+        elif body.save_card:
+            raise Unprocessable(
+                "only a signed-in buyer can save a card: send the buyer credential (Authorization: Bearer tsb_...)",
+                code="save_card_needs_account",
+            )
         placed = await orders.place_order(
             runtime.pool,
             settings,
-            orders.for_account(body.to_request(), account),
+            purchase,
             domain.request_fingerprint(canonical),
             idempotency_key,
             str(request.state.correlation_id),
@@ -258,6 +289,8 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         return WebhookAck(received=True, outcome=outcome)
 
     buyer_routes.install(app, runtime, settings)
+    card_routes.install(app, runtime, card_gateway)
+    deletion_routes.install(app, runtime, card_gateway)
 
     # Buying needs no login: its own limit per client. Stripe's events are never throttled (signed, and Stripe
     # retries what is refused, from addresses shared by many shops).

@@ -20,7 +20,7 @@ _ORDER_COLUMNS = (
     "ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status, "
     "correlation_id, created_at, updated_at, stock_reserved, payment_attempts, payment_retries, payment_intent_id, "
     "client_secret, "
-    "failure_reason, cancel_reason, refunded_minor, shipment_id, shipment_status"
+    "failure_reason, cancel_reason, refunded_minor, shipment_id, shipment_status, payment_customer, save_card"
 )
 
 
@@ -58,6 +58,8 @@ def _order(row: asyncpg.Record) -> Order:
         refunded_minor=row["refunded_minor"],
         shipment_id=row["shipment_id"],
         shipment_status=row["shipment_status"],
+        payment_customer=row["payment_customer"],
+        save_card=row["save_card"],
     )
 
 
@@ -147,9 +149,9 @@ async def insert_order(
         """INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
                tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city,
                ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status,
-               correlation_id, created_at, updated_at)
+               correlation_id, created_at, updated_at, payment_customer, save_card)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-               $22, $23, $24, $25)
+               $22, $23, $24, $25, $26, $27)
            ON CONFLICT (idempotency_key_hash) DO NOTHING
            RETURNING true""",
         o.id,
@@ -177,6 +179,8 @@ async def insert_order(
         o.correlation_id,
         o.created_at,
         o.updated_at,
+        o.payment_customer,
+        o.save_card,
     )
     return bool(inserted)
 
@@ -593,6 +597,17 @@ async def buyer_by_credential(conn: asyncpg.Connection, token_hash: str) -> Buye
     return BuyerRow(row["id"], row["created_at"], row["vault_sealed"], int(row["devices"])) if row else None
 
 
+async def credential_hashes(conn: asyncpg.Connection, buyer_id: str) -> list[str]:
+    """The hashes of the buyer's live credentials, with the buyer's row locked until the transaction ends: no device
+    is linked meanwhile (a new credential's foreign key waits for the lock), so what is revoked next is exactly
+    what is announced."""
+    await conn.execute("SELECT 1 FROM buyers WHERE id = $1 FOR UPDATE", buyer_id)
+    rows = await conn.fetch(
+        "SELECT token_hash FROM buyer_credentials WHERE buyer_id = $1 ORDER BY created_at, token_hash", buyer_id
+    )
+    return [r["token_hash"] for r in rows]
+
+
 async def revoke_credentials(conn: asyncpg.Connection, buyer_id: str) -> int:
     """Every credential and link code of the buyer gone; how many credentials there were."""
     await conn.execute("DELETE FROM buyer_link_codes WHERE buyer_id = $1", buyer_id)
@@ -690,3 +705,37 @@ async def orders_of_account(
             before[1],
         )
     return [(_order(r), r["access_token_vaulted"]) for r in rows]
+
+
+# --- saved cards: the buyer's Stripe Customer --------------------------------------------------------------
+
+
+async def buyer_stripe_customer(conn: asyncpg.Connection, buyer_id: str) -> str | None:
+    """The buyer's Stripe Customer, or None when none is recorded yet."""
+    found: str | None = await conn.fetchval("SELECT stripe_customer_id FROM buyers WHERE id = $1", buyer_id)
+    return found
+
+
+async def count_stripe_customer_attempt(conn: asyncpg.Connection, buyer_id: str) -> tuple[str | None, int]:
+    """Before a call to Stripe that may create the buyer's Customer: the Customer recorded meanwhile (then nothing
+    is counted), else how many attempts came before this one (one more is counted)."""
+    row = await conn.fetchrow(
+        "SELECT stripe_customer_id, stripe_customer_attempts FROM buyers WHERE id = $1 FOR UPDATE", buyer_id
+    )
+    if row is None or row["stripe_customer_id"] is not None:
+        return (row["stripe_customer_id"] if row else None), 0
+    await conn.execute(
+        "UPDATE buyers SET stripe_customer_attempts = stripe_customer_attempts + 1 WHERE id = $1", buyer_id
+    )
+    return None, int(row["stripe_customer_attempts"])
+
+
+async def record_stripe_customer(conn: asyncpg.Connection, buyer_id: str, customer_id: str) -> str | None:
+    """The buyer's Customer is this one unless one was recorded first; the one recorded (None: no such buyer)."""
+    recorded: str | None = await conn.fetchval(
+        """UPDATE buyers SET stripe_customer_id = COALESCE(stripe_customer_id, $2) WHERE id = $1
+           RETURNING stripe_customer_id""",
+        buyer_id,
+        customer_id,
+    )
+    return recorded

@@ -90,17 +90,24 @@ class TimelineOut(BaseModel):
 class FollowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    buyer_id: str = Field(
+    buyer_id: str | None = Field(
+        default=None,
         min_length=1,
         max_length=domain.BUYER_ID_MAX_CHARS,
-        description="The buyer's opaque id (1 to 200 visible ASCII characters), as sent with its orders",
+        description=(
+            "The buyer's opaque id (1 to 200 visible ASCII characters), as sent with its orders. With a buyer "
+            "credential it may be left out (the credential names the buyer); a buyer account's id (`ba_...`) "
+            "works only with that account's credential"
+        ),
         json_schema_extra={"pattern": domain.BUYER_ID_PATTERN},  # checked by the validator below
     )
     merchant_id: uuid.UUID = Field(description="The merchant to follow")
 
     @field_validator("buyer_id")
     @classmethod
-    def _buyer_id_rules(cls, value: str) -> str:
+    def _buyer_id_rules(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             return domain.check_buyer_id(value)
         except Unprocessable as exc:

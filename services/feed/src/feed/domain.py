@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from tweetshop_platform.errors import Conflict, DomainError, Forbidden, NotFound, Unprocessable
+from tweetshop_platform.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized, Unprocessable
 
 TWEET_MAX_CHARS = 280
 BUYER_ID_MAX_CHARS = 200
@@ -154,6 +154,60 @@ def check_buyer_id(buyer_id: str) -> str:
             f"buyer_id must be 1 to {BUYER_ID_MAX_CHARS} visible ASCII characters (no spaces)", code="invalid_buyer_id"
         )
     return buyer_id
+
+
+# --- buyer accounts (checkout.buyers.v1) -------------------------------------------------------------------
+#
+# A buyer account's id is ``ba_`` and 32 hex digits; its follows are reached only with one of its credentials
+# (``Authorization: Bearer tsb_...``), checked against the hashes checkout publishes. A buyer id that is not an
+# account's (the anonymous ids browsers made before accounts) keeps working without a credential, as before.
+
+BUYER_ACCOUNT_PREFIX = "ba_"
+CREDENTIAL_PREFIX = "tsb_"
+# checkout's credentials carry their birth: ``tsb_<12 hex digits: Unix milliseconds>.<43 random characters>``.
+_BORN_CREDENTIAL = re.compile(r"^tsb_([0-9a-f]{12})\.[A-Za-z0-9_-]{43}$")
+
+
+def is_account_buyer_id(buyer_id: str) -> bool:
+    """An account's id (or one posing as one): never usable without the account's credential."""
+    return buyer_id.startswith(BUYER_ACCOUNT_PREFIX)
+
+
+def credential_born_ms(credential: str) -> int | None:
+    """When checkout minted a credential, in Unix milliseconds, as the credential says; None for a credential of
+    the first form (no birth) or anything else. Said by whoever made the string: only ever used to choose between
+    "not known yet" (503) and "unknown" (401), never to let anyone in."""
+    found = _BORN_CREDENTIAL.match(credential)
+    return int(found.group(1), 16) if found else None
+
+
+def credential_born_moments_ago(credential: str, now: datetime) -> bool:
+    """The credential says it was minted within NOT_YET_KNOWN_WINDOW before ``now`` (or at most CLOCK_SKEW after):
+    its BuyerCredentialIssued may still be on its way (the same window as catalog's new ids)."""
+    born_ms = credential_born_ms(credential)
+    if born_ms is None:
+        return False
+    now_ms = (now - _EPOCH) // timedelta(milliseconds=1)
+    return now_ms - _WINDOW_MS <= born_ms <= now_ms + _SKEW_MS
+
+
+def buyer_credential_not_known(credential: str, now: datetime) -> DomainError:
+    """The answer for a buyer credential feed has no verifier of: "not yet known" (503 with Retry-After) while it
+    says checkout minted it moments ago, 401 ``invalid_buyer_credential`` otherwise."""
+    if credential_born_moments_ago(credential, now):
+        return NotYetKnown(
+            "feed does not know this buyer credential yet: if it was issued moments ago, checkout's event is on its "
+            f"way; retry after {RETRY_AFTER_S} s (Retry-After)",
+            code="buyer_credential_not_yet_known",
+        )
+    return invalid_buyer_credential()
+
+
+def invalid_buyer_credential() -> Unauthorized:
+    return Unauthorized(
+        "unknown, revoked or deleted buyer credential: sign in again (checkout's POST /buyers or a link code)",
+        code="invalid_buyer_credential",
+    )
 
 
 def supersedes(incoming_version: int, current_version: int | None) -> bool:

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import asyncpg
-from tweetshop_contracts import Envelope, MerchantApiKeyRotated, MerchantRegistered, ProductListed, ProductUpdated
+from tweetshop_contracts import (
+    BuyerCredentialIssued,
+    BuyerCredentialsRevoked,
+    BuyerDeleted,
+    Envelope,
+    MerchantApiKeyRotated,
+    MerchantRegistered,
+    ProductListed,
+    ProductUpdated,
+)
 
 from . import service
 
@@ -22,3 +31,14 @@ async def on_product_event(conn: asyncpg.Connection, event: Envelope) -> None:
     match event:
         case ProductListed() | ProductUpdated():
             await service.apply_product_state(conn, event)
+
+
+async def on_buyer_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """checkout.buyers.v1 → the buyers' credential verifiers; a deleted buyer's follows are erased."""
+    match event:
+        case BuyerCredentialIssued():
+            await service.record_buyer_credential(conn, event)
+        case BuyerCredentialsRevoked():
+            await service.revoke_buyer_credentials(conn, event)
+        case BuyerDeleted():
+            await service.erase_buyer(conn, event)

@@ -196,3 +196,67 @@ async def follows_of(conn: asyncpg.Connection, buyer_id: str, *, merchant_id: uu
         merchant_id,
     )
     return [Follow(buyer_id, Merchant(r["merchant_id"], r["handle"], r["name"]), r["created_at"]) for r in rows]
+
+
+# --- buyer credential verifiers (checkout.buyers.v1) --------------------------------------------------------
+#
+# Facts about one hash each, so that any order of arrival ends in the same state: an issue never brings back a
+# revoked hash or a deleted buyer, a revocation read before its issue is kept (the issue then changes nothing).
+
+
+async def record_buyer_credential(conn: asyncpg.Connection, buyer_id: str, credential_sha256: str) -> bool:
+    """A credential issued to ``buyer_id`` (BuyerCredentialIssued); False when it changed nothing (a replay, a
+    hash revoked already, or a deleted buyer)."""
+    inserted = await conn.fetchval(
+        """INSERT INTO buyer_credentials (credential_sha256, buyer_id)
+           SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM deleted_buyers WHERE buyer_id = $2)
+           ON CONFLICT (credential_sha256) DO NOTHING RETURNING true""",
+        credential_sha256,
+        buyer_id,
+    )
+    return bool(inserted)
+
+
+async def revoke_buyer_credentials(conn: asyncpg.Connection, buyer_id: str, hashes: Sequence[str]) -> None:
+    """These credentials of ``buyer_id`` stop working for good (BuyerCredentialsRevoked), issued or not yet."""
+    await conn.execute(
+        """INSERT INTO buyer_credentials (credential_sha256, buyer_id, revoked)
+           SELECT h, $1, true FROM unnest($2::text[]) AS h
+           WHERE NOT EXISTS (SELECT 1 FROM deleted_buyers WHERE buyer_id = $1)
+           ON CONFLICT (credential_sha256) DO UPDATE SET revoked = true, updated_at = now()""",
+        buyer_id,
+        list(hashes),
+    )
+
+
+async def delete_buyer(conn: asyncpg.Connection, buyer_id: str) -> int:
+    """The buyer deleted the account (BuyerDeleted): remembered as deleted, its verifiers and follows gone; how many
+    follows were erased."""
+    await conn.execute("INSERT INTO deleted_buyers (buyer_id) VALUES ($1) ON CONFLICT DO NOTHING", buyer_id)
+    await conn.execute("DELETE FROM buyer_credentials WHERE buyer_id = $1", buyer_id)
+    erased = await conn.fetch("DELETE FROM follows WHERE buyer_id = $1 RETURNING 1", buyer_id)
+    return len(erased)
+
+
+async def buyer_of_credential(conn: asyncpg.Connection, credential_sha256: str) -> tuple[str, bool] | None:
+    """The buyer a credential hash was issued to and whether it is revoked, or None when feed has no word of it."""
+    row = await conn.fetchrow(
+        "SELECT buyer_id, revoked FROM buyer_credentials WHERE credential_sha256 = $1", credential_sha256
+    )
+    return (row["buyer_id"], row["revoked"]) if row else None
+
+
+async def is_deleted_buyer(conn: asyncpg.Connection, buyer_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM deleted_buyers WHERE buyer_id = $1", buyer_id))
+
+
+async def adopt_follows(conn: asyncpg.Connection, anonymous_id: str, buyer_id: str) -> int:
+    """The follows of a pre-account (anonymous) buyer id become the account's; how many moved."""
+    moved = await conn.fetch(
+        """WITH gone AS (DELETE FROM follows WHERE buyer_id = $1 RETURNING merchant_id, created_at)
+           INSERT INTO follows (buyer_id, merchant_id, created_at) SELECT $2, merchant_id, created_at FROM gone
+           ON CONFLICT (buyer_id, merchant_id) DO NOTHING RETURNING 1""",
+        anonymous_id,
+        buyer_id,
+    )
+    return len(moved)

@@ -8,6 +8,9 @@ import asyncpg
 import structlog
 from tweetshop_contracts import (
     BuyableTweetPosted,
+    BuyerCredentialIssued,
+    BuyerCredentialsRevoked,
+    BuyerDeleted,
     MerchantApiKeyRotated,
     MerchantRegistered,
     ProductListed,
@@ -15,7 +18,7 @@ from tweetshop_contracts import (
     utc_now,
 )
 from tweetshop_platform import outbox
-from tweetshop_platform.auth import secret_matches
+from tweetshop_platform.auth import hash_secret, secret_matches
 from tweetshop_platform.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 
 from . import domain, metrics, repository
@@ -95,6 +98,63 @@ async def get_tweet(pool: asyncpg.Pool, tweet_id: uuid.UUID) -> TweetView:
     return view
 
 
+# --- whose follows: a buyer account's credential, or an anonymous id -----------------------------------------
+
+
+async def authenticate_buyer(conn: asyncpg.Connection, credential: str) -> str:
+    """The buyer account a credential belongs to: 401 when it is not a live one (unknown, revoked, deleted, or not
+    a buyer credential), 503 with Retry-After when it says checkout minted it moments ago and its verifier has not
+    arrived yet (``domain.buyer_credential_not_known``).
+
+    Checkout issues the credentials; feed holds only their SHA-256 (checkout.buyers.v1), so it never sees a
+    credential it did not receive in a request.
+    """
+    if not credential.startswith(domain.CREDENTIAL_PREFIX) or len(credential) > 200:
+        raise domain.invalid_buyer_credential()
+    found = await repository.buyer_of_credential(conn, hash_secret(credential))
+    if found is None:
+        raise domain.buyer_credential_not_known(credential, utc_now())
+    buyer_id, revoked = found
+    if revoked:
+        raise domain.invalid_buyer_credential()
+    return buyer_id
+
+
+async def resolve_buyer(conn: asyncpg.Connection, credential: str | None, buyer_id: str | None) -> str:
+    """Whose follows a request reads or changes.
+
+    - With a buyer credential: its account's. ``buyer_id`` may be left out or be the account's own id; another
+      account's id is 404 (``buyer_not_found``: whether it exists is private). An id that is not an account's is
+      taken as this device's id from before it had an account: its follows join the account (once; it then has
+      none), and the request is the account's.
+    - Without one: ``buyer_id`` as given, the anonymous follows of before accounts, which still work for ids that
+      are not an account's; an account's id (``ba_…``) without its credential is 401.
+    """
+    if credential is None:
+        if buyer_id is None:
+            raise Unauthorized(
+                "name the buyer: a buyer credential (Authorization: Bearer tsb_...) or ?buyer_id=",
+                code="buyer_required",
+            )
+        buyer_id = domain.check_buyer_id(buyer_id)
+        if domain.is_account_buyer_id(buyer_id):
+            raise Unauthorized(
+                "a buyer account's follows need its credential: send Authorization: Bearer <buyer credential>",
+                code="buyer_credential_required",
+            )
+        return buyer_id
+    account = await authenticate_buyer(conn, credential)
+    if buyer_id is None or buyer_id == account:
+        return account
+    buyer_id = domain.check_buyer_id(buyer_id)
+    if domain.is_account_buyer_id(buyer_id):
+        raise NotFound("no such buyer (or not yours)", code="buyer_not_found")
+    moved = await repository.adopt_follows(conn, buyer_id, account)
+    if moved:
+        log.info("anonymous follows joined a buyer account", buyer_id=account, follows=moved)
+    return account
+
+
 async def timeline_page(
     pool: asyncpg.Pool,
     *,
@@ -102,15 +162,20 @@ async def timeline_page(
     cursor: str | None = None,
     merchant_id: uuid.UUID | None = None,
     buyer_id: str | None = None,
+    credential: str | None = None,
 ) -> tuple[list[TweetView], str | None]:
     """One page of the timeline, newest first, and the cursor of the next page (None on the last one).
 
-    Everyone's tweets by default; one merchant's with ``merchant_id``; the followed merchants' with ``buyer_id``.
+    Everyone's tweets by default; one merchant's with ``merchant_id``; the followed merchants' with ``buyer_id``
+    (a buyer account's with its ``credential``: ``resolve_buyer``). A credential alone does not change the
+    timeline: the web app sends one with every call.
     """
     if merchant_id is not None and buyer_id is not None:
         raise Unprocessable("pass merchant_id or buyer_id, not both", code="invalid_timeline_filter")
     if buyer_id is not None:
         domain.check_buyer_id(buyer_id)
+        async with pool.acquire() as conn, conn.transaction():
+            buyer_id = await resolve_buyer(conn, credential, buyer_id)
     after = domain.decode_cursor(cursor) if cursor is not None else None
     async with pool.acquire() as conn:
         # One row more than asked tells whether another page exists without a count query.
@@ -132,10 +197,12 @@ async def timeline_page(
 # --- follows ---------------------------------------------------------------------------
 
 
-async def follow(pool: asyncpg.Pool, buyer_id: str, merchant_id: uuid.UUID) -> tuple[Follow, bool]:
-    """``buyer_id`` follows ``merchant_id`` (idempotent); True when the follow is new."""
-    buyer_id = domain.check_buyer_id(buyer_id)
+async def follow(
+    pool: asyncpg.Pool, buyer_id: str | None, merchant_id: uuid.UUID, credential: str | None = None
+) -> tuple[Follow, bool]:
+    """The buyer (``resolve_buyer``) follows ``merchant_id`` (idempotent); True when the follow is new."""
     async with pool.acquire() as conn, conn.transaction():
+        buyer_id = await resolve_buyer(conn, credential, buyer_id)
         if await repository.get_merchant(conn, merchant_id) is None:
             raise domain.merchant_not_known(merchant_id, utc_now())
         created = await repository.insert_follow(conn, buyer_id, merchant_id)
@@ -144,20 +211,44 @@ async def follow(pool: asyncpg.Pool, buyer_id: str, merchant_id: uuid.UUID) -> t
     return found, created
 
 
-async def unfollow(pool: asyncpg.Pool, buyer_id: str, merchant_id: uuid.UUID) -> bool:
-    """``buyer_id`` stops following ``merchant_id``; False when it did not follow it (nothing to do)."""
-    buyer_id = domain.check_buyer_id(buyer_id)
-    async with pool.acquire() as conn:
+async def unfollow(
+    pool: asyncpg.Pool, buyer_id: str | None, merchant_id: uuid.UUID, credential: str | None = None
+) -> bool:
+    """The buyer (``resolve_buyer``) stops following ``merchant_id``; False when it did not follow it."""
+    async with pool.acquire() as conn, conn.transaction():
+        buyer_id = await resolve_buyer(conn, credential, buyer_id)
         removed = await repository.delete_follow(conn, buyer_id, merchant_id)
     metrics.FOLLOWS.labels("unfollow" if removed else "not_following").inc()
     return removed
 
 
-async def following(pool: asyncpg.Pool, buyer_id: str) -> list[Follow]:
-    """The merchants ``buyer_id`` follows, most recently followed first."""
-    buyer_id = domain.check_buyer_id(buyer_id)
-    async with pool.acquire() as conn:
-        return await repository.follows_of(conn, buyer_id)
+async def following(
+    pool: asyncpg.Pool, buyer_id: str | None, credential: str | None = None
+) -> tuple[str, list[Follow]]:
+    """The buyer (``resolve_buyer``) and the merchants it follows, most recently followed first."""
+    async with pool.acquire() as conn, conn.transaction():
+        buyer_id = await resolve_buyer(conn, credential, buyer_id)
+        return buyer_id, await repository.follows_of(conn, buyer_id)
+
+
+# --- read model of checkout.buyers.v1 ------------------------------------------------------------------------
+
+
+async def record_buyer_credential(conn: asyncpg.Connection, event: BuyerCredentialIssued) -> None:
+    """From now on this credential reaches its buyer's follows (unless it was revoked, or the buyer deleted,
+    already: an issue read late never brings one back)."""
+    await repository.record_buyer_credential(conn, event.buyer_id, event.credential_sha256)
+
+
+async def revoke_buyer_credentials(conn: asyncpg.Connection, event: BuyerCredentialsRevoked) -> None:
+    """These credentials stop working for good (signed out everywhere), even one whose issue is still to come."""
+    await repository.revoke_buyer_credentials(conn, event.buyer_id, event.credential_sha256s)
+
+
+async def erase_buyer(conn: asyncpg.Connection, event: BuyerDeleted) -> None:
+    """The buyer deleted the account: its follows and verifiers go; feed keeps only that the opaque id is gone."""
+    erased = await repository.delete_buyer(conn, event.buyer_id)
+    log.info("deleted buyer erased", buyer_id=event.buyer_id, follows=erased)
 
 
 # --- read models from catalog's topics -------------------------------------------------

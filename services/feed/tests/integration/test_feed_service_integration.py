@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,6 +25,9 @@ from feed.main import create_app
 from pydantic import SecretStr
 from tweetshop_contracts import (
     BuyableTweetPosted,
+    BuyerCredentialIssued,
+    BuyerCredentialsRevoked,
+    BuyerDeleted,
     Envelope,
     MerchantApiKeyRotated,
     MerchantRegistered,
@@ -591,3 +596,163 @@ def test_feed_runs_as_its_own_process_and_serves_the_common_surface(service_proc
     assert {"/tweets", "/tweets/{tweet_id}", "/timeline", "/follows", "/healthz", "/metrics"} <= set(paths)
     assert empty.json() == {"tweets": [], "next_cursor": None}
     assert anonymous.status_code == 401
+
+
+# --- buyer accounts: follows by credential (checkout.buyers.v1) ------------------------------------------------
+
+
+def credential(*, born_ms: int | None = None) -> str:
+    """A buyer credential as checkout mints it: ``tsb_<birth, Unix ms, 12 hex>.<43 random characters>``; born an
+    hour ago unless told (old enough that feed not knowing it means unknown, not "not yet")."""
+    if born_ms is None:
+        born_ms = int(time.time() * 1000) - 3_600_000
+    return f"tsb_{born_ms:012x}.{secrets.token_urlsafe(32)}"
+
+
+def as_buyer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def buyer_account(feed: RunningFeed) -> tuple[str, str]:
+    """A buyer account checkout announced, and its credential: (buyer id, credential)."""
+    buyer_id, token = f"ba_{uuid.uuid4().hex}", credential()
+    await publish_consumed(feed, issued(buyer_id, token))
+    return buyer_id, token
+
+
+def issued(buyer_id: str, token: str) -> BuyerCredentialIssued:
+    return BuyerCredentialIssued(
+        producer="checkout", correlation_id="feed-it", buyer_id=buyer_id, credential_sha256=hash_secret(token)
+    )
+
+
+async def publish_consumed(feed: RunningFeed, *events: Envelope) -> None:
+    await feed.publish(*events)
+    for event in events:
+        await eventually(lambda e=event: feed.handled(e), what=f"{event.event_type} to be consumed")  # type: ignore[misc]
+
+
+async def test_a_buyer_accounts_follows_need_its_credential_and_another_buyer_gets_404(feed: RunningFeed) -> None:
+    fancy = str(await known_merchant(feed, handle="acct"))
+    ada, ada_token = await buyer_account(feed)
+    bob, bob_token = await buyer_account(feed)
+
+    created = await feed.client.post("/follows", json={"merchant_id": fancy}, headers=as_buyer(ada_token))
+    assert created.status_code == 201, created.text
+    assert any_json(created)["buyer_id"] == ada, "the credential names the buyer"
+    own = await feed.client.post("/follows", json={"buyer_id": ada, "merchant_id": fancy}, headers=as_buyer(ada_token))
+    assert own.status_code == 200, own.text
+
+    # None: 401, whatever the route.
+    anonymous = {
+        "post": await feed.client.post("/follows", json={"buyer_id": ada, "merchant_id": fancy}),
+        "list": await feed.client.get("/follows", params={"buyer_id": ada}),
+        "delete": await feed.client.delete("/follows", params={"buyer_id": ada, "merchant_id": fancy}),
+        "timeline": await feed.client.get("/timeline", params={"buyer_id": ada}),
+        "nobody": await feed.client.get("/follows"),
+    }
+    for route, response in anonymous.items():
+        assert response.status_code == 401, (route, response.text)
+    assert any_json(anonymous["list"])["error"] == "buyer_credential_required"
+    # Another buyer: 404, and nothing of ada's changes.
+    bobs = {
+        "post": await feed.client.post(
+            "/follows", json={"buyer_id": ada, "merchant_id": fancy}, headers=as_buyer(bob_token)
+        ),
+        "list": await feed.client.get("/follows", params={"buyer_id": ada}, headers=as_buyer(bob_token)),
+        "delete": await feed.client.delete(
+            "/follows", params={"buyer_id": ada, "merchant_id": fancy}, headers=as_buyer(bob_token)
+        ),
+        "timeline": await feed.client.get("/timeline", params={"buyer_id": ada}, headers=as_buyer(bob_token)),
+    }
+    for route, response in bobs.items():
+        assert response.status_code == 404, (route, response.text)
+        assert any_json(response)["error"] == "buyer_not_found"
+    # An unknown credential, or something else as a bearer: 401.
+    for token in (credential(), "tsb_" + "x" * 43, MERCHANT_KEY):
+        response = await feed.client.get("/follows", headers=as_buyer(token))
+        assert response.status_code == 401 and any_json(response)["error"] == "invalid_buyer_credential", token
+
+    # The right buyer: in, on every route.
+    listed = await feed.client.get("/follows", headers=as_buyer(ada_token))
+    assert listed.status_code == 200, listed.text
+    assert any_json(listed)["buyer_id"] == ada
+    assert [f["merchant"]["id"] for f in any_json(listed)["following"]] == [fancy]
+    timeline = await feed.client.get("/timeline", params={"buyer_id": ada}, headers=as_buyer(ada_token))
+    assert timeline.status_code == 200, timeline.text
+    bob_sees = await feed.client.get("/follows", headers=as_buyer(bob_token))
+    assert any_json(bob_sees) == {"buyer_id": bob, "following": []}
+    gone = await feed.client.delete("/follows", params={"merchant_id": fancy}, headers=as_buyer(ada_token))
+    assert gone.status_code == 204
+    assert any_json(await feed.client.get("/follows", headers=as_buyer(ada_token)))["following"] == []
+
+
+async def test_a_credential_issued_moments_ago_is_not_yet_known_then_works(feed: RunningFeed) -> None:
+    fancy = str(await known_merchant(feed, handle="fresh"))
+    buyer_id, token = f"ba_{uuid.uuid4().hex}", credential(born_ms=int(time.time() * 1000))
+
+    early = await feed.client.post("/follows", json={"merchant_id": fancy}, headers=as_buyer(token))
+    assert early.status_code == 503, early.text
+    assert early.headers["retry-after"] == "1"
+    assert any_json(early)["error"] == "buyer_credential_not_yet_known"
+
+    await publish_consumed(feed, issued(buyer_id, token))
+    later = await feed.client.post("/follows", json={"merchant_id": fancy}, headers=as_buyer(token))
+    assert later.status_code == 201, later.text
+    assert any_json(later)["buyer_id"] == buyer_id
+
+
+async def test_revocations_and_deletions_win_whatever_order_the_events_arrive_in(feed: RunningFeed) -> None:
+    fancy = str(await known_merchant(feed, handle="revoked"))
+    ada, first = await buyer_account(feed)
+    second, early_revoked = credential(), credential()
+    await publish_consumed(feed, issued(ada, second))
+    assert (await feed.client.get("/follows", headers=as_buyer(second))).status_code == 200
+
+    # Signed out everywhere: both stop; a revocation read before its issue is kept, and the issue (or a replay of
+    # one already revoked) changes nothing.
+    await publish_consumed(
+        feed,
+        BuyerCredentialsRevoked(
+            producer="checkout",
+            correlation_id="feed-it",
+            buyer_id=ada,
+            credential_sha256s=[hash_secret(first), hash_secret(second), hash_secret(early_revoked)],
+        ),
+        issued(ada, early_revoked),
+        issued(ada, first),
+    )
+    for token in (first, second, early_revoked):
+        response = await feed.client.get("/follows", headers=as_buyer(token))
+        assert response.status_code == 401, response.text
+
+    # Deleted: the follows go, and a credential of the buyer read afterwards is refused.
+    bob, bob_token = await buyer_account(feed)
+    followed = await feed.client.post("/follows", json={"merchant_id": fancy}, headers=as_buyer(bob_token))
+    assert followed.status_code == 201
+    late = credential()
+    await publish_consumed(
+        feed, BuyerDeleted(producer="checkout", correlation_id="feed-it", buyer_id=bob), issued(bob, late)
+    )
+    for token in (bob_token, late):
+        assert (await feed.client.get("/follows", headers=as_buyer(token))).status_code == 401
+    assert await feed.db.fetchval("SELECT count(*) FROM feed.follows WHERE buyer_id = $1", bob) == 0
+    assert await feed.db.fetchval("SELECT count(*) FROM feed.buyer_credentials WHERE buyer_id = $1", bob) == 0
+
+
+async def test_anonymous_follows_keep_working_and_join_the_account_that_brings_their_id(feed: RunningFeed) -> None:
+    fancy = str(await known_merchant(feed, handle="anon"))
+    device = f"b_{uuid.uuid4()}"
+    followed = await feed.client.post("/follows", json={"buyer_id": device, "merchant_id": fancy})
+    assert followed.status_code == 201, "an id that is not an account's works without a credential, as before"
+    assert [
+        f["merchant"]["id"]
+        for f in any_json(await feed.client.get("/follows", params={"buyer_id": device}))["following"]
+    ] == [fancy]
+
+    ada, token = await buyer_account(feed)
+    adopted = await feed.client.get("/follows", params={"buyer_id": device}, headers=as_buyer(token))
+    assert adopted.status_code == 200, adopted.text
+    assert any_json(adopted)["buyer_id"] == ada
+    assert [f["merchant"]["id"] for f in any_json(adopted)["following"]] == [fancy]
+    assert any_json(await feed.client.get("/follows", params={"buyer_id": device}))["following"] == []

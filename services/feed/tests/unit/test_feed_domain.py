@@ -280,3 +280,37 @@ def test_a_forged_merchant_id_gets_404_or_the_same_harmless_503_and_never_an_err
     assert domain.merchant_not_known(one, NOW).message.replace(str(one), "ID") == domain.merchant_not_known(
         other, NOW
     ).message.replace(str(other), "ID")
+
+
+# --- buyer credentials: "not yet known" by the credential's birth ---------------------------------------------
+
+_NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+def _born(at: datetime) -> str:
+    born_ms = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    return f"tsb_{born_ms:012x}." + "A" * 43
+
+
+def test_a_credential_born_within_the_window_is_not_yet_known_and_any_other_is_unknown() -> None:
+    assert domain.credential_born_ms(_born(_NOW)) == (_NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+        milliseconds=1
+    )
+    fresh = domain.buyer_credential_not_known(_born(_NOW - timedelta(seconds=5)), _NOW)
+    assert isinstance(fresh, domain.NotYetKnown) and fresh.code == "buyer_credential_not_yet_known"
+    for credential in (
+        _born(_NOW - domain.NOT_YET_KNOWN_WINDOW - timedelta(seconds=1)),  # too old
+        _born(_NOW + domain.CLOCK_SKEW + timedelta(seconds=1)),  # from the future
+        "tsb_" + "A" * 43,  # the first form: no birth
+        "tsb_0000000000zz." + "A" * 43,  # not hex
+        _born(_NOW)[:-1],  # too short
+        "tsk_merchant-key",
+    ):
+        refused = domain.buyer_credential_not_known(credential, _NOW)
+        assert refused.status == 401 and refused.code == "invalid_buyer_credential", credential
+
+
+def test_only_account_ids_need_a_credential() -> None:
+    assert domain.is_account_buyer_id("ba_" + "0" * 32)
+    assert domain.is_account_buyer_id("ba_anything")  # posing as one is refused too
+    assert not domain.is_account_buyer_id("b_3f1e6c1a-7b2d-4c5e-9a10-2b6f4d8e1c37")

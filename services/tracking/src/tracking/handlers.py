@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncpg
 from tweetshop_contracts import Envelope, OrderCancelled, OrderPaid, OrderRefunded
+from tweetshop_platform.consumer import handles
 
 from . import service
 
 
+@handles(OrderPaid, OrderRefunded, OrderCancelled)
 async def on_order_event(conn: asyncpg.Connection, event: Envelope) -> None:
-    """checkout.orders.v1 → shipments (other order events are not tracking's business)."""
+    """checkout.orders.v1 → shipments (other order events are not tracking's business: skipped unread)."""
     match event:
         case OrderPaid():
             await service.on_order_paid(conn, event)

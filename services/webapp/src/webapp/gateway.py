@@ -106,6 +106,21 @@ def route(upstreams: Mapping[str, str], service: str, path: str) -> Route:
     return Route(service, base_url, "/" + quote(path, safe=_PATH_SAFE))
 
 
+# feed's resources that belong to the buyer whose cookie it is: its follows and its followed timeline.
+_FEED_BUYER_PATHS = ("/follows", "/timeline")
+
+
+def feed_bearer(request: Request, target: Route) -> str | None:
+    """``Bearer <credential>`` from the cookie for feed's follows and timeline, when the request has no
+    Authorization of its own (feed checks the credential against checkout's hashes), else None."""
+    if target.upstream != "feed" or "authorization" in request.headers:
+        return None
+    if not any(target.path == p or target.path.startswith(p + "/") for p in _FEED_BUYER_PATHS):
+        return None
+    credential = buyer_session.credential_of(request)
+    return f"Bearer {credential}" if credential else None
+
+
 def _is_stream(request: Request, path: str) -> bool:
     return path.endswith("/stream") or "text/event-stream" in request.headers.get("accept", "")
 
@@ -206,14 +221,20 @@ class Gateway:
         """Send the request on and stream the answer back; 502/504 when the service does not answer, 429 past a
         cap of live streams. The buyer's cookie becomes the bearer of the buyer's own checkout calls
         (``buyer_session``), for a state-changing one only from the web app's own pages (else 403)."""
-        cookie_bearer = buyer_session.upstream_bearer(request, target.upstream, target.path)
+        cookie_bearer = buyer_session.upstream_bearer(request, target.upstream, target.path) or feed_bearer(
+            request, target
+        )
         if cookie_bearer is not None:
             problem = buyer_session.csrf_problem(request)
             if problem is not None:
                 return buyer_session.csrf_refused(problem)
             answer = await _forward(self.client, request, target, self.trusted, authorization=cookie_bearer)
-            if answer.status_code == 401:
-                buyer_session.clear_cookie(answer, request)  # revoked (signed out everywhere): forget it
+            if answer.status_code == 401 and target.upstream == "checkout":
+                # Revoked (signed out everywhere, or deleted): forget it. Only checkout's word counts: feed knows
+                # credentials a moment later, from checkout's topic.
+                buyer_session.clear_cookie(answer, request)
+            elif answer.status_code == 200 and request.method == "DELETE" and target.path == "/buyers/me":
+                buyer_session.clear_cookie(answer, request)  # the account is deleted: nothing left to sign in to
             return answer
         if not _is_stream(request, target.path):
             return await _forward(self.client, request, target, self.trusted)

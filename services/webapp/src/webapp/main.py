@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -62,6 +63,9 @@ GATEWAY_CREDENTIALS = [
     Depends(ORDER_ACCESS_TOKEN.optional(anonymous=True)),
     Depends(ORDER_ACCESS_TOKEN_IN_URL),
     Depends(COURIER_TOKEN.optional(anonymous=True)),
+    # The gateway sends the buyer's cookie on as a bearer to checkout's /orders and /buyers/me and feed's
+    # /follows and /timeline (buyer_session): documented as the credential it is.
+    Depends(buyer_session.BUYER_COOKIE_OPTIONAL),
 ]
 
 
@@ -185,6 +189,22 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
 
     # Any id: the page itself says when this browser holds no such order.
     app.add_api_route("/orders/{order_id}", page("order.html"), methods=["GET"], include_in_schema=False)
+
+    # One tweet, the link a merchant shares: the page reads it through /api/feed (an id that is not a UUID: 422).
+    serve_tweet = page("tweet.html")
+
+    async def tweet_page(tweet_id: uuid.UUID) -> FileResponse:
+        return await serve_tweet()
+
+    app.add_api_route("/t/{tweet_id}", tweet_page, methods=["GET"], include_in_schema=False)
+
+    # A shop's page: the timeline of one merchant's tweets (index.html reads the id from the path).
+    serve_shop = page("index.html")
+
+    async def shop_page(merchant_id: uuid.UUID) -> FileResponse:
+        return await serve_shop()
+
+    app.add_api_route("/m/{merchant_id}", shop_page, methods=["GET"], include_in_schema=False)
 
     async def api(
         service: Annotated[str, PathParam(description="catalog, feed, checkout or tracking", examples=["feed"])],

@@ -131,20 +131,24 @@ async def test_the_account_routes_refuse_requests_not_from_the_web_apps_pages(
     assert seen == []
 
 
-async def test_the_cookie_is_the_bearer_of_the_buyers_own_checkout_calls_only(webapp: OpenWebapp) -> None:
+async def test_the_cookie_is_the_bearer_of_the_buyers_own_calls_only(webapp: OpenWebapp) -> None:
     seen: list[httpx.Request] = []
     async with webapp(checkout_stand_in(seen)) as client:
         await client.get("/api/checkout/buyers/me/orders?limit=5", headers=COOKIE)
         await client.get("/api/checkout/orders/o1", headers=COOKIE)
         await client.get("/api/checkout/orders/o1", headers={**COOKIE, "Authorization": "Bearer tso_own"})
-        await client.get("/api/feed/timeline", headers=COOKIE)
+        await client.get("/api/feed/timeline", headers=COOKIE)  # the buyer's followed timeline (feed, issue 17)
+        await client.post("/api/feed/follows", json={}, headers={**COOKIE, **PAGE})
+        await client.get("/api/feed/tweets/t1", headers=COOKIE)  # not the buyer's: no bearer
         await client.post("/api/checkout/orders", json={}, headers={**COOKIE, **PAGE, "Origin": "http://webapp"})
     sent = [(r.url.host, r.url.path, r.headers.get("authorization")) for r in seen]
     assert sent == [
         ("checkout.test", "/buyers/me/orders", f"Bearer {CREDENTIAL}"),
         ("checkout.test", "/orders/o1", f"Bearer {CREDENTIAL}"),
         ("checkout.test", "/orders/o1", "Bearer tso_own"),
-        ("feed.test", "/timeline", None),
+        ("feed.test", "/timeline", f"Bearer {CREDENTIAL}"),
+        ("feed.test", "/follows", f"Bearer {CREDENTIAL}"),
+        ("feed.test", "/tweets/t1", None),
         ("checkout.test", "/orders", f"Bearer {CREDENTIAL}"),
     ]
     assert all("cookie" not in r.headers for r in seen)
@@ -170,6 +174,20 @@ async def test_a_revoked_cookie_is_dropped_when_checkout_refuses_it(webapp: Open
         response = await client.get("/api/checkout/buyers/me/orders", headers=COOKIE)
     assert response.status_code == 401
     assert 'tweetshop_buyer=""' in response.headers["set-cookie"]
+
+
+async def test_only_checkout_refusing_the_cookie_drops_it_and_a_deleted_account_drops_it_too(
+    webapp: OpenWebapp,
+) -> None:
+    seen: list[httpx.Request] = []
+    async with webapp(checkout_stand_in(seen, me_status=401)) as client:
+        # feed learns credentials a moment after checkout: its 401 is not the last word on the cookie.
+        from_feed = await client.get("/api/feed/follows", headers=COOKIE)
+    assert from_feed.status_code == 401 and "set-cookie" not in from_feed.headers
+    async with webapp(checkout_stand_in(seen)) as client:
+        deleted = await client.delete("/api/checkout/buyers/me", headers={**COOKIE, **PAGE})
+    assert deleted.status_code == 200
+    assert 'tweetshop_buyer=""' in deleted.headers["set-cookie"]
 
 
 @pytest.mark.parametrize("path", ["buyers", "buyers/link"])

@@ -3,7 +3,8 @@
 ``orders`` (place, read, the buyer cancels), ``reservations`` (catalog's answers), ``payments`` (claim, ask
 Stripe, settle), ``webhooks`` (Stripe's events), ``reconciliation`` (orders past their deadline),
 ``refunds``, ``mismatches`` (payments that may not move their order), ``read_models`` (other services' topics),
-``buyers`` (buyer accounts: credentials, device link codes, the buyer's orders).
+``buyers`` (buyer accounts: credentials, device link codes, the buyer's orders), ``cards`` (saved cards: the
+buyer's Stripe Customer, whose is a PaymentMethod, list and remove).
 
 Stripe is never called inside a database transaction: a payment attempt is recorded and committed first,
 Stripe is called, and the outcome is applied in a new transaction under the order's row lock, where the

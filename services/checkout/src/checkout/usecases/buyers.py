@@ -22,7 +22,7 @@ from tweetshop_platform.errors import DomainError, NotFound, TooManyRequests, Un
 from tweetshop_platform.ratelimit import parse_limit
 from tweetshop_platform.uow import unit_of_work
 
-from .. import accounts, repository
+from .. import accounts, buyer_events, repository
 from ..domain import Order
 
 log = structlog.get_logger(__name__)
@@ -87,8 +87,9 @@ async def create_buyer(pool: asyncpg.Pool) -> Issued:
     vault_key = accounts.new_vault_key()
     credential, _ = accounts.new_credential()
     token_hash, sealed = _vault_for(credential, vault_key)
-    async with pool.acquire() as conn:
-        created_at = await repository.insert_buyer(conn, buyer_id, token_hash, sealed)
+    async with unit_of_work(pool) as uow:
+        created_at = await repository.insert_buyer(uow.conn, buyer_id, token_hash, sealed)
+        uow.publish(buyer_events.issued(buyer_id, token_hash))  # feed checks the credential with it
     log.info("buyer created", buyer_id=buyer_id)
     return Issued(Account(buyer_id, created_at, 1, vault_key), credential)
 
@@ -177,6 +178,7 @@ async def link_device(pool: asyncpg.Pool, typed_code: str, guard: LinkGuard | No
             credential, _ = accounts.new_credential()
             token_hash, sealed = _vault_for(credential, vault_key)
             await repository.insert_credential(uow.conn, found.buyer_id, token_hash, sealed)
+            uow.publish(buyer_events.issued(found.buyer_id, token_hash))
             account = await authenticate(uow.conn, credential)
     if failed is not None:
         # Committed: the wrong guess is counted (or the dead code cleared) even though the answer is an error.
@@ -192,7 +194,9 @@ async def sign_out_everywhere(pool: asyncpg.Pool, credential: str) -> int:
     """Revoke every credential (and the live link code) of the buyer; how many devices were signed out."""
     async with unit_of_work(pool) as uow:
         account = await authenticate(uow.conn, credential)
+        hashes = await repository.credential_hashes(uow.conn, account.id)
         revoked = await repository.revoke_credentials(uow.conn, account.id)
+        uow.publish(*buyer_events.revoked(account.id, hashes))  # by hash: feed never takes one back
     log.info("buyer signed out everywhere", buyer_id=account.id, devices=revoked)
     return revoked
 

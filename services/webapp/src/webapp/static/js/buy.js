@@ -1,4 +1,7 @@
 // The product sheet: quantity, a saved address, a card through Stripe.js, Pay → the order page.
+// A returning buyer with a saved card (kept by Stripe on the buyer's account) and a saved address sees one tap:
+// the product, the price, the card (brand and last four) and the address, and Pay; quantity, another card or
+// another address are one tap away. The same sheet serves every page that shows a buyable tweet.
 
 import {
   api,
@@ -41,7 +44,16 @@ const box = $("sheet-notice");
 const payButton = $("pay");
 const fields = ["name", "email", "line1", "city", "country"];
 
-const state = { tweet: null, quantity: 1, attempt: null, located: null, paying: false };
+const state = {
+  tweet: null,
+  quantity: 1,
+  attempt: null,
+  located: null,
+  paying: false,
+  cards: [], // the buyer's saved cards, as checkout lists them ({id, brand, last4, exp_month, exp_year})
+  card: null, // the saved card to pay with (its pm_ id), or null: a new card typed in Stripe's field
+  opener: null, // what had the focus before the sheet opened: it gets it back when the sheet closes
+};
 
 // --- the address, remembered in this browser --------------------------------------------------------
 
@@ -116,6 +128,95 @@ function setUpAddressForm() {
   });
 }
 
+// --- saved cards: listed by checkout (from Stripe), chosen here; never a card number ------------------------
+
+function cardLabel(card) {
+  const brand = card.brand ? card.brand.charAt(0).toUpperCase() + card.brand.slice(1) : "Card";
+  return `${brand} ···· ${card.last4}`;
+}
+
+async function loadCards() {
+  try {
+    const found = await api("/checkout/buyers/me/cards");
+    state.cards = Array.isArray(found.cards) ? found.cards : [];
+  } catch {
+    state.cards = []; // not signed in yet, or cards cannot be listed right now: a new card still pays
+  }
+  if (!state.cards.some((c) => c.id === state.card)) state.card = state.cards.length ? state.cards[0].id : null;
+}
+
+function chooseCard(id) {
+  state.card = id;
+  state.attempt = null;
+  $("card-choices").hidden = true;
+  $("card-change").setAttribute("aria-expanded", "false");
+  showCard();
+  if (id === null) {
+    mountCardField();
+    $("new-card").querySelector("input, iframe")?.focus();
+  } else $("card-change").focus();
+}
+
+function showCardChoices() {
+  const choices = $("card-choices");
+  const legend = choices.querySelector("legend");
+  const option = (id, text) => {
+    const input = el("input", { type: "radio", name: "pay-with", value: id || "new", onchange: () => chooseCard(id) });
+    input.checked = id === state.card;
+    return el("label", {}, input, el("span", { text }));
+  };
+  choices.replaceChildren(
+    legend,
+    ...state.cards.map((c) => option(c.id, `${cardLabel(c)} · expires ${String(c.exp_month).padStart(2, "0")}/${c.exp_year}`)),
+    option(null, "A new card"),
+  );
+  choices.hidden = false;
+  $("card-change").setAttribute("aria-expanded", "true");
+  choices.querySelector("input:checked")?.focus();
+}
+
+function showCard() {
+  const saved = state.cards.find((c) => c.id === state.card);
+  $("saved-card").hidden = !saved && !state.cards.length;
+  $("saved-card-text").textContent = saved ? cardLabel(saved) : "A new card";
+  $("new-card").hidden = Boolean(saved);
+}
+
+async function mountCardField() {
+  try {
+    const payments = await loadPayments();
+    payments.mountCard($("card-element"));
+    $("card-hint").hidden = !payments.standIn;
+  } catch (error) {
+    notice(box, error.message);
+  }
+}
+
+// --- keyboard: the sheet is a modal dialog (focus stays inside; Escape closes; focus goes back) ----------
+
+function focusables() {
+  const panel = sheet.querySelector(".sheet-panel");
+  return [...panel.querySelectorAll("button, a[href], input, select, textarea, iframe, [tabindex]")].filter(
+    (node) => !node.disabled && node.tabIndex >= 0 && node.getClientRects().length > 0,
+  );
+}
+
+function trapFocus(event) {
+  if (event.key !== "Tab" || sheet.hidden) return;
+  const nodes = focusables();
+  if (!nodes.length) return;
+  const first = nodes[0];
+  const last = nodes[nodes.length - 1];
+  const inside = sheet.querySelector(".sheet-panel").contains(document.activeElement);
+  if (event.shiftKey && (document.activeElement === first || !inside)) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && (document.activeElement === last || !inside)) {
+    event.preventDefault();
+    first.focus();
+  }
+}
+
 // --- the sheet ----------------------------------------------------------------------------------------
 
 function render() {
@@ -147,6 +248,8 @@ function close() {
   if (state.paying) return;
   sheet.hidden = true;
   document.body.classList.remove("sheet-open");
+  if (state.opener && document.contains(state.opener)) state.opener.focus();
+  state.opener = null;
   const url = new URL(location.href);
   if (url.searchParams.has("buy")) {
     url.searchParams.delete("buy");
@@ -165,21 +268,21 @@ export async function openSheet(tweetId) {
     return;
   }
   if (!tweet.product) return;
+  await loadCards();
   state.tweet = tweet;
   state.quantity = 1;
   state.attempt = null;
   notice(box, tweet.buyable ? "" : "This product can't be bought right now.", "info");
   showAddress(false);
+  $("card-choices").hidden = true;
+  $("save-card").checked = false;
+  showCard();
   render();
+  state.opener = state.opener || document.activeElement;
   sheet.hidden = false;
   document.body.classList.add("sheet-open");
-  try {
-    const payments = await loadPayments();
-    payments.mountCard($("card-element"));
-    $("card-hint").hidden = !payments.standIn;
-  } catch (error) {
-    notice(box, error.message);
-  }
+  $("sheet-title").focus();
+  if (state.card === null) await mountCardField();
 }
 
 function explain(error) {
@@ -222,15 +325,17 @@ async function pay() {
       lon: address.lon,
     },
   };
+  // A saved card pays by its id alone (checkout asks Stripe whose it is); a new card may be saved with this purchase.
+  const saveCard = state.card === null && $("save-card").checked;
   // One purchase, one Idempotency-Key: tapping Pay again after a network error cannot buy twice.
-  const fingerprint = JSON.stringify(order);
+  const fingerprint = JSON.stringify({ order, card: state.card, saveCard });
   if (!state.attempt || state.attempt.fingerprint !== fingerprint) {
-    state.attempt = { key: uuid(), fingerprint, paymentMethod: null };
+    state.attempt = { key: uuid(), fingerprint, paymentMethod: state.card };
   }
   const attempt = state.attempt;
   try {
-    const payments = await loadPayments();
     if (!attempt.paymentMethod) {
+      const payments = await loadPayments();
       attempt.paymentMethod = await payments.createPaymentMethod({ name: address.name, email: address.email });
     }
     // The order belongs to this browser's buyer account (its cookie, made here the first time); when the
@@ -240,7 +345,7 @@ async function pay() {
       api("/checkout/orders", {
         method: "POST",
         headers: { "Idempotency-Key": attempt.key },
-        body: { ...order, payment_method: attempt.paymentMethod },
+        body: { ...order, payment_method: attempt.paymentMethod, ...(saveCard ? { save_card: true } : {}) },
       });
     let placed;
     try {
@@ -271,6 +376,13 @@ async function pay() {
     if (error instanceof PaymentError) {
       attempt.paymentMethod = null;
       notice(box, error.message);
+    } else if (error.code === "payment_method_not_found") {
+      // The saved card was removed meanwhile (on another device): nothing was placed; pick another one.
+      state.attempt = null;
+      await loadCards();
+      showCard();
+      if (state.card === null) await mountCardField();
+      notice(box, "That card is no longer saved. Choose another card. You were not charged.");
     } else if (error.isNetwork) {
       // Same key on the next tap: if the order was made after all, checkout answers with that same order.
       const why =
@@ -302,6 +414,11 @@ setUpAddressForm();
 for (const closer of sheet.querySelectorAll("[data-close]")) closer.addEventListener("click", close);
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && !sheet.hidden) close();
+  else trapFocus(event);
+});
+$("card-change").addEventListener("click", () => {
+  if ($("card-choices").hidden) showCardChoices();
+  else chooseCard(state.card);
 });
 $("qty-minus").addEventListener("click", () => {
   state.quantity -= 1;

@@ -94,6 +94,10 @@ async function watch() {
     try {
       const order = await api(`/checkout/orders/${encodeURIComponent(orderId)}`, { token: record.access_token });
       if (box.classList.contains("network")) notice(box, "");
+      // "Finishing the payment…" is over once the order is decided.
+      if (order.status !== "requires_action" && order.status !== "pending" && box.classList.contains("info")) {
+        notice(box, "");
+      }
       show(order);
       if (order.status === "requires_action") authenticate(order, false);
       if (finished(order)) return;

@@ -134,6 +134,8 @@ function showAccount() {
     ? `Signed in on ${b.devices} device${b.devices === 1 ? "" : "s"}. Your orders follow you to every linked device.`
     : "This device is not signed in: your orders are only in this browser.";
   $("sign-out-everywhere").hidden = !b;
+  $("delete-account").hidden = !b;
+  if (!b) $("delete-account-confirm").hidden = true;
 }
 
 async function loadBuyer() {
@@ -193,6 +195,35 @@ $("sign-out-everywhere").addEventListener("click", async () => {
   state.buyer = null;
   $("link-code-panel").hidden = true;
   notice(box, "Signed out on every device. Orders this browser placed itself stay listed here; your next purchase starts a new account.", "ok");
+  showAccount();
+  await render();
+});
+
+// Deleting the account: a confirm step first; checkout answers 409 while an order is still being paid.
+$("delete-account").addEventListener("click", () => {
+  $("delete-account-confirm").hidden = false;
+  $("delete-account-no").focus();
+});
+
+$("delete-account-no").addEventListener("click", () => {
+  $("delete-account-confirm").hidden = true;
+  $("delete-account").focus();
+});
+
+$("delete-account-yes").addEventListener("click", async () => {
+  const box = $("account-notice");
+  notice(box, "");
+  try {
+    await api("/checkout/buyers/me", { method: "DELETE" });
+  } catch (error) {
+    if (error.status !== 401) {
+      notice(box, error.message);
+      return;
+    }
+  }
+  state.buyer = null;
+  $("link-code-panel").hidden = true;
+  notice(box, "Your account is deleted. Orders this browser placed itself stay listed here until you clear it.", "ok");
   showAccount();
   await render();
 });

@@ -1,4 +1,5 @@
 // The timeline: tweets newest first with live product cards, Follow buttons, and Buy.
+// At /m/<merchant_id>, one shop's page: only its tweets, with the same Buy sheet.
 
 import { api, buyerId, el, money, notice, stockLabel, timeAgo } from "./common.js";
 import { openSheet } from "./buy.js";
@@ -11,6 +12,8 @@ const banner = document.getElementById("timeline-notice");
 const tabs = { following: document.getElementById("tab-following"), everyone: document.getElementById("tab-everyone") };
 
 const state = { tab: "everyone", cursor: null, loading: false, done: false, follows: new Set(), generation: 0 };
+const shopPage = location.pathname.match(/^\/m\/([^/]+)\/?$/);
+const shopId = shopPage ? decodeURIComponent(shopPage[1]) : null;
 
 function avatar(merchant) {
   const name = (merchant && merchant.name) || "?";
@@ -67,8 +70,10 @@ function renderTweet(tweet) {
         el(
           "div",
           { class: "who" },
-          el("strong", { text: m ? m.name : "A shop" }),
-          el("span", { class: "muted", text: ` ${m ? "@" + m.handle : ""} · ${timeAgo(tweet.created_at)}` }),
+          el("a", { class: "plain", href: `/m/${encodeURIComponent(tweet.merchant_id)}` }, el("strong", { text: m ? m.name : "A shop" })),
+          el("span", { class: "muted", text: ` ${m ? "@" + m.handle : ""} · ` }),
+          // The tweet's own page: the link to share.
+          el("a", { class: "muted plain", href: `/t/${encodeURIComponent(tweet.id)}`, text: timeAgo(tweet.created_at) }),
         ),
         followButton(tweet.merchant_id),
       ),
@@ -108,6 +113,7 @@ async function loadPage() {
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
   if (state.cursor) query.set("cursor", state.cursor);
   if (state.tab === "following") query.set("buyer_id", buyerId());
+  if (shopId) query.set("merchant_id", shopId);
   try {
     const page = await api(`/feed/timeline?${query}`);
     if (generation !== state.generation) return; // the tab changed meanwhile
@@ -167,7 +173,11 @@ async function start() {
   }).observe(document.getElementById("timeline-end"));
 
   await loadFollows();
-  showTab(state.follows.size ? "following" : "everyone");
+  if (shopId) {
+    // One shop's page: its tweets only; no Following tab to switch to.
+    document.querySelector(".tabs").hidden = true;
+    showTab("everyone");
+  } else showTab(state.follows.size ? "following" : "everyone");
   const wanted = new URLSearchParams(location.search).get("buy");
   if (wanted) openSheet(wanted);
 }
