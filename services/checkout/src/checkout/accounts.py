@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tweetshop_platform.auth import hash_secret
+from tweetshop_platform.cursors import decode_keyset, encode_keyset
 from tweetshop_platform.errors import Unprocessable
 
 CREDENTIAL_PREFIX = "tsb"
@@ -212,22 +213,10 @@ class OrderCursor:
 
 
 def encode_cursor(cursor: OrderCursor) -> str:
-    """An opaque, URL-safe string for a position (exact to the microsecond, as Postgres stores it)."""
-    micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
-    raw = f"{_CURSOR_PREFIX}:{micros}:{cursor.order_id.hex}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """An opaque, URL-safe string for a position (``tweetshop_platform.cursors``)."""
+    return encode_keyset(_CURSOR_PREFIX, cursor.created_at, cursor.order_id)
 
 
 def decode_cursor(value: str) -> OrderCursor:
     """The position an ``encode_cursor`` string stands for, or 422 when it is not one."""
-    invalid = Unprocessable("invalid cursor: pass back the next_cursor of a previous page", code="invalid_cursor")
-    if not value or len(value) > 200:
-        raise invalid
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-        prefix, micros, order_hex = raw.split(":")
-        if prefix != _CURSOR_PREFIX:
-            raise ValueError(prefix)
-        return OrderCursor(_EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(hex=order_hex))
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
-        raise invalid from exc
+    return OrderCursor(*decode_keyset(_CURSOR_PREFIX, value))

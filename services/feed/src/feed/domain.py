@@ -3,14 +3,13 @@ cursors. Pure, no I/O."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from tweetshop_platform.cursors import decode_keyset, encode_keyset
 from tweetshop_platform.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized, Unprocessable
 
 TWEET_MAX_CHARS = 280
@@ -277,23 +276,10 @@ class Cursor:
 
 
 def encode_cursor(cursor: Cursor) -> str:
-    """An opaque, URL-safe string for a position (exact to the microsecond, as Postgres stores it)."""
-    micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
-    raw = f"{_CURSOR_PREFIX}:{micros}:{cursor.tweet_id.hex}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """An opaque, URL-safe string for a position (``tweetshop_platform.cursors``)."""
+    return encode_keyset(_CURSOR_PREFIX, cursor.created_at, cursor.tweet_id)
 
 
 def decode_cursor(value: str) -> Cursor:
     """The position an ``encode_cursor`` string stands for, or 422 when it is not one."""
-    invalid = Unprocessable("invalid cursor: pass back the next_cursor of a previous page", code="invalid_cursor")
-    if not value or len(value) > 200:
-        raise invalid
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-        prefix, micros, tweet_hex = raw.split(":")
-        if prefix != _CURSOR_PREFIX:
-            raise ValueError(prefix)
-        created_at = _EPOCH + timedelta(microseconds=int(micros))
-        return Cursor(created_at, uuid.UUID(hex=tweet_hex))
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
-        raise invalid from exc
+    return Cursor(*decode_keyset(_CURSOR_PREFIX, value))
