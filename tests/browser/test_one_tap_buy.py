@@ -1,7 +1,8 @@
 """One-tap Buy in headless Chromium on a phone: a new buyer pays with a card and saves it; the next purchase is
-exactly tap Buy → tap Pay → paid, with no card field shown; a saved card whose bank asks for 3-D Secure still
-asks, and completes. The sheet is the same on a tweet's own page (/t/<tweet_id>), the timeline and a shop's
-page (/m/<merchant_id>), and it is a keyboard dialog (Escape closes it, the focus goes back to Buy).
+exactly tap Buy → tap Pay → paid, with no card field shown (the address comes from the buyer's account, kept by
+checkout, not from this browser's storage; "Change" lists the saved ones); a saved card whose bank asks for 3-D
+Secure still asks, and completes. The sheet is the same on a tweet's own page (/t/<tweet_id>), the timeline and
+a shop's page (/m/<merchant_id>), and it is a keyboard dialog (Escape closes it, the focus goes back to Buy).
 
 Card numbers go to Stripe only (the local stand-in of Stripe.js here); the web app sends a pm_ id.
 """
@@ -111,6 +112,9 @@ def test_a_returning_buyer_pays_with_one_tap_and_a_3d_secure_saved_card_still_as
     page.locator("#pay").click()
     paid(page)
     assert sent[-1]["save_card"] is True
+    # The address is the buyer's now, kept by checkout: this browser keeps no copy (only the email).
+    assert page.evaluate("localStorage.getItem('tweetshop.address')") is None
+    assert page.evaluate("JSON.parse(localStorage.getItem('tweetshop.email'))") == PARIS["email"]
 
     # The next one, from the timeline: tap Buy, the sheet shows the card and the address, tap Pay. No card field.
     page.goto(shop.webapp + "/")
@@ -120,6 +124,12 @@ def test_a_returning_buyer_pays_with_one_tap_and_a_3d_secure_saved_card_still_as
     expect(page.locator("#card-element")).to_be_hidden()
     expect(page.locator("#address-form")).to_be_hidden()
     snap(page, request, "one-tap-sheet")
+    # "Change" lists the buyer's saved addresses, and a new one.
+    page.locator("#address-change").click()
+    expect(page.get_by_label("Ada Lovelace, 1 Rue de Rivoli, Paris FR")).to_be_checked()
+    expect(page.get_by_label("A new address")).to_be_visible()
+    page.locator("#address-change").click()
+    expect(page.locator("#address-choices")).to_be_hidden()
     # A keyboard dialog: Escape closes it and gives the focus back to Buy.
     page.keyboard.press("Escape")
     expect(page.locator("#sheet")).to_be_hidden()

@@ -13,7 +13,7 @@ from tweetshop_platform.errors import DomainError, Unprocessable
 from tweetshop_platform.openapi import MERCHANT_API_KEY, OPERATOR_KEY, ORDER_ACCESS_TOKEN, operator_dependency
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
-from . import accounts, buyer_routes, card_routes, deletion_routes, domain, handlers, metrics
+from . import accounts, address_routes, buyer_routes, card_routes, deletion_routes, domain, handlers, metrics
 from .api import (
     OrderCreated,
     OrderIn,
@@ -290,6 +290,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
 
     buyer_routes.install(app, runtime, settings)
     card_routes.install(app, runtime, card_gateway)
+    address_routes.install(app, runtime)
     deletion_routes.install(app, runtime, card_gateway)
 
     # Buying needs no login: its own limit per client. Stripe's events are never throttled (signed, and Stripe

@@ -1,5 +1,6 @@
 // The product sheet: quantity, a saved address, a card through Stripe.js, Pay → the order page.
-// A returning buyer with a saved card (kept by Stripe on the buyer's account) and a saved address sees one tap:
+// A returning buyer with a saved card (kept by Stripe on the buyer's account) and a saved address (kept by
+// checkout on the buyer's account; in this browser only while the buyer has no account yet) sees one tap:
 // the product, the price, the card (brand and last four) and the address, and Pay; quantity, another card or
 // another address are one tap away. The same sheet serves every page that shows a buyable tweet.
 
@@ -52,13 +53,40 @@ const state = {
   paying: false,
   cards: [], // the buyer's saved cards, as checkout lists them ({id, brand, last4, exp_month, exp_year})
   card: null, // the saved card to pay with (its pm_ id), or null: a new card typed in Stripe's field
+  addresses: null, // the buyer's saved addresses, default first, as checkout lists them; null: no account yet
+  address: null, // the saved address to ship to (its id), or null: the form (a new address)
   opener: null, // what had the focus before the sheet opened: it gets it back when the sheet closes
 };
 
-// --- the address, remembered in this browser --------------------------------------------------------
+// --- the address: the buyer's own, saved by checkout; in this browser only for a buyer without an account ----
+// The email is not part of a saved address (checkout keeps none on the account): this browser remembers it.
 
-function savedAddress() {
+const PLACE = ["name", "line1", "city", "country", "lat", "lon"];
+
+function localAddress() {
   return store.get("address", null);
+}
+
+function rememberedEmail() {
+  return store.get("email", null) || (localAddress() || {}).email || "";
+}
+
+function hasSaved() {
+  return Array.isArray(state.addresses) && state.addresses.length > 0;
+}
+
+/** The address the summary shows: the chosen saved one (with the remembered email), or this browser's. */
+function currentAddress() {
+  if (!hasSaved()) return localAddress();
+  const saved = state.addresses.find((a) => a.id === state.address);
+  if (!saved) return null;
+  const a = { email: rememberedEmail() };
+  for (const f of PLACE) a[f] = saved[f];
+  return a;
+}
+
+function addressLabel(a) {
+  return `${a.name}, ${a.line1}, ${a.city} ${a.country}`;
 }
 
 function addressComplete(a) {
@@ -71,17 +99,62 @@ function fillForm(a) {
 }
 
 function showAddress(editing) {
-  const a = savedAddress();
+  const a = currentAddress();
   const summary = !editing && addressComplete(a);
-  $("address-summary").hidden = !summary;
+  $("address-summary").hidden = !summary && !hasSaved();
   $("address-form").hidden = summary;
-  if (summary) $("address-text").textContent = `${a.name}, ${a.line1}, ${a.city} ${a.country}`;
-  else fillForm(a);
+  $("address-text").textContent = a && (summary || hasSaved()) ? addressLabel(a) : "A new address";
+  if (!summary) fillForm(a || (hasSaved() ? { email: rememberedEmail() } : localAddress()));
 }
 
-/** The address as checkout wants it, or a message saying what is missing. */
+/** The signed-in buyer's saved addresses (the default first); none when the browser has no account yet. */
+async function loadAddresses() {
+  try {
+    const found = await api("/checkout/buyers/me/addresses");
+    state.addresses = Array.isArray(found.addresses) ? found.addresses : [];
+  } catch {
+    state.addresses = null; // not signed in yet, or not listed right now: this browser's memory
+  }
+  if (!hasSaved()) state.address = null;
+  else if (!state.addresses.some((a) => a.id === state.address)) state.address = state.addresses[0].id;
+}
+
+function chooseAddress(id) {
+  state.address = id;
+  state.attempt = null;
+  $("address-choices").hidden = true;
+  $("address-change").setAttribute("aria-expanded", "false");
+  showAddress(id === null);
+  if (id === null) $("ship-name").focus();
+  else {
+    $("address-change").focus();
+    // The one chosen is filled in next time too (on every device): best effort, the purchase does not wait.
+    api(`/checkout/buyers/me/addresses/${encodeURIComponent(id)}/default`, { method: "PUT" }).catch(() => null);
+  }
+}
+
+function showAddressChoices() {
+  const choices = $("address-choices");
+  const legend = choices.querySelector("legend");
+  const option = (id, text) => {
+    const input = el("input", { type: "radio", name: "ship-to", value: id || "new", onchange: () => chooseAddress(id) });
+    input.checked = id === state.address;
+    return el("label", {}, input, el("span", { text }));
+  };
+  choices.replaceChildren(
+    legend,
+    ...state.addresses.map((a) => option(a.id, addressLabel(a))),
+    option(null, "A new address"),
+  );
+  choices.hidden = false;
+  $("address-change").setAttribute("aria-expanded", "true");
+  choices.querySelector("input:checked")?.focus();
+}
+
+/** The address as checkout wants it (typed: from the form), or a message saying what is missing. */
 function readAddress() {
-  if (!$("address-form").hidden || !addressComplete(savedAddress())) {
+  const current = currentAddress();
+  if (!$("address-form").hidden || !addressComplete(current)) {
     const a = {};
     for (const f of fields) a[f] = $(`ship-${f}`).value.trim();
     const missing = fields.filter((f) => !a[f]);
@@ -99,10 +172,26 @@ function readAddress() {
     } else {
       return { problem: "We can't place that city on the delivery map: pick one from the list or use your location." };
     }
+    store.set("email", a.email);
+    // Kept here until the buyer's account has it (then only there): a buyer without an account still has it.
     store.set("address", a);
-    return { address: a };
+    return { address: a, typed: true };
   }
-  return { address: savedAddress() };
+  return { address: current, typed: false };
+}
+
+/** A typed address becomes the buyer's default saved address (the same one again is not saved twice). */
+async function saveToAccount(a) {
+  const found = await api("/checkout/buyers/me/addresses");
+  const same = (found.addresses || []).find((s) => PLACE.every((f) => s[f] === a[f]));
+  if (same && !same.is_default) {
+    await api(`/checkout/buyers/me/addresses/${encodeURIComponent(same.id)}/default`, { method: "PUT" });
+  } else if (!same) {
+    const body = { default: true };
+    for (const f of PLACE) body[f] = a[f];
+    await api("/checkout/buyers/me/addresses", { method: "POST", body });
+  }
+  store.remove("address");
 }
 
 function setUpAddressForm() {
@@ -111,7 +200,16 @@ function setUpAddressForm() {
     const known = CITIES[$("ship-city").value.trim()];
     if (known && !$("ship-country").value) $("ship-country").value = known[0];
   });
-  $("address-change").addEventListener("click", () => showAddress(true));
+  // Saved addresses to choose from (a signed-in buyer's), made here: every page's sheet has the same markup.
+  const legend = el("legend", { text: "Ship to" });
+  const choices = el("fieldset", { id: "address-choices", class: "choices", hidden: true }, legend);
+  $("address-summary").after(choices);
+  $("address-change").setAttribute("aria-controls", "address-choices");
+  $("address-change").addEventListener("click", () => {
+    if (!hasSaved()) showAddress(true);
+    else if ($("address-choices").hidden) showAddressChoices();
+    else chooseAddress(state.address);
+  });
   $("use-location").addEventListener("click", () => {
     if (!navigator.geolocation) {
       notice(box, "This browser cannot tell where you are: pick a city from the list.");
@@ -268,12 +366,13 @@ export async function openSheet(tweetId) {
     return;
   }
   if (!tweet.product) return;
-  await loadCards();
+  await Promise.all([loadCards(), loadAddresses()]);
   state.tweet = tweet;
   state.quantity = 1;
   state.attempt = null;
   notice(box, tweet.buyable ? "" : "This product can't be bought right now.", "info");
   showAddress(false);
+  $("address-choices").hidden = true;
   $("card-choices").hidden = true;
   $("save-card").checked = false;
   showCard();
@@ -303,7 +402,7 @@ function explain(error) {
 async function pay() {
   if (state.paying || !state.tweet) return;
   const { tweet } = state;
-  const { address, problem } = readAddress();
+  const { address, typed, problem } = readAddress();
   if (problem) {
     notice(box, problem);
     return;
@@ -368,6 +467,9 @@ async function pay() {
       currency: placed.currency,
       placed_at: new Date().toISOString(),
     });
+    // A new address is the buyer's from now on (on every device); if the account cannot have it right now,
+    // this browser still remembers it.
+    if (typed) await saveToAccount(address).catch(() => null);
     state.paying = false;
     location.assign(`/orders/${encodeURIComponent(placed.id)}`);
     return;

@@ -95,7 +95,8 @@ export function fromMinor(minor, currency) {
   return (minor / 10 ** digits).toFixed(digits);
 }
 
-// --- this browser's memory (localStorage): buyer id, saved address, orders, merchant -----------------
+// --- this browser's memory (localStorage): buyer id, email, the address of a buyer without an account (a
+// signed-in buyer's are checkout's), orders, merchant ---------------------------------------------------
 
 const PREFIX = "tweetshop.";
 
