@@ -12,7 +12,15 @@ Served (the subset of the Stripe API that ``checkout.gateway`` calls):
 ``POST /v1/payment_intents`` (with ``confirm=true``), ``GET /v1/payment_intents``
 (``limit``, ``starting_after``), ``GET /v1/payment_intents/{id}``,
 ``POST /v1/payment_intents/{id}/confirm``, ``POST /v1/payment_intents/{id}/cancel``,
-``POST /v1/refunds``, ``GET /v1/refunds`` (``payment_intent``). ``Idempotency-Key``
+``POST /v1/refunds``, ``GET /v1/refunds`` (``payment_intent``); for saved cards (``checkout.cards``, as
+checkout calls them against any API but api.stripe.com): ``POST /v1/customers`` (``metadata``),
+``GET /v1/customers`` (``limit``, ``starting_after``), ``GET /v1/customers/{id}``, ``DELETE /v1/customers/{id}``
+(detaches its cards, as Stripe does), ``GET /v1/payment_methods/{id}``, ``POST /v1/payment_methods/{id}/attach``
+(``customer``), ``POST /v1/payment_methods/{id}/detach``, ``GET /v1/payment_methods`` (``customer``, ``type``,
+``limit``). A test token (``pm_card_visa``, ``pm_card_mastercard``, …) is a fresh Visa (or named brand) card,
+attached to no Customer; attaching one makes a new ``pm_…`` on the Customer, as Stripe does. A PaymentIntent
+whose PaymentMethod is attached to a Customer must name that Customer (Stripe's ``invalid_request_error``
+otherwise). ``Idempotency-Key``
 is honoured as Stripe does. ``pm_card_visa_chargeDeclined`` is declined. A payment
 method whose id starts with ``pm_card_threeDSecure2Required`` (Stripe's own 3-D Secure
 test card; the stand-in accepts a suffix so each buyer has a card of its own) is
@@ -63,6 +71,8 @@ class StandInState:
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)  # insertion order = creation order
     intent_order: list[str] = field(default_factory=list)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)  # insertion order = creation order
+    payment_methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # made by attaching a test token
     idempotent: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     intents_per_order: Counter[str] = field(default_factory=Counter)
     requests: Counter[str] = field(default_factory=Counter)
@@ -102,6 +112,45 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
+def _missing(kind: str, object_id: str, param: str) -> web.Response:
+    return _error(404, "invalid_request_error", f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
+
+
+# The last four digits of Stripe's test cards, by the brand in their test token (``pm_card_<brand>``).
+_TEST_LAST4 = {"visa": "4242", "mastercard": "4444", "amex": "8431", "discover": "1117"}
+
+
+def _card_payment_method(pm_id: str, brand: str, customer: str | None) -> dict[str, Any]:
+    """A card PaymentMethod as Stripe answers one (the fields checkout reads, and a few more)."""
+    return {
+        "id": pm_id,
+        "object": "payment_method",
+        "type": "card",
+        "customer": customer,
+        "card": {"brand": brand, "last4": _TEST_LAST4[brand], "exp_month": 12, "exp_year": 2034, "funding": "credit"},
+        "created": int(time.time()),
+        "livemode": False,
+        "metadata": {},
+    }
+
+
+def _page(request: web.Request, url: str, items: list[dict[str, Any]]) -> web.Response:
+    """A Stripe list, newest first, ``limit`` (1..100, 10 by default) after ``starting_after``."""
+    try:
+        limit = max(1, min(100, int(request.query.get("limit", "10"))))
+    except ValueError:
+        return _error(400, "invalid_request_error", "Invalid integer: limit", param="limit")
+    newest_first = list(reversed(items))
+    after = request.query.get("starting_after")
+    if after:
+        ids = [item["id"] for item in newest_first]
+        if after not in ids:
+            return _error(400, "invalid_request_error", f"No such object: {after}", param="starting_after")
+        newest_first = newest_first[ids.index(after) + 1 :]
+    page = newest_first[:limit]
+    return _ok({"object": "list", "url": url, "has_more": len(newest_first) > limit, "data": page})
+
+
 class StandIn:
     """The aiohttp application and its handlers."""
 
@@ -119,6 +168,14 @@ class StandIn:
                 web.post("/v1/payment_intents/{id}/cancel", self.cancel_intent),
                 web.post("/v1/refunds", self.create_refund),
                 web.get("/v1/refunds", self.list_refunds),
+                web.post("/v1/customers", self.create_customer),
+                web.get("/v1/customers", self.list_customers),
+                web.get("/v1/customers/{id}", self.retrieve_customer),
+                web.delete("/v1/customers/{id}", self.delete_customer),
+                web.get("/v1/payment_methods", self.list_payment_methods),
+                web.get("/v1/payment_methods/{id}", self.retrieve_payment_method),
+                web.post("/v1/payment_methods/{id}/attach", self.attach_payment_method),
+                web.post("/v1/payment_methods/{id}/detach", self.detach_payment_method),
                 web.get("/_standin/stats", self.stats),
                 web.post("/_standin/config", self.configure),
             ]
@@ -170,6 +227,18 @@ class StandIn:
         except (KeyError, ValueError):
             return _error(400, "invalid_request_error", "amount and currency are required")
         metadata = params.get("metadata") or {}
+        customer = params.get("customer") or None
+        if customer is not None and customer not in self.state.customers:
+            return _missing("customer", str(customer), "customer")
+        pm = self._payment_method(str(params["payment_method"])) if params.get("payment_method") else None
+        if pm is not None and pm["customer"] is not None and pm["customer"] != customer:
+            # Stripe: a card saved on a Customer pays only for that Customer.
+            return _error(
+                400,
+                "invalid_request_error",
+                "The provided PaymentMethod is attached to another customer.",
+                param="payment_method",
+            )
         intent: dict[str, Any] = {
             "id": _new_id("pi"),
             "object": "payment_intent",
@@ -180,6 +249,7 @@ class StandIn:
             "payment_method": params.get("payment_method"),
             "client_secret": None,
             "metadata": metadata,
+            "customer": customer,
             "created": int(time.time()),
             "last_payment_error": None,
             "livemode": False,
@@ -277,6 +347,96 @@ class StandIn:
         limit = max(1, min(100, int(request.query.get("limit", "10"))))
         return _ok({"object": "list", "url": "/v1/refunds", "has_more": len(data) > limit, "data": data[:limit]})
 
+    # --- Customers and PaymentMethods (saved cards) ---------------------------------------------------------
+    def _payment_method(self, pm_id: str) -> dict[str, Any] | None:
+        """A PaymentMethod made here, or a fresh one for a test token (Stripe's ``pm_card_<brand>``); else None."""
+        found = self.state.payment_methods.get(pm_id)
+        if found is not None:
+            return found
+        if not pm_id.startswith("pm_card_"):
+            return None
+        brand = pm_id.removeprefix("pm_card_").split("_")[0].lower() or "visa"
+        brand = brand if brand in _TEST_LAST4 else "visa"
+        return _card_payment_method(pm_id, brand, None)
+
+    async def create_customer(self, request: web.Request) -> web.Response:
+        params = _form_to_dict(await request.post())
+        customer: dict[str, Any] = {
+            "id": _new_id("cus"),
+            "object": "customer",
+            "created": int(time.time()),
+            "metadata": params.get("metadata") or {},
+            "livemode": False,
+        }
+        self.state.customers[customer["id"]] = customer
+        return _ok(customer)
+
+    async def retrieve_customer(self, request: web.Request) -> web.Response:
+        customer = self.state.customers.get(request.match_info["id"])
+        if customer is None:
+            return _missing("customer", request.match_info["id"], "id")
+        return _ok(customer)
+
+    async def list_customers(self, request: web.Request) -> web.Response:
+        return _page(request, "/v1/customers", list(self.state.customers.values()))
+
+    async def delete_customer(self, request: web.Request) -> web.Response:
+        customer = self.state.customers.pop(request.match_info["id"], None)
+        if customer is None:
+            return _missing("customer", request.match_info["id"], "id")
+        for pm in self.state.payment_methods.values():
+            if pm["customer"] == customer["id"]:
+                pm["customer"] = None  # Stripe detaches a deleted Customer's cards
+        return _ok({"id": customer["id"], "object": "customer", "deleted": True})
+
+    async def retrieve_payment_method(self, request: web.Request) -> web.Response:
+        pm = self._payment_method(request.match_info["id"])
+        if pm is None:
+            return _missing("payment_method", request.match_info["id"], "payment_method")
+        return _ok(pm)
+
+    async def attach_payment_method(self, request: web.Request) -> web.Response:
+        params = _form_to_dict(await request.post())
+        customer = str(params.get("customer") or "")
+        if customer not in self.state.customers:
+            return _missing("customer", customer, "customer")
+        pm = self._payment_method(request.match_info["id"])
+        if pm is None:
+            return _missing("payment_method", request.match_info["id"], "payment_method")
+        if pm["customer"] == customer:
+            return _ok(pm)
+        if pm["customer"] is not None:
+            return _error(
+                400, "invalid_request_error", "The payment method you provided is already attached to a customer."
+            )
+        if pm["id"] not in self.state.payment_methods:
+            # A test token is a template: attaching it makes a new PaymentMethod, as Stripe does.
+            pm = _card_payment_method(_new_id("pm"), pm["card"]["brand"], customer)
+            self.state.payment_methods[pm["id"]] = pm
+        pm["customer"] = customer
+        return _ok(pm)
+
+    async def detach_payment_method(self, request: web.Request) -> web.Response:
+        pm = self.state.payment_methods.get(request.match_info["id"])
+        if pm is None or pm["customer"] is None:
+            return _error(
+                400, "invalid_request_error", "The payment method you provided is not attached to a customer."
+            )
+        pm["customer"] = None
+        return _ok(pm)
+
+    async def list_payment_methods(self, request: web.Request) -> web.Response:
+        customer = request.query.get("customer")
+        if not customer:
+            return _error(400, "invalid_request_error", "Missing required param: customer.", param="customer")
+        wanted = request.query.get("type")
+        data = [
+            pm
+            for pm in self.state.payment_methods.values()
+            if pm["customer"] == customer and (wanted is None or pm["type"] == wanted)
+        ]
+        return _page(request, "/v1/payment_methods", data)
+
     # --- webhooks ------------------------------------------------------------------------------------------
     def _send_webhook(self, event_type: str, obj: dict[str, Any]) -> None:
         if not self.state.webhook_url:
@@ -332,6 +492,9 @@ class StandIn:
                 "orders_with_intents": len(per_order),
                 "orders_with_several_intents": sum(1 for n in per_order.values() if n > 1),
                 "max_intents_per_order": max(per_order.values(), default=0),
+                "payment_intents_for_customers": sum(1 for i in s.intents.values() if i.get("customer")),
+                "customers": len(s.customers),
+                "saved_cards": sum(1 for pm in s.payment_methods.values() if pm["customer"] is not None),
                 "webhooks_sent": s.webhooks_sent,
                 "webhook_failures": s.webhook_failures,
             }

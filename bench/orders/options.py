@@ -32,5 +32,7 @@ class Options:
     inflight_rate: float = 50.0
     tiny_orders: int = 20
     tiny_rate: float = 5.0
+    returning_buyers: int = 20  # the returning-buyer phase (stand-in only): buyers who buy twice, 0: skip
+    tiny_returning_buyers: int = 5
     tiny_rate_429: float = 0.0  # share of the stand-in's answers that are 429s during the tiny step
     extra: dict[str, Any] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from bench.orders.baseline import ORDERS, SHIPMENTS, BaselinePipeline
 from bench.orders.driver import Driver, describe, pipeline_meter, say
 from bench.orders.load import HttpOrders
 from bench.orders.options import Options
+from bench.orders.returning import returning_buyers
 
 
 async def _intents_per_order_in_localstripe(base_url: str, orders: set[str]) -> dict[str, int]:
@@ -60,6 +61,11 @@ async def drive_shop(stack: ServiceStack, infra: BenchInfra, opts: Options, mode
             await run.wait_idle()
             out["idle_cores"] = await run.idle_cores()
             say(f"idle CPU (cores): {out['idle_cores']}")
+        buyers = opts.tiny_returning_buyers if opts.tiny else opts.returning_buyers
+        if stack.stripe_kind == "standin" and buyers > 0:
+            out["returning_buyer"] = await _returning_buyer(stack, times, buyers)
+            if not opts.tiny:
+                await run.wait_idle()
         if opts.tiny:
             if opts.tiny_rate_429 > 0:
                 infra.configure_standin(rate_429=opts.tiny_rate_429)
@@ -113,6 +119,20 @@ async def drive_shop(stack: ServiceStack, infra: BenchInfra, opts: Options, mode
     finally:
         await target.close()
         await watcher.stop()
+
+
+async def _returning_buyer(stack: ServiceStack, times: OrderTimes, buyers: int) -> dict[str, Any]:
+    """The first purchase (saving the card) and the returning one (with it), for ``buyers`` new buyers."""
+    assert stack.seeded is not None
+    measured = await returning_buyers(stack.url("checkout"), stack.seeded, times, buyers)
+    out = measured.as_dict(times)
+    first, again = out["first"]["to_order_paid"], out["returning"]["to_order_paid"]
+    say(
+        f"returning buyer ({buyers} buyers): p50/p99 POST→OrderPaid first {first['p50_ms']}/{first['p99_ms']} ms, "
+        f"with the saved card {again['p50_ms']}/{again['p99_ms']} ms"
+        + (f"  errors: {out['errors'][:3]}" if out["errors"] else "")
+    )
+    return out
 
 
 async def _in_flight_probe(infra: BenchInfra, run: Driver) -> dict[str, Any]:

@@ -37,6 +37,26 @@ def first_step_note(mode: dict[str, Any]) -> str:
     return f"none: even {first['target_rate']:g}/s failed ({first['verdict']})"
 
 
+def returning_rows(mode: dict[str, Any]) -> list[SummaryRow]:
+    """The returning buyer beside the first purchase: p50 and p99 POST→OrderPaid (stand-in only)."""
+    measured = mode.get("returning_buyer")
+    if not measured:
+        return []
+    first, again = measured["first"], measured["returning"]
+    return [
+        SummaryRow(
+            "orders, returning buyer",
+            f"{pct} POST→OrderPaid, saved card",
+            (again.get("to_order_paid") or {}).get(f"{pct}_ms"),
+            "ms",
+            (first.get("to_order_paid") or {}).get(f"{pct}_ms"),
+            "first purchase (saving the card)",
+            note=f"{again['paid']} of {measured['buyers']} buyers paid twice" if pct == "p50" else "",
+        )
+        for pct in ("p50", "p99")
+    ]
+
+
 def summary_rows(result: dict[str, Any]) -> list[SummaryRow]:
     """The summary table's rows for the orders benchmark."""
     rows: list[SummaryRow] = []
@@ -48,7 +68,7 @@ def summary_rows(result: dict[str, Any]) -> list[SummaryRow]:
         step = b["steps"][-1]
         rows.append(SummaryRow("orders (tiny)", "orders paid+shipped", step["paid"], note=f"of {step['placed']}"))
         rows.append(SummaryRow("orders (tiny)", "lost + duplicates", step["lost"] + step["duplicate_paid"]))
-        return rows
+        return rows + returning_rows(b)
     label_b = f"orders, stand-in {result.get('config', {}).get('latency_ms', 100):g} ms"
     if b is not None:
         sustained = b.get("sustained_orders_per_s")
@@ -144,6 +164,7 @@ def summary_rows(result: dict[str, Any]) -> list[SummaryRow]:
                 note=f"{totals.get('orders', 0)} orders",
             )
         )
+        rows.extend(returning_rows(b))
         probe = b.get("in_flight_probe")
         if probe:
             rows.append(

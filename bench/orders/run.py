@@ -7,12 +7,14 @@ Phases of a full run (each printed as it finishes, all written to
    localstripe's own PaymentIntent ceiling (concurrency 1 and 16);
 2. mode (b): the shop paying through the payment stand-in (fixed latency): a
    rate ladder until a step is not sustained, one refining step, a run at 70 % of
-   the sustained rate, a profile at the sustained rate, a run with 429s injected;
+   the sustained rate, a profile at the sustained rate, a run with 429s injected; before
+   the ladder, the returning buyer (``bench.orders.returning``): 20 new buyers each buy
+   once saving the card, then again with it (p50/p99 POST→OrderPaid of both, side by side);
 3. the hand-written baseline through the same stand-in: its own ladder, and a run
    at the shop's 70 % rate for a like-for-like latency and CPU comparison;
 4. mode (a): the shop paying through localstripe (persistence off): ladder and 70 %.
 
-``--tiny`` sends 20 orders at 5/s in mode (b) only: the smoke test's size.
+``--tiny`` sends 20 orders at 5/s in mode (b) only, after 5 returning buyers: the smoke test's size.
 """
 
 from __future__ import annotations

@@ -219,6 +219,14 @@ class OrderRefunded(_OrderEvent):
     restock: bool = Field(description="Goods return to stock (catalog releases the quantity)")
 
 
+class OrderBuyerErased(_OrderEvent):
+    """The order's buyer deleted the account (an additive event of contract v1): the order stays for the
+    merchant's records, and every reader erases the buyer's personal data it keeps for this order (tracking: the
+    delivery point, kept only to one decimal of a degree, and the courier's track). Carries nothing personal."""
+
+    event_type: Literal["OrderBuyerErased"] = "OrderBuyerErased"
+
+
 # --- checkout.buyers.v1 (an extension of contract v1) ----------------------------------
 #
 # What other services need to know of a buyer account: its opaque id and the hashes of its credentials, so they
@@ -331,7 +339,8 @@ ProductEvent = Annotated[ProductListed | ProductUpdated, Field(discriminator="ev
 ReservationEvent = Annotated[StockReserved | StockRejected | StockReleased, Field(discriminator="event_type")]
 BuyableTweetEvent = BuyableTweetPosted
 OrderEvent = Annotated[
-    OrderPlaced | OrderPaid | OrderPaymentFailed | OrderCancelled | OrderRefunded, Field(discriminator="event_type")
+    OrderPlaced | OrderPaid | OrderPaymentFailed | OrderCancelled | OrderRefunded | OrderBuyerErased,
+    Field(discriminator="event_type"),
 ]
 BuyerEvent = Annotated[
     BuyerCredentialIssued | BuyerCredentialsRevoked | BuyerDeleted, Field(discriminator="event_type")
@@ -353,6 +362,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     OrderPaymentFailed,
     OrderCancelled,
     OrderRefunded,
+    OrderBuyerErased,
     BuyerCredentialIssued,
     BuyerCredentialsRevoked,
     BuyerDeleted,

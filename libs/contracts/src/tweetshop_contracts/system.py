@@ -437,6 +437,7 @@ CATALOG = Service(
                 Reads(
                     topics.CHECKOUT_ORDERS,
                     "reserves stock for a placed order, releases it when it ends unpaid or is refunded",
+                    handles=("OrderPlaced", "OrderPaid", "OrderPaymentFailed", "OrderCancelled", "OrderRefunded"),
                 ),
             ),
         ),
@@ -514,7 +515,7 @@ CHECKOUT = Service(
     owns=(
         Topic(
             topics.CHECKOUT_ORDERS,
-            summary="The life of every order: placed, paid, payment failed, cancelled, refunded.",
+            summary="The life of every order: placed, paid, payment failed, cancelled, refunded, its buyer erased.",
             retention="At least 7 days (the Kafka default); the order history itself lives in checkout's database.",
             config=_SEVEN_DAYS,
         ),
@@ -607,8 +608,8 @@ TRACKING = Service(
             (
                 Reads(
                     topics.CHECKOUT_ORDERS,
-                    "creates the shipment of a paid order",
-                    handles=("OrderPaid", "OrderRefunded", "OrderCancelled"),
+                    "creates the shipment of a paid order; erases a deleted buyer's delivery point and track",
+                    handles=("OrderPaid", "OrderRefunded", "OrderCancelled", "OrderBuyerErased"),
                 ),
             ),
         ),

@@ -148,6 +148,18 @@ async def test_deleting_the_account_both_ways(checkout: Checkout) -> None:
 
     events = await buyer_events(checkout, ada_id, until=2)
     assert [e.event_type for e in events] == ["BuyerCredentialIssued", "BuyerDeleted"]
+    # The order's own erasure, for tracking (which keeps its places by order): nothing personal on it.
+    order_topic = checkout.namespace + topics.CHECKOUT_ORDERS
+
+    def erased(records: list[Any]) -> list[Envelope]:
+        return [
+            e
+            for e in events_of(records, topics.CHECKOUT_ORDERS)
+            if e.event_type == "OrderBuyerErased" and str(getattr(e, "order_id", "")) == order["id"]
+        ]
+
+    (erasure,) = erased(await read_topic(checkout.kafka, order_topic, until=lambda rs: len(erased(rs)) >= 1))
+    assert set(erasure.model_dump()) - ENVELOPE_FIELDS == {"order_id", "product_id", "quantity"}
 
 
 async def test_an_order_still_being_paid_keeps_the_account(checkout: Checkout) -> None:

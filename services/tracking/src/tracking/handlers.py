@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncpg
-from tweetshop_contracts import Envelope, OrderCancelled, OrderPaid, OrderRefunded
+from tweetshop_contracts import Envelope, OrderBuyerErased, OrderCancelled, OrderPaid, OrderRefunded
 from tweetshop_platform.consumer import handles
 
 from . import service
 
 
-@handles(OrderPaid, OrderRefunded, OrderCancelled)
+@handles(OrderPaid, OrderRefunded, OrderCancelled, OrderBuyerErased)
 async def on_order_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """checkout.orders.v1 → shipments (other order events are not tracking's business: skipped unread)."""
     match event:
@@ -17,3 +17,5 @@ async def on_order_event(conn: asyncpg.Connection, event: Envelope) -> None:
             await service.on_order_paid(conn, event)
         case OrderRefunded() | OrderCancelled():
             await service.on_order_withdrawn(conn, event)
+        case OrderBuyerErased():
+            await service.on_buyer_erased(conn, event)

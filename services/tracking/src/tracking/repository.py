@@ -69,6 +69,26 @@ async def insert_shipment(
     return _shipment(row) if row else None
 
 
+async def erase_buyer_places(conn: asyncpg.Connection, order_id: uuid.UUID, courier_token_hash: str) -> bool:
+    """The order's buyer deleted the account: the destination kept to one decimal of a degree (about 10 km: the
+    city, not the door), the courier's track and last position deleted, the buyer's access hash dropped and the
+    courier token replaced (``courier_token_hash``, a secret nobody holds). False when the order has no shipment."""
+    shipment_id = await conn.fetchval(
+        """UPDATE shipments SET dest_lat = round(dest_lat::numeric, 1)::double precision,
+               dest_lon = round(dest_lon::numeric, 1)::double precision,
+               last_lat = NULL, last_lon = NULL, last_recorded_at = NULL, last_speed = NULL, last_heading = NULL,
+               last_accuracy = NULL, recent_speed_mps = NULL, buyer_access_hash = NULL,
+               courier_token_hash = $2, updated_at = now()
+           WHERE order_id = $1 RETURNING id""",
+        order_id,
+        courier_token_hash,
+    )
+    if shipment_id is None:
+        return False
+    await conn.execute("DELETE FROM shipment_locations WHERE shipment_id = $1", shipment_id)
+    return True
+
+
 async def get_buyer_access_hash(conn: asyncpg.Connection, order_id: uuid.UUID) -> str | None:
     """The hash of the token that reads this order's shipment; None: no shipment yet, or none a buyer may read."""
     found: str | None = await conn.fetchval("SELECT buyer_access_hash FROM shipments WHERE order_id = $1", order_id)

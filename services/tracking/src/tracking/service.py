@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from tweetshop_contracts import (
     Destination,
+    OrderBuyerErased,
     OrderCancelled,
     OrderPaid,
     OrderRefunded,
@@ -113,6 +114,19 @@ async def on_order_withdrawn(conn: asyncpg.Connection, event: OrderRefunded | Or
         return  # already on its way (or closed): a return is handled elsewhere
     await repository.set_status(conn, shipment.id, change.to_status)
     await outbox.enqueue(conn, status_event(shipment, change))
+
+
+async def on_buyer_erased(conn: asyncpg.Connection, event: OrderBuyerErased) -> None:
+    """The order's buyer deleted the account: erase the places tracking keeps of them for this order.
+
+    The destination is kept only to one decimal of a degree (city and country stay, for the merchant's records,
+    as checkout keeps them), the courier's track and last position are deleted, nobody can open the shipment with
+    the order's access token any more (operators still can), and the courier token is replaced by one nobody
+    holds: no later point of the courier's is stored (an operator may issue a new token). Status and history of
+    statuses stay. Replayed or for an order without a shipment: nothing (more) to erase.
+    """
+    _, unknown_hash = new_secret(COURIER_TOKEN_PREFIX)
+    await repository.erase_buyer_places(conn, event.order_id, unknown_hash)
 
 
 # --- couriers --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from tweetshop_contracts import (
     Destination,
     Envelope,
+    OrderBuyerErased,
     OrderPaid,
     OrderRefunded,
     ShipmentCreated,
@@ -414,6 +415,66 @@ async def test_only_the_orders_buyer_or_an_operator_can_read_its_shipment_route_
         assert listed[0]["order_id"] == str(legacy)
         refused = await api.get("/shipments", params={"order_id": str(legacy)}, headers=as_buyer(legacy))
         assert refused.status_code == 404
+
+
+async def test_a_deleted_buyers_delivery_point_and_courier_track_are_erased(
+    tracking: Any, service_process: Any, kafka_bootstrap: str
+) -> None:
+    # checkout publishes OrderBuyerErased for each order of a deleted buyer: the shipment stays (status, city) for
+    # the merchant's records; the door (the point to 1 decimal), the track, the buyer's access and the courier go.
+    namespace = service_process.topic_namespace
+    order_id, kept_id = uuid.uuid4(), uuid.uuid4()
+    operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+    async with Checkout(kafka_bootstrap, namespace) as checkout:
+        await checkout.publish(order_paid(order_id))
+        await checkout.publish(order_paid(kept_id))
+    async with httpx.AsyncClient(base_url=tracking.base_url) as api:
+
+        async def shipment_of(order: uuid.UUID) -> list[dict[str, Any]]:
+            found = await api.get("/shipments", params={"order_id": str(order)}, headers=as_buyer(order))
+            return list(found.json()) if found.status_code == 200 else []
+
+        [shipment] = await eventually_async(lambda: shipment_of(order_id))
+        [kept] = await eventually_async(lambda: shipment_of(kept_id))
+        points = [{"lat": 48.9531, "lon": 2.3498, "recorded_at": datetime.now(UTC).isoformat(), "speed": 3.0}]
+        couriers = {}
+        for sid in (shipment["id"], kept["id"]):
+            issued = await api.post(f"/shipments/{sid}/courier-token", headers=operator)
+            couriers[sid] = {"Authorization": f"Bearer {issued.json()['courier_token']}"}
+            posted = await api.post(f"/shipments/{sid}/locations", json=points, headers=couriers[sid])
+            assert posted.status_code == 200, posted.text
+
+        before = (await api.get(f"/shipments/{shipment['id']}", headers=operator)).json()
+        assert before["last_location"] is not None
+        async with Checkout(kafka_bootstrap, namespace) as checkout:
+            erasure = OrderBuyerErased(
+                producer="checkout",
+                correlation_id=f"erase-{order_id}",
+                order_id=order_id,
+                product_id=uuid.uuid4(),
+                quantity=1,
+            )
+            await checkout.publish(erasure)
+            await checkout.publish(erasure)  # a replay erases nothing more and fails nothing
+
+        async def erased() -> dict[str, Any] | None:
+            one = (await api.get(f"/shipments/{shipment['id']}", headers=operator)).json()
+            return dict(one) if one["last_location"] is None else None
+
+        after = await eventually_async(erased)
+        assert (after["destination"]["lat"], after["destination"]["lon"]) == (48.9, 2.3)
+        assert after["destination"]["city"] == "Paris" and after["status"] == before["status"]
+        route = (await api.get(f"/shipments/{shipment['id']}/locations", headers=operator)).json()
+        assert route["points"] == []
+        # Nobody opens it with the order's access token any more, and its courier token is dead.
+        assert (await api.get(f"/shipments/{shipment['id']}", headers=as_buyer(order_id))).status_code == 404
+        late = await api.post(f"/shipments/{shipment['id']}/locations", json=points, headers=couriers[shipment["id"]])
+        assert late.status_code == 403
+        # Another order's shipment is untouched.
+        other = (await api.get(f"/shipments/{kept['id']}", headers=as_buyer(kept_id))).json()
+        assert other["last_location"] is not None and other["destination"]["lat"] == PARIS.lat
+        other_route = (await api.get(f"/shipments/{kept['id']}/locations", headers=as_buyer(kept_id))).json()
+        assert len(other_route["points"]) == 1
 
 
 async def _json_if_ok(pending: Any) -> Any:

@@ -14,8 +14,8 @@ What goes, and what stays (docs/topics.md, "Personal data"):
   the account is gone, and it is what the topics already carried.
 - **Other services** hear ``BuyerDeleted`` (checkout.buyers.v1), in the same transaction: feed drops the buyer's
   follows and credential verifiers. tracking keeps no buyer id, but it keeps each shipment's destination point
-  and the courier's track by order: erasing those needs an event per erased order on checkout.orders.v1 (not
-  done yet; docs/topics.md says so).
+  and the courier's track by order: ``OrderBuyerErased`` (checkout.orders.v1), one per order kept, in the same
+  transaction, has it erase them.
 
 An order still being paid (``pending``, ``requires_action``) needs its address for the shipment: the deletion
 answers 409 ``orders_in_progress`` until it is paid, failed or cancelled.
@@ -28,10 +28,12 @@ from typing import Protocol
 
 import asyncpg
 import structlog
+from tweetshop_contracts import OrderBuyerErased
 from tweetshop_platform.errors import Conflict, DomainError
 from tweetshop_platform.uow import unit_of_work
 
 from .. import buyer_events
+from ..domain import PRODUCER
 from ..gateway import PaymentDeclined, PaymentProviderUnavailable, StripeGateway
 from .buyers import authenticate
 
@@ -72,6 +74,17 @@ class Deleted:
     buyer_id: str
     orders_kept: int
     customer_deleted: bool
+
+
+def _buyer_erased(order: asyncpg.Record) -> OrderBuyerErased:
+    """The order stays, its buyer is erased: readers of checkout.orders.v1 erase what they keep of the buyer."""
+    return OrderBuyerErased(
+        producer=PRODUCER,
+        correlation_id=order["correlation_id"],
+        order_id=order["id"],
+        product_id=order["product_id"],
+        quantity=order["quantity"],
+    )
 
 
 def _in_progress(count: int) -> Conflict:
@@ -137,12 +150,14 @@ async def delete_account(pool: asyncpg.Pool, credential: str, customers: Custome
                    ship_lon = round(ship_lon::numeric, 1)::double precision,
                    buyer_account = NULL, access_token_vaulted = NULL, payment_customer = NULL,
                    buyer_erased_at = now(), updated_at = now()
-               WHERE buyer_account = $1 RETURNING 1""",
+               WHERE buyer_account = $1 RETURNING id, product_id, quantity, correlation_id""",
             account.id,
         )
         # Its credentials and link code go with it (ON DELETE CASCADE).
         await uow.conn.execute("DELETE FROM buyers WHERE id = $1", account.id)
         uow.publish(buyer_events.deleted(account.id))
+        for order in kept:  # tracking erases the places it keeps of this order's buyer
+            uow.publish(_buyer_erased(order))
     log.info("buyer deleted", buyer_id=account.id, orders_kept=len(kept), customer_deleted=customer_id is not None)
     return Deleted(account.id, len(kept), customer_id is not None)
 
