@@ -1,5 +1,6 @@
-"""Buyer accounts in headless Chromium: a second device linked with a code sees the same orders, and signing out
-everywhere ends both sessions. The whole system once for the module (its own shop), two browser contexts.
+"""Buyer accounts in headless Chromium: a second device linked with a code sees the same orders and saved card,
+and signing out everywhere ends both sessions. The whole system once for the module (its own shop), two browser
+contexts.
 
 The buyer credential lives in the web app's HttpOnly cookie: the pages' scripts never see it.
 """
@@ -81,6 +82,7 @@ def buy(page: Page, shop: Shop, tweet: dict[str, Any]) -> str:
     field.get_by_label("Expiry month").fill("12")
     field.get_by_label("Expiry year").fill("34")
     field.get_by_label("Security code").fill("123")
+    page.get_by_label("Save this card for next time").check()
     page.locator("#pay").click()
     page.wait_for_url(re.compile(r"/orders/[0-9a-f-]{36}$"))
     expect(page.locator("#status-title")).to_have_text("Paid", timeout=SLOW)
@@ -124,6 +126,9 @@ def test_a_second_device_linked_with_a_code_sees_the_same_orders_and_signing_out
         expect(mine.locator(".badge")).to_have_text("Paid")
         expect(mine).to_contain_text("Qty 1 · €15.00")
         expect(other.locator("#account-status")).to_contain_text("Signed in on 2 devices")
+        # The card saved on the first device is this device's too (only brand and last four ever reach a page).
+        cards = other.evaluate("async () => (await (await fetch('/api/checkout/buyers/me/cards')).json())")
+        assert [(c["brand"], c["last4"]) for c in cards["cards"]] == [("visa", "4242")], cards
         # The order's own page on the other device, read with the account's cookie (it holds no order token).
         other.goto(f"{shop.webapp}/orders/{order_id}")
         expect(other.locator("#status-title")).to_have_text("Paid", timeout=SLOW)
