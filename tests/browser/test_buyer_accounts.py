@@ -129,6 +129,16 @@ def test_a_second_device_linked_with_a_code_sees_the_same_orders_and_signing_out
         # The card saved on the first device is this device's too (only brand and last four ever reach a page).
         cards = other.evaluate("async () => (await (await fetch('/api/checkout/buyers/me/cards')).json())")
         assert [(c["brand"], c["last4"]) for c in cards["cards"]] == [("visa", "4242")], cards
+        saved = other.locator("#saved-cards li.saved-card")
+        expect(saved).to_have_count(1)
+        expect(saved).to_contain_text("Visa ···· 4242")
+        saved.get_by_role("button", name="Remove Visa ···· 4242").click()
+        expect(other.locator("#cards-notice")).to_contain_text("can no longer be charged")
+        expect(saved).to_have_count(0)
+        expect(other.locator("#cards-empty")).to_be_visible()
+        assert page.evaluate("async () => (await (await fetch('/api/checkout/buyers/me/cards')).json())") == {
+            "cards": []
+        }, "removed for the account, so on the first device too"
         # The order's own page on the other device, read with the account's cookie (it holds no order token).
         other.goto(f"{shop.webapp}/orders/{order_id}")
         expect(other.locator("#status-title")).to_have_text("Paid", timeout=SLOW)

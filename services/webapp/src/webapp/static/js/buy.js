@@ -4,19 +4,7 @@
 // the product, the price, the card (brand and last four) and the address, and Pay; quantity, another card or
 // another address are one tap away. The same sheet serves every page that shows a buyable tweet.
 
-import {
-  api,
-  buyerId,
-  el,
-  ensureBuyer,
-  money,
-  notice,
-  rememberOrder,
-  safeUrl,
-  stockLabel,
-  store,
-  uuid,
-} from "./common.js";
+import { api, buyerId, cardLabel, el, ensureBuyer, money, notice, rememberOrder, safeUrl, stockLabel, store, uuid } from "./common.js";
 import { PaymentError, loadPayments } from "./stripe-pay.js";
 
 const MAX_QUANTITY = 100; // checkout's limit per order
@@ -227,11 +215,6 @@ function setUpAddressForm() {
 }
 
 // --- saved cards: listed by checkout (from Stripe), chosen here; never a card number ------------------------
-
-function cardLabel(card) {
-  const brand = card.brand ? card.brand.charAt(0).toUpperCase() + card.brand.slice(1) : "Card";
-  return `${brand} ···· ${card.last4}`;
-}
 
 async function loadCards() {
   try {

@@ -215,6 +215,12 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 /** Show a message in a notice box: kind is "error", "info" or "ok"; empty text hides it. */
+// A saved card as a person reads it: brand and last four only (the number never reaches tweetshop).
+export function cardLabel(card) {
+  const brand = card.brand ? card.brand.charAt(0).toUpperCase() + card.brand.slice(1) : "Card";
+  return `${brand} ···· ${card.last4}`;
+}
+
 export function notice(box, text, kind = "error") {
   box.textContent = text || "";
   box.className = `notice ${kind}`;

@@ -2,7 +2,7 @@
 // ones this browser remembers from before accounts (ids and tokens in localStorage); linking another device with
 // a one-time code; signing out everywhere.
 
-import { api, el, ensureBuyer, linkWithCode, money, myOrders, notice, signOutEverywhere } from "./common.js";
+import { api, cardLabel, el, ensureBuyer, linkWithCode, money, myOrders, notice, signOutEverywhere } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -138,6 +138,40 @@ function showAccount() {
   if (!b) $("delete-account-confirm").hidden = true;
 }
 
+// --- saved cards: listed by checkout from Stripe (brand, last four, expiry), removed there --------------------
+
+async function loadCards() {
+  const panel = $("cards");
+  const listed = $("saved-cards");
+  listed.replaceChildren();
+  panel.hidden = !state.buyer;
+  if (!state.buyer) return;
+  let cards = [];
+  try {
+    cards = (await api("/checkout/buyers/me/cards")).cards;
+  } catch (error) {
+    if (error.status !== 401) notice($("cards-notice"), error.message);
+    return;
+  }
+  $("cards-empty").hidden = cards.length > 0;
+  for (const c of cards) {
+    const expiry = `${String(c.exp_month).padStart(2, "0")}/${String(c.exp_year).slice(-2)}`;
+    const remove = el("button", { type: "button", class: "secondary", text: "Remove" });
+    remove.setAttribute("aria-label", `Remove ${cardLabel(c)}`);
+    remove.addEventListener("click", async () => {
+      remove.disabled = true;
+      try {
+        await api(`/checkout/buyers/me/cards/${encodeURIComponent(c.id)}`, { method: "DELETE" });
+        notice($("cards-notice"), `${cardLabel(c)} is removed: it can no longer be charged.`, "ok");
+      } catch (error) {
+        notice($("cards-notice"), error.message);
+      }
+      await loadCards();
+    });
+    listed.append(el("li", { class: "saved-card", dataset: { cardId: c.id } }, el("span", { text: `${cardLabel(c)} · expires ${expiry}` }), remove));
+  }
+}
+
 async function loadBuyer() {
   try {
     state.buyer = await api("/checkout/buyers/me");
@@ -175,7 +209,7 @@ $("link-form").addEventListener("submit", async (event) => {
     $("link-code-panel").hidden = true;
     notice(box, "This device is linked: your orders are here now.", "ok");
     showAccount();
-    await render();
+    await Promise.all([render(), loadCards()]);
   } catch (error) {
     notice(box, error.status === 401 ? "That code is wrong, expired or already used. Ask your other device for a new one." : error.message);
   }
@@ -196,7 +230,7 @@ $("sign-out-everywhere").addEventListener("click", async () => {
   $("link-code-panel").hidden = true;
   notice(box, "Signed out on every device. Orders this browser placed itself stay listed here; your next purchase starts a new account.", "ok");
   showAccount();
-  await render();
+  await Promise.all([render(), loadCards()]);
 });
 
 // Deleting the account: a confirm step first; checkout answers 409 while an order is still being paid.
@@ -225,7 +259,7 @@ $("delete-account-yes").addEventListener("click", async () => {
   $("link-code-panel").hidden = true;
   notice(box, "Your account is deleted. Orders this browser placed itself stay listed here until you clear it.", "ok");
   showAccount();
-  await render();
+  await Promise.all([render(), loadCards()]);
 });
 
 $("orders-more").addEventListener("click", async () => {
@@ -238,5 +272,5 @@ $("orders-more").addEventListener("click", async () => {
 
 (async () => {
   await loadBuyer();
-  await render();
+  await Promise.all([render(), loadCards()]);
 })();
