@@ -84,12 +84,19 @@ async def get_product_and_tweet(
     comes at once, from the POST. It never oversells (catalog still decides); for the moment between
     catalog's ProductUpdated and its StockReserved reaching checkout, a reserved unit counts twice, so the last
     units may be refused a few milliseconds early — as a race for the last unit would be anyway.
+
+    A reserved order keeps counting until the copy is newer than the version it was placed against
+    (``stock_version_seen``): StockReserved and ProductUpdated come on two topics, and when the reservation
+    arrives first the copy does not show it yet. Without this, a buyer told "sold out" could, a moment later,
+    have an order accepted that catalog then refuses.
     """
     product_columns = ", ".join(f"p.{c.strip()}" for c in _PRODUCT_COLUMNS.split(","))
     row = await conn.fetchrow(
         f"""SELECT {product_columns}, t.tweet_id, t.product_id AS tweet_product_id, t.merchant_id AS tweet_merchant_id,
                    (SELECT coalesce(sum(o.quantity), 0) FROM orders o
-                    WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved) AS claimed
+                    WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved)
+                   + (SELECT coalesce(sum(o.quantity), 0) FROM orders o
+                      WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version) AS claimed
             FROM (SELECT 1) AS one
             LEFT JOIN products p ON p.id = $1
             LEFT JOIN buyable_tweets t ON t.tweet_id = $2""",
@@ -142,16 +149,26 @@ async def get_order_by_key(conn: asyncpg.Connection, key_hash: str) -> Idempoten
 
 
 async def insert_order(
-    conn: asyncpg.Connection, o: Order, *, key_hash: str, request_hash: str, token_hash: str, token_sealed: str
+    conn: asyncpg.Connection,
+    o: Order,
+    *,
+    key_hash: str,
+    request_hash: str,
+    token_hash: str,
+    token_sealed: str,
+    stock_version_seen: int | None = None,
 ) -> bool:
-    """False when an order with this Idempotency-Key exists (a concurrent twin won; its row is now visible)."""
+    """False when an order with this Idempotency-Key exists (a concurrent twin won; its row is now visible).
+
+    ``stock_version_seen``: the version of checkout's copy of the product when the order was placed; the order
+    counts against that copy until a newer version arrives (``get_product_and_tweet``)."""
     inserted = await conn.fetchval(
         """INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
                tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city,
                ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status,
-               correlation_id, created_at, updated_at, payment_customer, save_card)
+               correlation_id, created_at, updated_at, payment_customer, save_card, stock_version_seen)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-               $22, $23, $24, $25, $26, $27)
+               $22, $23, $24, $25, $26, $27, $28)
            ON CONFLICT (idempotency_key_hash) DO NOTHING
            RETURNING true""",
         o.id,
@@ -181,6 +198,7 @@ async def insert_order(
         o.updated_at,
         o.payment_customer,
         o.save_card,
+        stock_version_seen,
     )
     return bool(inserted)
 

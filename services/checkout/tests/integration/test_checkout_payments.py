@@ -147,6 +147,33 @@ async def test_orders_catalog_has_not_answered_yet_count_against_the_stock_so_a_
     assert again.status_code == 202, again.text
 
 
+async def test_a_reserved_order_counts_against_the_stock_until_the_copy_shows_it(checkout: Checkout) -> None:
+    # catalog's StockReserved and its ProductUpdated travel on two topics: the reservation can come first.
+    product = await checkout.list_product(stock=1, version=1)
+    first = (await checkout.place(checkout.order_body(product.product_id))).json()
+    await checkout.reserve(first, product)
+    await checkout.until_status(first, "paid")
+    # The copy still says 1 left (version 1): the paid order still counts, so the next buyer hears "sold out".
+    after_payment = await checkout.place(checkout.order_body(product.product_id))
+    assert after_payment.status_code == 409 and "sold out" in after_payment.json()["message"], after_payment.text
+
+    # catalog's ProductUpdated for that sale arrives (version 2, 0 left): still sold out, now from the copy itself.
+    base = product.model_dump(exclude={"event_id", "event_type"})
+    await publish_events(
+        checkout.kafka, checkout.namespace, ProductUpdated(**{**base, "stock_available": 0, "version": 2})
+    )
+    # The merchant restocks one (version 3): the sale is in the copy, it no longer counts twice.
+    await publish_events(
+        checkout.kafka, checkout.namespace, ProductUpdated(**{**base, "stock_available": 1, "version": 3})
+    )
+
+    async def restocked() -> httpx.Response | None:
+        answer = await checkout.place(checkout.order_body(product.product_id))
+        return answer if answer.status_code == 202 else None
+
+    await checkout.eventually(restocked, what="the restocked unit to be on sale again")
+
+
 async def test_a_newer_product_version_wins_and_a_stale_one_is_dropped(checkout: Checkout) -> None:
     listed = await checkout.list_product(price_minor=1000, version=1)
     newer = ProductUpdated(

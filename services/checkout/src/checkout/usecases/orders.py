@@ -115,6 +115,7 @@ async def place_order(
             request_hash=request_hash,
             token_hash=token_hash,
             token_sealed=access.seal_token(token, idempotency_key, order.id),
+            stock_version_seen=product.version if product is not None else None,
         )
         if not inserted:
             # A concurrent request with the same key committed first: its row is visible now.
