@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from tweetshop_platform import telemetry
 from tweetshop_platform.http import error_body, install_common
@@ -67,6 +68,16 @@ GATEWAY_CREDENTIALS = [
     # /follows and /timeline (buyer_session): documented as the credential it is.
     Depends(buyer_session.BUYER_COOKIE_OPTIONAL),
 ]
+
+
+INCLUDE = re.compile(r"<!-- include: ([a-z-]+\.html) -->")
+
+
+def assemble_page(name: str) -> str:
+    """The page ``name`` from the static folder with each ``<!-- include: part.html -->`` replaced by that part's
+    text (one level; parts are our own files, never data): markup two pages share is written once."""
+    text = (STATIC_DIR / name).read_text(encoding="utf-8")
+    return INCLUDE.sub(lambda found: (STATIC_DIR / "parts" / found.group(1)).read_text(encoding="utf-8"), text)
 
 
 def content_security_policy(settings: WebappSettings) -> str:
@@ -174,10 +185,13 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
             }
         }
 
-    def page(name: str) -> Callable[[], Awaitable[FileResponse]]:
-        async def serve_page() -> FileResponse:
+    def page(name: str) -> Callable[[], Awaitable[Response]]:
+        # Read and assembled once (``assemble_page``: the product sheet is written once, in sheet.html).
+        html = assemble_page(name)
+
+        async def serve_page() -> Response:
             # no-cache: a new deploy's pages and scripts are picked up at once (they are small).
-            return FileResponse(STATIC_DIR / name, media_type="text/html", headers={"Cache-Control": "no-cache"})
+            return Response(html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
         return serve_page
 
@@ -193,7 +207,7 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
     # One tweet, the link a merchant shares: the page reads it through /api/feed (an id that is not a UUID: 422).
     serve_tweet = page("tweet.html")
 
-    async def tweet_page(tweet_id: uuid.UUID) -> FileResponse:
+    async def tweet_page(tweet_id: uuid.UUID) -> Response:
         return await serve_tweet()
 
     app.add_api_route("/t/{tweet_id}", tweet_page, methods=["GET"], include_in_schema=False)
@@ -201,7 +215,7 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
     # A shop's page: the timeline of one merchant's tweets (index.html reads the id from the path).
     serve_shop = page("index.html")
 
-    async def shop_page(merchant_id: uuid.UUID) -> FileResponse:
+    async def shop_page(merchant_id: uuid.UUID) -> Response:
         return await serve_shop()
 
     app.add_api_route("/m/{merchant_id}", shop_page, methods=["GET"], include_in_schema=False)
