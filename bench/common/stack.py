@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,12 @@ class ServiceStack:
         stripe_url: str,
         stripe_kind: str,
         extra_env: dict[str, str] | None = None,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
+        """``replicas``: how many processes of a service to run (1 each by default), as compose's ``--scale``
+        would: the replicas after the first are named ``<service>-2``, ``-3``… with a port each and share its
+        database, topics and consumer groups (Stripe's webhooks go to the first; ``urls``: where a client
+        spreads its requests, as a load balancer would)."""
         if stripe_kind not in ("localstripe", "standin"):
             raise ValueError(f"unknown stripe_kind {stripe_kind!r}")
         self.infra = infra
@@ -231,21 +237,35 @@ class ServiceStack:
         token = uuid.uuid4().hex[:8]
         self.database = f"bench_{label}_{token}"
         self.namespace = f"bench{token}."
-        self.ports = {name: free_port() for name in SERVICE_NAMES}
+        counts = dict(replicas or {})
+        unknown = set(counts) - set(SERVICE_NAMES)
+        if unknown or any(n < 1 for n in counts.values()):
+            raise ValueError(f"replicas: unknown services or counts below 1: {counts}")
+        # Process name -> its service: "checkout", then "checkout-2", ...
+        self.replica_of = {
+            (name if i == 1 else f"{name}-{i}"): name
+            for name in SERVICE_NAMES
+            for i in range(1, counts.get(name, 1) + 1)
+        }
+        self.ports = {process: free_port() for process in self.replica_of}
         self.logs_dir = infra.logs_dir / label
         self.processes: dict[str, ManagedProcess] = {}
         self.seeded: Seeded | None = None
 
     def url(self, service: str) -> str:
-        """Base URL of ``service``."""
+        """Base URL of ``service`` (its first replica)."""
         return f"http://{LOCALHOST}:{self.ports[service]}"
+
+    def urls(self, service: str) -> list[str]:
+        """Base URLs of every replica of ``service``."""
+        return [f"http://{LOCALHOST}:{self.ports[p]}" for p, of in self.replica_of.items() if of == service]
 
     def topic(self, logical: str) -> str:
         """The physical name of a contract topic in this stack."""
         return self.namespace + logical
 
     def pids(self) -> dict[str, int | None]:
-        """Pids of the four service processes."""
+        """Pids of the service processes (replicas by their own names)."""
         return {name: p.pid for name, p in self.processes.items()}
 
     @property
@@ -256,12 +276,12 @@ class ServiceStack:
     def start(self) -> None:
         """Create the database and roles, start the services side by side, wait until all are ready, seed."""
         asyncio.run(self._prepare_database())
-        for name in SERVICE_NAMES:
-            definition = BY_NAME[name]
+        for name, service in self.replica_of.items():
+            definition = BY_NAME[service]
             variables = service_env(
                 definition,
                 http_port=self.ports[name],
-                database_url=service_dsn(self.database_admin_dsn, name, dev_password(name)),
+                database_url=service_dsn(self.database_admin_dsn, service, dev_password(service)),
                 kafka_bootstrap=self.infra.kafka_bootstrap,
                 kafka_idempotence=False,
                 stripe_base_url=self.stripe_url,

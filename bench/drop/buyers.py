@@ -28,6 +28,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,7 +151,7 @@ class DropClient:
 
     def __init__(
         self,
-        checkout_url: str,
+        checkout_urls: Sequence[str],
         feed_url: str,
         *,
         news: OrderNews,
@@ -160,7 +161,8 @@ class DropClient:
         three_ds_poll_s: float = 1.0,
         connections: int,
     ) -> None:
-        self.checkout_url = checkout_url.rstrip("/")
+        # Several checkout replicas: buyer i goes to replica i mod n, as a load balancer would spread them.
+        self.checkout_urls = [url.rstrip("/") for url in checkout_urls]
         self.feed_url = feed_url.rstrip("/")
         self.news = news
         self.requests = requests
@@ -179,6 +181,10 @@ class DropClient:
                 timeout=aiohttp.ClientTimeout(total=120.0),
             )
         return self._session
+
+    def checkout_url(self, buyer: Buyer) -> str:
+        """The checkout replica this buyer's requests go to."""
+        return self.checkout_urls[buyer.index % len(self.checkout_urls)]
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -217,7 +223,7 @@ class DropClient:
         # client should: the key makes the retry return the order the first try made, if it made one.
         for _ in range(POST_TRIES):
             answer = await self._request(
-                "post_order", "POST", f"{self.checkout_url}/orders", json=body, headers={"Idempotency-Key": key}
+                "post_order", "POST", f"{self.checkout_url(buyer)}/orders", json=body, headers={"Idempotency-Key": key}
             )
             if answer is not None:
                 break
@@ -258,7 +264,7 @@ class DropClient:
         answer = await self._request(
             "order_page",
             "GET",
-            f"{self.checkout_url}/orders/{buyer.order_id}",
+            f"{self.checkout_url(buyer)}/orders/{buyer.order_id}",
             headers={"Authorization": f"Bearer {buyer.token}"},
         )
         if answer is None or answer[0] != 200 or answer[1] is None:

@@ -39,6 +39,7 @@ import httpx
 from tweetshop_contracts import topics
 from tweetshop_devstack.seed import following_retry_after, order_body
 
+from bench.common import loop
 from bench.common.cpu import CpuMeter, machine_ticks, steal_share
 from bench.common.gc_settings import collect_like_the_services
 from bench.common.results import RESULTS_DIR, SummaryRow, machine_info, markdown_table, write_json
@@ -91,6 +92,7 @@ class Options:
     refusal_probe: int = 1000
     answer_timeout_s: float = 300.0
     connections: int = 3000
+    checkout_replicas: int = 1
     tiny: bool = False
     results_dir: Path = field(default_factory=lambda: RESULTS_DIR)
 
@@ -279,7 +281,7 @@ async def run_buyers(
     ``enough``: buyers due after ``open_until`` s stop coming once it answers true (asked every second)."""
     requests = Requests()
     client = DropClient(
-        stack.url("checkout"),
+        stack.urls("checkout"),
         stack.url("feed"),
         news=news,
         requests=requests,
@@ -370,7 +372,7 @@ async def refusal_probe(
     news = OrderNews()
     requests = Requests()
     client = DropClient(
-        stack.url("checkout"),
+        stack.urls("checkout"),
         stack.url("feed"),
         news=news,
         requests=requests,
@@ -668,6 +670,7 @@ def run(opts: Options, infra: BenchInfra | None = None) -> dict[str, Any]:
             "poll_s": opts.poll_s,
             "timeline_rate": opts.timeline_rate,
             "tiny": opts.tiny,
+            "checkout_replicas": opts.checkout_replicas,
             "stand_in": "payment stand-in (bench/common/stripe_standin.py): fixed latency, not Stripe",
         },
     }
@@ -682,6 +685,7 @@ def run(opts: Options, infra: BenchInfra | None = None) -> dict[str, Any]:
             label="drop",
             stripe_url=infra.standin_url,
             stripe_kind="standin",
+            replicas={"checkout": opts.checkout_replicas},
             extra_env={
                 # The 3-D Secure hold, shortened so the benchmark sees held units come back.
                 "TWEETSHOP_PAYMENT_ACTION_DEADLINE_S": f"{opts.hold_s:g}",
@@ -693,7 +697,7 @@ def run(opts: Options, infra: BenchInfra | None = None) -> dict[str, Any]:
         )
         say("starting the four services")
         stack.start()
-        result.update(asyncio.run(drive(stack, infra, opts)))
+        result.update(loop.run(drive(stack, infra, opts)))
     finally:
         if stack is not None:
             stack.stop()
@@ -726,6 +730,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="how often every waiting buyer reloads its order page (0: only 3-D Secure buyers, every second)",
     )
     parser.add_argument("--timeline-rate", type=float, default=5.0, help="timeline reads/s during the drop")
+    parser.add_argument(
+        "--checkout-replicas",
+        type=int,
+        default=1,
+        help="checkout processes (as compose's --scale); the buyers are spread over them as a load balancer would (1)",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     opts = Options(
@@ -737,6 +747,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         poll_s=args.poll_ms / 1000.0,
         timeline_rate=args.timeline_rate,
         tiny=args.tiny,
+        checkout_replicas=args.checkout_replicas,
         results_dir=args.results_dir,
     )
     if args.tiny:

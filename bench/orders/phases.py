@@ -11,7 +11,7 @@ from tweetshop_contracts import topics
 from tweetshop_devstack.infra import LocalStripe, free_port
 from tweetshop_devstack.services import DEV_STRIPE_API_KEY
 
-from bench.common import profiling
+from bench.common import loop, profiling
 from bench.common.stack import BenchInfra, ServiceStack
 from bench.common.watch import OrderTimes, TopicWatcher
 from bench.orders import raw
@@ -255,6 +255,6 @@ def run_shop(infra: BenchInfra, opts: Options, mode: str) -> dict[str, Any]:
     try:
         stack.start()
         say(f"mode ({mode}): ready; seeded product {stack.seeded.product_id if stack.seeded else '?'}")
-        return asyncio.run(drive_shop(stack, infra, opts, mode))
+        return loop.run(drive_shop(stack, infra, opts, mode))
     finally:
         stack.stop()

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.common import loop
 from bench.common.cpu import machine_ticks, steal_share
 from bench.common.gc_settings import collect_like_the_services
 from bench.common.results import RESULTS_DIR, machine_info, markdown_table, write_json
@@ -85,7 +86,7 @@ def run(opts: Options, infra: BenchInfra | None = None) -> dict[str, Any]:
         if opts.baseline and not opts.tiny:
             rate70 = result["modes"].get("b", {}).get("rate_at_70")
             say("baseline: starting the hand-written pipeline")
-            result["baseline"] = asyncio.run(drive_baseline(infra, opts, rate70))
+            result["baseline"] = loop.run(drive_baseline(infra, opts, rate70))
         if "a" in modes:
             result["modes"]["a"] = run_shop(infra, opts, "a")
     finally:

@@ -290,3 +290,36 @@ async def test_a_service_with_limits_off_never_answers_429() -> None:
     )
     async with client(create_app(settings)) as http:
         assert [(await http.post("/merchants", json={})).status_code for _ in range(3)] == [422] * 3
+
+
+def test_swept_storage_counts_and_expires_without_starting_a_thread_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The counters behave as limits' own (a full window refuses, an expired one allows again), the sweep runs
+    inline at most once a second, and no request starts a thread (the library's storage started a Timer per
+    ~10 ms of traffic). Fails if a bump of the pinned ``limits`` renames the hook it overrides."""
+    import threading
+
+    from limits import parse
+    from limits.strategies import SlidingWindowCounterRateLimiter
+
+    storage = ratelimit.SweptMemoryStorage()
+    assert hasattr(storage, "_MemoryStorage__schedule_expiry") and hasattr(storage, "_MemoryStorage__expire_events")
+    started: list[threading.Thread] = []
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self))
+    strategy = SlidingWindowCounterRateLimiter(storage)
+    item = parse("3/second")
+    assert [strategy.hit(item, "client") for _ in range(4)] == [True, True, True, False]
+    assert started == []
+
+    sweeps: list[float] = []
+    original = storage._MemoryStorage__expire_events  # type: ignore[attr-defined]
+    monkeypatch.setattr(storage, "_MemoryStorage__expire_events", lambda: (sweeps.append(1), original()))
+    now = [storage._next_sweep]  # the next sweep is due
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now[0])
+    for _ in range(50):
+        storage.incr("other", expiry=60)
+    assert len(sweeps) == 1  # once, then not again within the second
+    now[0] += 1.5
+    storage.incr("other", expiry=60)
+    assert len(sweeps) == 2

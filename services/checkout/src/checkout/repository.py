@@ -71,11 +71,22 @@ async def upsert_product(conn: asyncpg.Connection, p: ProductView) -> bool:
     return await _PRODUCTS.upsert(conn, p)
 
 
+@dataclass(frozen=True)
+class PurchaseView:
+    """What placing an order reads first: the product (its stock net of this checkout's claims), the tweet, and
+    whether the Idempotency-Key already names an order (then the order is a replay: ``get_order_by_key``)."""
+
+    product: ProductView | None
+    tweet: TweetView | None
+    key_used: bool
+
+
 async def get_product_and_tweet(
-    conn: asyncpg.Connection, product_id: uuid.UUID, tweet_id: uuid.UUID
-) -> tuple[ProductView | None, TweetView | None]:
-    """``get_product`` and ``get_tweet`` in one round trip; the product's ``stock_available`` net of this
-    checkout's own claims on it.
+    conn: asyncpg.Connection, product_id: uuid.UUID, tweet_id: uuid.UUID, key_hash: str
+) -> PurchaseView:
+    """``get_product``, ``get_tweet`` and whether ``key_hash`` is taken, in one round trip and no transaction: a
+    refused purchase (sold out, unknown product) costs one statement. The product's ``stock_available`` is net of
+    this checkout's own claims on it.
 
     Catalog owns the stock and decides every reservation; checkout's copy of its count only changes when
     catalog's ProductUpdated arrives, after catalog has reserved. In a drop, thousands of orders are placed
@@ -96,12 +107,14 @@ async def get_product_and_tweet(
                    (SELECT coalesce(sum(o.quantity), 0) FROM orders o
                     WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved)
                    + (SELECT coalesce(sum(o.quantity), 0) FROM orders o
-                      WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version) AS claimed
+                      WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version) AS claimed,
+                   EXISTS (SELECT 1 FROM orders k WHERE k.idempotency_key_hash = $3) AS key_used
             FROM (SELECT 1) AS one
             LEFT JOIN products p ON p.id = $1
             LEFT JOIN buyable_tweets t ON t.tweet_id = $2""",
         product_id,
         tweet_id,
+        key_hash,
     )
     assert row is not None
     product = ProductView(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None
@@ -112,7 +125,7 @@ async def get_product_and_tweet(
         if row["tweet_id"]
         else None
     )
-    return product, tweet
+    return PurchaseView(product, tweet, key_used=row["key_used"])
 
 
 async def upsert_tweet(conn: asyncpg.Connection, tweet: TweetView, posted_at: datetime) -> None:

@@ -147,6 +147,29 @@ async def test_orders_catalog_has_not_answered_yet_count_against_the_stock_so_a_
     assert again.status_code == 202, again.text
 
 
+async def test_the_buyer_of_the_last_unit_retrying_after_sold_out_gets_the_order_not_sold_out(
+    checkout: Checkout,
+) -> None:
+    # The refusal is read before any transaction, in one statement with the key's lookup (a drop's thousands of
+    # "sold out" answers cost one round trip each): the retry of the request that bought the last unit must
+    # still find its order, whatever the stock says now.
+    product = await checkout.list_product(stock=1)
+    body = checkout.order_body(product.product_id)
+    key = str(uuid.uuid4())
+    bought = await checkout.place(body, key)
+    assert bought.status_code == 202, bought.text
+    other = await checkout.place(checkout.order_body(product.product_id))
+    assert other.status_code == 409 and other.json()["error"] == "insufficient_stock"
+    retried = await checkout.place(body, key)
+    assert retried.status_code == 200, retried.text
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    assert retried.json()["id"] == bought.json()["id"]
+    assert retried.json()["access_token"] == bought.json()["access_token"]
+    # And the same key for another purchase is refused as reused, not as sold out.
+    changed = await checkout.place({**body, "quantity": 2}, key)
+    assert changed.status_code == 409 and changed.json()["error"] == "idempotency_key_reused"
+
+
 async def test_a_reserved_order_counts_against_the_stock_until_the_copy_shows_it(checkout: Checkout) -> None:
     # catalog's StockReserved and its ProductUpdated travel on two topics: the reservation can come first.
     product = await checkout.list_product(stock=1, version=1)

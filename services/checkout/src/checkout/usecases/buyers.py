@@ -15,11 +15,10 @@ from datetime import datetime
 
 import asyncpg
 import structlog
-from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from tweetshop_contracts import utc_now
 from tweetshop_platform.errors import DomainError, NotFound, TooManyRequests, Unauthorized
-from tweetshop_platform.ratelimit import parse_limit
+from tweetshop_platform.ratelimit import SweptMemoryStorage, parse_limit
 from tweetshop_platform.uow import unit_of_work
 
 from .. import accounts, buyer_events, repository
@@ -118,7 +117,7 @@ class LinkGuard:
 
     def __init__(self, limit: str) -> None:
         self._items = parse_limit(limit, "link_code_failures_limit")
-        self._strategy = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._strategy = SlidingWindowCounterRateLimiter(SweptMemoryStorage())
 
     def check(self) -> None:
         """429 while the wrong guesses of the window are used up."""
