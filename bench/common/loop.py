@@ -1,8 +1,7 @@
 """The benchmarks' own event loop: uvloop, as the services run on (uvicorn picks it when installed).
 
-The load generators share the two cores with what they measure, and on asyncio's pure-Python loop the drop's
-generator fell a second behind its schedule while opening thousands of connections (its lag p99, 1.1 s); every
-millisecond it spends is one the shop does not get. uvloop is in the lock file (a uvicorn extra).
+The load generators share the two cores with what they measure: every millisecond one spends is one the shop
+does not get. uvloop is in the lock file (a uvicorn extra).
 """
 
 from __future__ import annotations
