@@ -86,6 +86,15 @@ class _ProductEvent(Envelope):
     version: int = Field(
         ge=1, description="Product version; increases with every change, so readers can drop stale ones"
     )
+    units_reserved_total: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Units ever reserved for this product, as of this version (never goes down: a release or a sale does "
+            "not undo a reservation). A reader that also counts the StockReserved events it has applied can tell "
+            "which reservations this state already shows. Absent from producers older than contract 1.3.0"
+        ),
+    )
 
 
 class ProductListed(_ProductEvent):

@@ -38,6 +38,10 @@ class Product:
     stock_sold: int
     status: Literal["active", "delisted"]
     version: int
+    # Units ever reserved (never goes down: a release or a sale does not undo that a reservation was made). Every
+    # ProductUpdated carries it, so checkout can tell the reservations its copy already counts from the ones it
+    # has not heard of yet (checkout's repository.get_product_and_tweet).
+    units_reserved_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ def reserve(product: Product | None, order_id: uuid.UUID, quantity: int, currenc
         stock_available=product.stock_available - quantity,
         stock_reserved=product.stock_reserved + quantity,
         version=product.version + 1,
+        units_reserved_total=product.units_reserved_total + quantity,
     )
     return updated, Reservation(order_id, product.id, quantity, "reserved")
 

@@ -11,7 +11,7 @@ from .domain import Product, Reservation
 
 _PRODUCT_COLUMNS = (
     "id, merchant_id, title, description, image_url, price_minor, currency, "
-    "stock_available, stock_reserved, stock_sold, status, version"
+    "stock_available, stock_reserved, stock_sold, status, version, units_reserved_total"
 )
 
 
@@ -58,7 +58,7 @@ async def set_merchant_key(conn: asyncpg.Connection, merchant_id: uuid.UUID, key
 async def insert_product(conn: asyncpg.Connection, p: Product) -> None:
     await conn.execute(
         f"""INSERT INTO products ({_PRODUCT_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
         p.id,
         p.merchant_id,
         p.title,
@@ -71,6 +71,7 @@ async def insert_product(conn: asyncpg.Connection, p: Product) -> None:
         p.stock_sold,
         p.status,
         p.version,
+        p.units_reserved_total,
     )
 
 
@@ -94,7 +95,7 @@ async def update_product(conn: asyncpg.Connection, p: Product) -> None:
     await conn.execute(
         """UPDATE products SET title = $2, description = $3, image_url = $4, price_minor = $5,
                stock_available = $6, stock_reserved = $7, stock_sold = $8, status = $9, version = $10,
-               updated_at = now()
+               units_reserved_total = $11, updated_at = now()
            WHERE id = $1""",
         p.id,
         p.title,
@@ -106,6 +107,7 @@ async def update_product(conn: asyncpg.Connection, p: Product) -> None:
         p.stock_sold,
         p.status,
         p.version,
+        p.units_reserved_total,
     )
 
 

@@ -47,6 +47,7 @@ def product_event(p: Product, correlation_id: str, *, listed: bool = False) -> P
         stock_available=p.stock_available,
         status=p.status,
         version=p.version,
+        units_reserved_total=p.units_reserved_total,
     )
 
 

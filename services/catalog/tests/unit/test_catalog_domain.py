@@ -88,3 +88,20 @@ def test_a_rejected_reservation_never_moves_stock() -> None:
     rejected = Reservation(uuid.uuid4(), product.id, 1, "rejected", "sold out")
     assert domain.release(product, rejected, "x")[2] is False
     assert domain.commit(product, rejected) == (product, rejected)
+
+
+def test_units_ever_reserved_only_go_up_and_every_product_event_carries_them() -> None:
+    """Checkout tells a reservation its copy already shows from one it has not heard of by this count (contract
+    1.3.0): a reservation adds to it; a sale, a release or a refusal leaves it."""
+    from catalog.service import product_event
+
+    product, first = domain.reserve(a_product(stock=5), uuid.uuid4(), 2, "EUR")
+    product, second = domain.reserve(product, uuid.uuid4(), 1, "EUR")
+    assert product.units_reserved_total == 3
+    product, _ = domain.commit(product, first)
+    product, _, moved = domain.release(product, second, "payment failed")
+    assert moved and product.units_reserved_total == 3 and product.stock_available == 3
+    with pytest.raises(domain.ReservationRefused):
+        domain.reserve(product, uuid.uuid4(), 9, "EUR")
+    event = product_event(product, "corr")
+    assert event.units_reserved_total == 3 and event.version == product.version

@@ -94,6 +94,8 @@ class ProductView:
     stock_available: int
     status: Literal["active", "delisted"]
     version: int
+    # Catalog's count of units ever reserved, as of ``version`` (None from a catalog older than contract 1.3.0).
+    units_reserved_total: int | None = None
 
 
 @dataclass(frozen=True)

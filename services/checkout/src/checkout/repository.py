@@ -11,7 +11,9 @@ from tweetshop_platform import read_models
 
 from .domain import Buyer, Order, ProductView, ShippingAddress, TweetView
 
-_PRODUCT_COLUMNS = "id, merchant_id, title, price_minor, currency, stock_available, status, version"
+_PRODUCT_COLUMNS = (
+    "id, merchant_id, title, price_minor, currency, stock_available, status, version, units_reserved_total"
+)
 # The read models of catalog's topics, by the platform's rules (newest version wins; a rotated key wins).
 _PRODUCTS = read_models.NewestVersionWins("products", key="id", columns=_PRODUCT_COLUMNS.split(", "))
 _MERCHANT_KEYS = read_models.KeyVerifiers("merchants", key="id", key_hash="api_key_hash")
@@ -71,6 +73,16 @@ async def upsert_product(conn: asyncpg.Connection, p: ProductView) -> bool:
     return await _PRODUCTS.upsert(conn, p)
 
 
+def stock_claimed(unanswered: int, heard: int, copy_counts: int | None, reserved_unseen: int) -> int:
+    """Units of this checkout's orders that its copy of a product's stock does not show yet
+    (``get_product_and_tweet``): ``unanswered`` (pending, not heard reserved) + ``heard`` (reserved units heard of)
+    - ``copy_counts`` (catalog's units_reserved_total in the copy), never below zero; without catalog's count, the
+    unanswered plus ``reserved_unseen`` (reserved orders placed against the copy's version or a newer one)."""
+    if copy_counts is None:
+        return unanswered + reserved_unseen
+    return max(0, unanswered + heard - copy_counts)
+
+
 @dataclass(frozen=True)
 class PurchaseView:
     """What placing an order reads first: the product (its stock net of this checkout's claims), the tweet, and
@@ -91,23 +103,35 @@ async def get_product_and_tweet(
     Catalog owns the stock and decides every reservation; checkout's copy of its count only changes when
     catalog's ProductUpdated arrives, after catalog has reserved. In a drop, thousands of orders are placed
     before then, and each would wait for catalog's refusal (and the buyer with it). So the orders placed here
-    that catalog has not answered yet (pending, stock not reserved) are taken off the copy: a sold-out answer
-    comes at once, from the POST. It never oversells (catalog still decides); for the moment between
-    catalog's ProductUpdated and its StockReserved reaching checkout, a reserved unit counts twice, so the last
-    units may be refused a few milliseconds early — as a race for the last unit would be anyway.
+    that catalog has not answered yet are taken off the copy: a sold-out answer comes at once, from the POST. It
+    never oversells (catalog still decides).
 
-    A reserved order keeps counting until the copy is newer than the version it was placed against
-    (``stock_version_seen``): StockReserved and ProductUpdated come on two topics, and when the reservation
-    arrives first the copy does not show it yet. Without this, a buyer told "sold out" could, a moment later,
-    have an order accepted that catalog then refuses.
+    Which orders the copy does not show yet, from two counts of reservations that never go down: catalog's
+    (``units_reserved_total`` in its ProductUpdated, as of the copy's version) and checkout's (the StockReserved
+    it has applied, ``product_reservations_heard``). The claim is the pending orders not heard reserved, plus
+    what was heard reserved, minus what the copy counts:
+
+    - catalog reserved an order, its ProductUpdated arrived, its StockReserved not yet (the two come on two
+      topics, and under load either can be seconds behind): the copy shows it, and it is not claimed again
+      (before this count it was, and a drop could end with units unsold while buyers were told "sold out");
+    - the StockReserved arrived first: heard exceeds the copy's count, and the order is still claimed, so a buyer
+      told "sold out" is not accepted a moment later only to be refused by catalog.
+
+    The difference is never below zero (an order cancelled before its reservation was heard counts at catalog
+    only: for a moment one more unit may look free, and catalog refuses what does not fit). With a copy from a
+    catalog older than contract 1.3.0 (no count) the rule before it: reserved orders count until the copy is newer
+    than the version they were placed against (``stock_version_seen``).
     """
     product_columns = ", ".join(f"p.{c.strip()}" for c in _PRODUCT_COLUMNS.split(","))
     row = await conn.fetchrow(
         f"""SELECT {product_columns}, t.tweet_id, t.product_id AS tweet_product_id, t.merchant_id AS tweet_merchant_id,
                    (SELECT coalesce(sum(o.quantity), 0) FROM orders o
-                    WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved)
-                   + (SELECT coalesce(sum(o.quantity), 0) FROM orders o
-                      WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version) AS claimed,
+                    WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved) AS unanswered,
+                   CASE WHEN p.units_reserved_total IS NULL THEN
+                        (SELECT coalesce(sum(o.quantity), 0) FROM orders o
+                         WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version)
+                   END AS reserved_unseen,
+                   (SELECT h.units FROM product_reservations_heard h WHERE h.product_id = $1) AS heard,
                    EXISTS (SELECT 1 FROM orders k WHERE k.idempotency_key_hash = $3) AS key_used
             FROM (SELECT 1) AS one
             LEFT JOIN products p ON p.id = $1
@@ -118,14 +142,28 @@ async def get_product_and_tweet(
     )
     assert row is not None
     product = ProductView(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None
-    if product is not None and row["claimed"]:
-        product = replace(product, stock_available=max(0, product.stock_available - row["claimed"]))
+    if product is not None:
+        claimed = stock_claimed(
+            row["unanswered"], row["heard"] or 0, product.units_reserved_total, row["reserved_unseen"] or 0
+        )
+        if claimed:
+            product = replace(product, stock_available=max(0, product.stock_available - claimed))
     tweet = (
         TweetView(tweet_id=row["tweet_id"], product_id=row["tweet_product_id"], merchant_id=row["tweet_merchant_id"])
         if row["tweet_id"]
         else None
     )
     return PurchaseView(product, tweet, key_used=row["key_used"])
+
+
+async def count_reservation_heard(conn: asyncpg.Connection, product_id: uuid.UUID, units: int) -> None:
+    """One more of catalog's StockReserved applied for this product (``get_product_and_tweet``)."""
+    await conn.execute(
+        """INSERT INTO product_reservations_heard AS h (product_id, units) VALUES ($1, $2)
+           ON CONFLICT (product_id) DO UPDATE SET units = h.units + EXCLUDED.units""",
+        product_id,
+        units,
+    )
 
 
 async def upsert_tweet(conn: asyncpg.Connection, tweet: TweetView, posted_at: datetime) -> None:

@@ -87,8 +87,10 @@ class Checkout:
 
     # --- catalog --------------------------------------------------------------------------
 
-    async def list_product(self, *, price_minor: int = 1200, stock: int = 5, version: int = 1) -> ProductListed:
-        """A product appears on catalog.products.v1."""
+    async def list_product(
+        self, *, price_minor: int = 1200, stock: int = 5, version: int = 1, units_reserved_total: int | None = None
+    ) -> ProductListed:
+        """A product appears on catalog.products.v1 (``units_reserved_total``: as catalog 1.3.0 sends it)."""
         product = ProductListed(
             producer="catalog",
             correlation_id=f"corr-{uuid.uuid4()}",
@@ -99,6 +101,7 @@ class Checkout:
             currency="EUR",
             stock_available=stock,
             version=version,
+            units_reserved_total=units_reserved_total,
         )
         await publish_events(self.kafka, self.namespace, product)
         return product

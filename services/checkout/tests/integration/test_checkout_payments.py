@@ -197,6 +197,66 @@ async def test_a_reserved_order_counts_against_the_stock_until_the_copy_shows_it
     await checkout.eventually(restocked, what="the restocked unit to be on sale again")
 
 
+async def test_a_reservation_the_copy_already_counts_is_not_claimed_twice(checkout: Checkout) -> None:
+    # catalog (contract 1.3.0) counts the units it ever reserved in every ProductUpdated. Its ProductUpdated can
+    # reach checkout before the StockReserved it follows (two topics; under a drop's load, seconds before): the
+    # reserved orders are still pending here, and without the count they were taken off a copy that already
+    # showed them, so the last units were refused while catalog still had them.
+    product = await checkout.list_product(stock=2, units_reserved_total=0)
+    first, second = [(await checkout.place(checkout.order_body(product.product_id))).json() for _ in range(2)]
+    refused = await checkout.place(checkout.order_body(product.product_id))
+    assert refused.status_code == 409 and "sold out" in refused.json()["message"], refused.text
+    # catalog reserved both (2 ever reserved) and the merchant added a unit: 1 left. No StockReserved yet. Until
+    # checkout reads this, its copy says 2 left and both are claimed: no order can be accepted before.
+    base = product.model_dump(exclude={"event_id", "event_type"})
+    await publish_events(
+        checkout.kafka,
+        checkout.namespace,
+        ProductUpdated(**{**base, "stock_available": 1, "units_reserved_total": 2, "version": 2}),
+    )
+
+    async def last_unit_sold() -> httpx.Response | None:
+        answer = await checkout.place(checkout.order_body(product.product_id))
+        return answer if answer.status_code == 202 else None
+
+    await checkout.eventually(last_unit_sold, what="the unit the copy shows free to be sold, not claimed twice")
+    sold_out = await checkout.place(checkout.order_body(product.product_id))
+    assert sold_out.status_code == 409 and "sold out" in sold_out.json()["message"], sold_out.text
+
+    # The two StockReserved arrive: heard 2, the copy counts 2, the third order still unanswered: still sold out.
+    await checkout.reserve(first, product)
+    await checkout.reserve(second, product)
+    await checkout.until_status(first, "paid")
+    await checkout.until_status(second, "paid")
+    still = await checkout.place(checkout.order_body(product.product_id))
+    assert still.status_code == 409 and "sold out" in still.json()["message"], still.text
+
+
+async def test_a_reservation_heard_before_the_copy_counts_it_is_still_claimed(checkout: Checkout) -> None:
+    # The other order of arrival: StockReserved first. The copy (1 left, none reserved) does not show the
+    # reservation yet; checkout has heard one more than it counts, so the unit stays taken.
+    product = await checkout.list_product(stock=1, units_reserved_total=0)
+    first = (await checkout.place(checkout.order_body(product.product_id))).json()
+    await checkout.reserve(first, product)
+    await checkout.until_status(first, "paid")
+    after_payment = await checkout.place(checkout.order_body(product.product_id))
+    assert after_payment.status_code == 409 and "sold out" in after_payment.json()["message"], after_payment.text
+    # A restock the merchant makes while catalog's ProductUpdated for the sale is still on its way: the copy says
+    # 2 left of which 1 reserved (a newer version, counted): one unit is free again.
+    base = product.model_dump(exclude={"event_id", "event_type"})
+    await publish_events(
+        checkout.kafka,
+        checkout.namespace,
+        ProductUpdated(**{**base, "stock_available": 1, "units_reserved_total": 1, "version": 3}),
+    )
+
+    async def restocked() -> httpx.Response | None:
+        answer = await checkout.place(checkout.order_body(product.product_id))
+        return answer if answer.status_code == 202 else None
+
+    await checkout.eventually(restocked, what="the restocked unit on sale")
+
+
 async def test_a_newer_product_version_wins_and_a_stale_one_is_dropped(checkout: Checkout) -> None:
     listed = await checkout.list_product(price_minor=1000, version=1)
     newer = ProductUpdated(

@@ -358,3 +358,23 @@ def test_the_tracking_url_carries_the_order_and_the_token() -> None:
         access.tracking_url("http://t.example/", order_id, "tso_a-b")
         == f"http://t.example/track/{order_id}?token=tso_a-b"
     )
+
+
+@pytest.mark.parametrize(
+    ("unanswered", "heard", "copy_counts", "reserved_unseen", "claimed"),
+    [
+        (3, 0, 0, 0, 3),  # nothing answered yet: every pending order holds its units
+        (3, 0, 2, 0, 1),  # catalog reserved two, its ProductUpdated came first: only the third is claimed
+        (1, 2, 2, 0, 1),  # both heard and in the copy: the third still pending
+        (0, 1, 0, 0, 1),  # heard before the copy counts it: still claimed
+        (0, 1, 1, 0, 0),  # in the copy: not claimed twice
+        (0, 0, 1, 0, 0),  # reserved for an order cancelled before it was heard: never below zero
+        (2, 0, None, 1, 3),  # a catalog older than 1.3.0: pending + reserved orders the copy's version predates
+    ],
+)
+def test_stock_claimed_counts_what_the_copy_does_not_show_yet(
+    unanswered: int, heard: int, copy_counts: int | None, reserved_unseen: int, claimed: int
+) -> None:
+    from checkout.repository import stock_claimed
+
+    assert stock_claimed(unanswered, heard, copy_counts, reserved_unseen) == claimed

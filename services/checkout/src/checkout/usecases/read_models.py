@@ -33,6 +33,7 @@ async def record_product(conn: asyncpg.Connection, event: ProductListed | Produc
             stock_available=event.stock_available,
             status=event.status,
             version=event.version,
+            units_reserved_total=event.units_reserved_total,
         ),
     )
 
