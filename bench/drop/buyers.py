@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 from tweetshop_devstack.seed import PARIS, order_body
 
+from bench.common.stack import CLIENT_KEEPALIVE_S
 from bench.common.stats import percentile
 
 DECLINED_CARD = "pm_card_visa_chargeDeclined"  # the stand-in declines it (bench/common/stripe_standin.py)
@@ -177,7 +178,10 @@ class DropClient:
         """aiohttp, as the orders benchmark: the generator shares the cores with what it measures."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.connections),
+                # Idle connections are dropped before uvicorn's own 5 s keep-alive closes them: with aiohttp's 15 s a
+                # request could go out on a connection the server was closing (ClientOSError, a late buyer left
+                # without an answer after three such tries in phase 2).
+                connector=aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=CLIENT_KEEPALIVE_S),
                 timeout=aiohttp.ClientTimeout(total=120.0),
             )
         return self._session

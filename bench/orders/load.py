@@ -21,7 +21,7 @@ import aiohttp
 from tweetshop_devstack.seed import order_body
 
 from bench.common.cpu import CpuMeter, machine_ticks, steal_share
-from bench.common.stack import Seeded
+from bench.common.stack import CLIENT_KEEPALIVE_S, Seeded
 from bench.common.stats import Latency, percentile
 from bench.common.watch import OrderTimes
 
@@ -101,7 +101,8 @@ class HttpOrders:
         """One purchase; the order id is timed from just before the request."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                # Below uvicorn's 5 s keep-alive (CLIENT_KEEPALIVE_S).
+                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=CLIENT_KEEPALIVE_S),
                 timeout=aiohttp.ClientTimeout(total=60.0),
             )
         started = time.monotonic()
