@@ -48,6 +48,9 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPENAPI_KEY = "x-rate-limit"
 # 404 codes that stand for a wrong buyer token (whether an order or its shipment exists is private to its buyer).
 CREDENTIAL_REFUSAL_CODES = frozenset({"order_not_found", "unknown_shipment"})
+# Set in a request's scope once its limits were counted (``RateLimiter.guard`` runs once per request, even when
+# a handler ahead of FastAPI called it first).
+COUNTED = "tweetshop.rate_limits_counted"
 # Query parameters that carry a credential (the map page and EventSource cannot send headers).
 _TOKEN_PARAMETERS = ("token", "access_token")
 
@@ -275,7 +278,15 @@ class RateLimiter:
         return self._kinds[key]
 
     async def guard(self, request: Request) -> None:
-        """FastAPI dependency, run before the route's own: the credential lockout, then the route's limit."""
+        """FastAPI dependency, run before the route's own: the credential lockout, then the route's limit. Once
+        per request: a request already counted ahead of FastAPI (``COUNTED``, checkout's refusals) is not counted
+        again."""
+        if request.scope.get(COUNTED):
+            return
+        await self._guard(request)
+        request.scope[COUNTED] = True  # only once it passed: a refused request is refused again, never let through
+
+    async def _guard(self, request: Request) -> None:
         kind = self._kind(request.method, _route_path(request))
         if kind == EXEMPT:
             return

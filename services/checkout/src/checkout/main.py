@@ -8,12 +8,23 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response, status
+from starlette.middleware import Middleware
 from tweetshop_platform import ratelimit
 from tweetshop_platform.errors import DomainError, Unprocessable
 from tweetshop_platform.openapi import MERCHANT_API_KEY, OPERATOR_KEY, ORDER_ACCESS_TOKEN, operator_dependency
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
 
-from . import accounts, address_routes, buyer_routes, card_routes, deletion_routes, domain, handlers, metrics
+from . import (
+    accounts,
+    address_routes,
+    buyer_routes,
+    card_routes,
+    deletion_routes,
+    domain,
+    handlers,
+    metrics,
+    refusals,
+)
 from .api import (
     OrderCreated,
     OrderIn,
@@ -296,4 +307,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     # Buying needs no login: its own limit per client. Stripe's events are never throttled (signed, and Stripe
     # retries what is refused, from addresses shared by many shops).
     ratelimit.limit_routes(app, {"POST /orders": ratelimit.ORDERS, "POST /webhooks/stripe": ratelimit.EXEMPT})
+    # A drop's "sold out" answers ahead of FastAPI (refusals.py): the innermost of the service's middlewares, so
+    # the body limit, correlation ids, request metrics and traces still see every request.
+    app.user_middleware.append(Middleware(refusals.SoldOutRefusals, service=app, settings=settings))
     return app

@@ -79,6 +79,45 @@ async def _refuse_too_many_unpaid(
     )
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What ``check_purchase`` read: the Idempotency-Key already names an order (``key_used``: the caller replays
+    it, nothing else was checked), or the product and the purchase's price."""
+
+    key_used: bool
+    product: domain.ProductView | None = None
+    price: domain.Price | None = None
+
+
+async def check_purchase(
+    conn: asyncpg.Connection,
+    settings: CheckoutSettings,
+    request: PurchaseRequest,
+    key_hash: str,
+    *,
+    key_free: bool = False,
+) -> Checked:
+    """Everything that can refuse a purchase, before any transaction: one statement (the key's lookup, the product
+    net of this checkout's claims, the tweet), then the unpaid-order cap when it is on. Raises the refusal
+    (``DomainError``: sold out, unknown product, too many unpaid orders...). ``key_free``: the caller knows the
+    key names no order any more (it looked), so a taken key is not reported again.
+
+    In a drop thousands of buyers are told "sold out" here, each for one round trip; checkout's ``refusals``
+    answers them through this same function ahead of FastAPI. Nothing read here is locked, as before (READ
+    COMMITTED): catalog decides every reservation, and the key is unique in the table.
+    """
+    seen = await repository.get_product_and_tweet(conn, request.product_id, request.tweet_id, key_hash)
+    if seen.key_used and not key_free:
+        return Checked(key_used=True)
+    if settings.unpaid_orders_cap:
+        await _refuse_too_many_unpaid(conn, request, settings)
+    try:
+        price = domain.price_purchase(seen.product, seen.tweet, request)
+    except domain.PurchaseRefused as refused:
+        raise _PURCHASE_ERRORS.get(refused.code, Conflict)(refused.message, code=refused.code) from None
+    return Checked(key_used=False, product=seen.product, price=price)
+
+
 async def place_order(
     pool: asyncpg.Pool,
     settings: CheckoutSettings,
@@ -95,21 +134,14 @@ async def place_order(
     """
     key_hash = access.idempotency_key_hash(idempotency_key)
     async with pool.acquire() as conn:
-        # Everything that can refuse the purchase is read before any transaction, in one statement: in a drop
-        # thousands of buyers are told "sold out" here, each for one round trip. Nothing read here is locked,
-        # as before (READ COMMITTED): catalog decides every reservation, and the key is unique in the table.
-        seen = await repository.get_product_and_tweet(conn, request.product_id, request.tweet_id, key_hash)
-        if seen.key_used:
+        checked = await check_purchase(conn, settings, request, key_hash)
+        if checked.key_used:
             found = await repository.get_order_by_key(conn, key_hash)
             if found is not None:
                 return _replay(found, request_hash, idempotency_key)
-        if settings.unpaid_orders_cap:
-            await _refuse_too_many_unpaid(conn, request, settings)
-        product = seen.product
-        try:
-            price = domain.price_purchase(product, seen.tweet, request)
-        except domain.PurchaseRefused as refused:
-            raise _PURCHASE_ERRORS.get(refused.code, Conflict)(refused.message, code=refused.code) from None
+            checked = await check_purchase(conn, settings, request, key_hash, key_free=True)
+        product, price = checked.product, checked.price
+        assert price is not None
         order, placed = domain.place(uuid.uuid4(), request, price, correlation_id, utc_now())
         token, token_hash = access.new_access_token()
         async with conn.transaction(), joining(conn) as uow:

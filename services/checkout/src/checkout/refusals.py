@@ -1,0 +1,185 @@
+"""A purchase of a sold-out product, refused before FastAPI: the drop's thousands of "sold out" answers, cheaply.
+
+In a flash drop nearly every ``POST /orders`` is refused (5,000 buyers, 300 units). py-spy on checkout during the
+drop benchmark: FastAPI's request handling around the route (dependencies, body parsing and validation, the
+exception handlers, the response) cost more than the refusal's own work, one statement. This ASGI layer sits
+inside the service's middlewares (body size limit, correlation id, request metrics, tracing) and in front of
+FastAPI, and answers only what it can answer exactly as the route would:
+
+- only ``POST /orders`` with a JSON body, no credential (no ``Authorization``, no token in the query: a
+  signed-in buyer's order has its own checks) and a well-formed ``Idempotency-Key``;
+- the body is validated by the route's own model (``OrderIn``), and ``orders.for_account`` as the route does;
+- the rate limit is counted by the route's own limiter (``RateLimiter.guard``, which then does not count the
+  request a second time);
+- the refusal comes from ``orders.check_purchase``, the function the route calls, and only ``insufficient_stock``
+  and ``product_unavailable`` are answered here, with the body and status the route's handler would give.
+
+Anything else (an invalid body, a key that names an order, a purchase that can go ahead, a limit passed, any
+other refusal) goes on to FastAPI with the body it read, untouched: the route decides, as before.
+
+It only tries for a product the route (or itself) refused as sold out less than ``SOLD_OUT_MEMORY_S`` ago in this
+process: an order of any other product goes straight on and costs one statement, as before. The memory only
+chooses the path, never the answer: the refusal is always read from the database, and a product that is on sale
+again goes on to the route (one statement more, once) and is forgotten.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tweetshop_platform.errors import DomainError
+from tweetshop_platform.http import error_body
+from tweetshop_platform.ratelimit import RateLimited, RateLimiter
+
+from . import access
+from .api import OrderIn, idempotency_key_problem
+from .config import CheckoutSettings
+from .domain import PurchaseRequest
+from .usecases import orders
+
+log = structlog.get_logger(__name__)
+
+ANSWERED_HERE = frozenset({"insufficient_stock", "product_unavailable"})
+_PATH = "/orders"
+SOLD_OUT_MEMORY_S = 2.0
+_MEMORY_MAX = 10_000  # products remembered at most (only real ones refused as sold out get in)
+
+
+class SoldOutRefusals:
+    """ASGI middleware of checkout: see the module's text."""
+
+    def __init__(self, app: ASGIApp, *, service: FastAPI, settings: CheckoutSettings) -> None:
+        self.app = app
+        self.service = service
+        self.settings = settings
+        self._route: APIRoute | None = None
+        self._sold_out: dict[uuid.UUID, float] = {}  # product id -> when a refusal of it was last seen (monotonic)
+
+    def _orders_route(self) -> APIRoute:
+        if self._route is None:
+            self._route = next(
+                r
+                for r in self.service.routes
+                if isinstance(r, APIRoute) and r.path == _PATH and "POST" in (r.methods or set())
+            )
+        return self._route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == _PATH
+            and not scope.get("query_string")
+        ):
+            await self.app(scope, receive, send)
+            return
+        key: str | None = None
+        json_body = False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                await self.app(scope, receive, send)
+                return
+            if name == b"idempotency-key":
+                key = value.decode("latin-1")
+            elif name == b"content-type":
+                json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
+        if key is None or not json_body or idempotency_key_problem(key) is not None:
+            await self.app(scope, receive, send)
+            return
+        body, more = await _read_body(receive)
+        if more is not None:  # the client went away while sending: let the route see it as it would have
+            await self.app(scope, _replay(body, more, receive), send)
+            return
+        try:
+            purchase = orders.for_account(OrderIn.model_validate_json(body).to_request(), None)
+        except (ValidationError, DomainError, ValueError):
+            await self.app(scope, _replay(body, None, receive), send)
+            return
+        product_id = purchase.product_id
+        seen = self._sold_out.get(product_id)
+        answer = None
+        if seen is not None and time.monotonic() - seen < SOLD_OUT_MEMORY_S and not purchase.save_card:
+            answer = await self._refusal(scope, purchase, key)
+            if answer is None:
+                self._sold_out.pop(product_id, None)
+        if answer is not None:
+            self._remember(product_id)
+            await answer(scope, _replay(body, None, receive), send)
+            return
+        await self.app(scope, _replay(body, None, receive), self._watching(send, product_id))
+
+    def _remember(self, product_id: uuid.UUID) -> None:
+        if len(self._sold_out) >= _MEMORY_MAX:
+            self._sold_out.clear()
+        self._sold_out[product_id] = time.monotonic()
+
+    def _watching(self, send: Send, product_id: uuid.UUID) -> Send:
+        """``send`` that remembers the product when the route answers 409 ``insufficient_stock``."""
+        conflict = False
+
+        async def watched(message: Message) -> None:
+            nonlocal conflict
+            if message["type"] == "http.response.start":
+                conflict = message["status"] == 409
+            elif (
+                conflict
+                and message["type"] == "http.response.body"
+                and b'"insufficient_stock"' in message.get("body", b"")
+            ):
+                self._remember(product_id)
+            await send(message)
+
+        return watched
+
+    async def _refusal(self, scope: Scope, purchase: PurchaseRequest, key: str) -> JSONResponse | None:
+        route = self._orders_route()
+        scope["route"] = route  # what the request metrics and the limiter name the request by, as after routing
+        limiter: RateLimiter | None = getattr(self.service.state, "rate_limiter", None)
+        if limiter is not None and limiter.enabled:
+            try:
+                await limiter.guard(Request(scope))
+            except RateLimited:
+                return None  # the route answers 429 (and counts it in its metrics)
+        runtime = self.service.state.runtime
+        try:
+            async with runtime.pool.acquire() as conn:
+                await orders.check_purchase(conn, self.settings, purchase, access.idempotency_key_hash(key))
+        except DomainError as refused:
+            if refused.code in ANSWERED_HERE:
+                return JSONResponse(
+                    error_body(refused.code, refused.message, **refused.details), status_code=refused.status
+                )
+        return None
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
+    """The whole body; with the message that ended it early (a disconnect) when it did not arrive whole."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), message
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), None
+
+
+def _replay(body: bytes, ended: Message | None, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read so far once (or the message that cut it short), then the real one."""
+    pending: list[Any] = [{"type": "http.request", "body": body, "more_body": False} if ended is None else ended]
+
+    async def replayed() -> Message:
+        if pending:
+            message: Message = pending.pop()
+            return message
+        return await receive()
+
+    return replayed
