@@ -156,13 +156,17 @@ async def get_product_and_tweet(
     return PurchaseView(product, tweet, key_used=row["key_used"])
 
 
-async def count_reservation_heard(conn: asyncpg.Connection, product_id: uuid.UUID, units: int) -> None:
-    """One more of catalog's StockReserved applied for this product (``get_product_and_tweet``)."""
+async def count_reservation_heard(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
+    """Catalog's StockReserved for this order applied: its units join its product's heard count
+    (``get_product_and_tweet``), once per order, whatever StockReserved comes for it again."""
     await conn.execute(
-        """INSERT INTO product_reservations_heard AS h (product_id, units) VALUES ($1, $2)
+        """WITH heard AS (
+               UPDATE orders SET reservation_heard = true WHERE id = $1 AND NOT reservation_heard
+               RETURNING product_id, quantity)
+           INSERT INTO product_reservations_heard AS h (product_id, units)
+           SELECT product_id, quantity FROM heard
            ON CONFLICT (product_id) DO UPDATE SET units = h.units + EXCLUDED.units""",
-        product_id,
-        units,
+        order_id,
     )
 
 

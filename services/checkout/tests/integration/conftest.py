@@ -23,6 +23,7 @@ from tweetshop_contracts import (
     MerchantApiKeyRotated,
     MerchantRegistered,
     ProductListed,
+    ProductUpdated,
     StockRejected,
     StockReserved,
     topics,
@@ -126,6 +127,21 @@ class Checkout:
         )
         await publish_events(self.kafka, self.namespace, event)
         return key
+
+    async def update_product(self, product: ProductListed, **changes: Any) -> ProductUpdated:
+        """catalog's ProductUpdated: the listed product with ``changes`` (a new ``version`` among them)."""
+        updated = ProductUpdated(**{**product.model_dump(exclude={"event_id", "event_type"}), **changes})
+        await publish_events(self.kafka, self.namespace, updated)
+        return updated
+
+    async def until_accepted(self, product: ProductListed, what: str) -> httpx.Response:
+        """Order the product until checkout accepts an order (202)."""
+
+        async def accepted() -> httpx.Response | None:
+            answer = await self.place(self.order_body(product.product_id))
+            return answer if answer.status_code == 202 else None
+
+        return await eventually(accepted, what=what)
 
     async def reserve(self, order: dict[str, Any], product: ProductListed, quantity: int = 1) -> StockReserved:
         """Stock set aside for the order."""

@@ -18,9 +18,8 @@ async def on_stock_reserved(conn: asyncpg.Connection, event: StockReserved) -> N
     if order is None:
         log.warning("reservation for an unknown order", order_id=str(event.order_id))
         return
-    # Heard, whatever became of the order since: catalog's units_reserved_total counts it too (once per event:
-    # the consumer's inbox drops a redelivered one).
-    await repository.count_reservation_heard(conn, order.product_id, order.quantity)
+    # Heard, whatever became of the order since: catalog's units_reserved_total counts it too (once per order).
+    await repository.count_reservation_heard(conn, order.id)
     updated = domain.mark_stock_reserved(order)
     if updated is order:
         return  # already reserved, or the order ended: nothing to charge (twice)
