@@ -54,11 +54,11 @@ from tweetshop_devstack.services import (
 from tweetshop_devstack.testing import create_database, dsn_with_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Every declared service with a database and Kafka (the APIs; the web app is not benchmarked).
 # How long the generators keep an idle connection to a service: under uvicorn's own keep-alive (5 s), so no request
 # goes out on a connection the server is closing at that moment (aiohttp's default is 15 s; the drop's late buyers
 # then met ClientOSError / ServerDisconnectedError, and one of them three times in a row).
 CLIENT_KEEPALIVE_S = 3.0
+# Every declared service with a database and Kafka (the APIs; the web app is not benchmarked).
 SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SYSTEM.services if s.database and s.kafka)
 READY_TIMEOUT_S = 120.0
 PRODUCT_STOCK = 1_000_000
