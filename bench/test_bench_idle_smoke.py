@@ -1,4 +1,5 @@
-"""The at-rest benchmark still works: a short window over the four services counts each one's CPU.
+"""The at-rest benchmark still works: a short window over the four services counts each one's CPU, and single
+purchases after a rest are paid.
 
 Benchmarks are not tests: this checks that every part was measured, never how much it used.
 """
@@ -12,7 +13,9 @@ from bench.idle.run import run
 
 
 def test_the_at_rest_benchmark_measures_each_service(infra: BenchInfra, tmp_path: Path) -> None:
-    result = run(seconds=2.0, quiet_s=1.0, partitions=1, results_dir=tmp_path, tiny=True, infra=infra)
+    result = run(
+        seconds=2.0, quiet_s=1.0, partitions=1, results_dir=tmp_path, tiny=True, purchases=2, gap_s=1.0, infra=infra
+    )
 
     assert set(result["cores"]) >= {"catalog", "feed", "checkout", "tracking"}
     # A running service always uses some CPU (its event loop, its consumers): zero would mean the wrong pids.
@@ -20,3 +23,5 @@ def test_the_at_rest_benchmark_measures_each_service(infra: BenchInfra, tmp_path
     assert result["services_cores"] > 0
     assert (tmp_path / "idle-tiny.json").exists()
     assert result["summary_rows"][0]["benchmark"] == "idle"
+    at_rest = result["purchases_at_rest"]
+    assert at_rest["errors"] == [] and at_rest["to_order_paid"]["count"] == 2, at_rest

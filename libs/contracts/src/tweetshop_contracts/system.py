@@ -108,6 +108,10 @@ class Group:
     # per fetch (TWEETSHOP_KAFKA_READ_MODEL_FETCH_MAX_WAIT_MS), which costs the broker less.
     read_model: bool = False
     rebuild: Rebuild | None = None
+    # Between a buyer's POST and the order's payment (catalog reserving stock, checkout hearing it): its consumer
+    # always fetches with the short wait. Every other consumer waits longer per fetch once it has found nothing
+    # for a while (TWEETSHOP_KAFKA_QUIET_FETCH_MAX_WAIT_MS), so a stack at rest asks the broker less often.
+    purchase_path: bool = False
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -386,6 +390,8 @@ class System:
                     yield f"{where}: a reliable group reads exactly one topic (its lag, dead letters, replay)"
                 if group.fan_out and (group.rebuild is not None or group.read_model):
                     yield f"{where}: a live view keeps no read model"
+                if group.purchase_path and (group.fan_out or group.read_model):
+                    yield f"{where}: a live view or a read model is not on a purchase's path"
                 module = group.rebuild.handler.partition(":")[0] if group.rebuild is not None else service.package
                 if not (module == service.package or module.startswith(f"{service.package}.")):
                     yield f"{where}: its rebuild handler must be the service's own ({service.package}.…:function)"
@@ -440,6 +446,7 @@ CATALOG = Service(
                     handles=("OrderPlaced", "OrderPaid", "OrderPaymentFailed", "OrderCancelled", "OrderRefunded"),
                 ),
             ),
+            purchase_path=True,
         ),
     ),
 )
@@ -572,6 +579,7 @@ CHECKOUT = Service(
                     handles=("StockReserved", "StockRejected"),  # StockReleased confirms what checkout asked for
                 ),
             ),
+            purchase_path=True,
         ),
         Group(
             "shipments",

@@ -155,16 +155,66 @@ def _is_utf8(value: object) -> bool:
     return True
 
 
-async def _next_batch(consumer: Any, *, timeout_ms: int, max_records: int) -> tuple[Any, ...]:
+class FetchPacer:
+    """How long a consumer's next fetch may wait at the broker: ``active_ms`` while records flow, ``quiet_ms`` once
+    none came for ``quiet_after_s``; back to ``active_ms`` at the first record.
+
+    On Tansu a fetch costs the broker (and aiokafka) about a millisecond of CPU whether data came or not, and the
+    broker answers a waiting fetch only when its wait ends: the wait is both the consumer's latency floor and its
+    polling interval. A consumer off the purchase's path (a read model, a shipment made after the payment, the
+    live map) asks every ``quiet_ms`` while nothing happens, so a stack at rest polls a fraction as often; the
+    first record after a quiet spell comes up to ``quiet_ms`` late, the next ones at ``active_ms``. The purchase
+    path's consumers (``Group.purchase_path``) have no pacer: a single purchase on an idle stack is not slower.
+
+    It sets aiokafka's ``Fetcher._fetch_max_wait_ms``, read for every fetch request the fetcher builds: a private
+    attribute of the pinned aiokafka (0.14.0), held by a unit test so that a new release cannot drop it silently.
+    """
+
+    def __init__(
+        self, *, active_ms: int, quiet_ms: int, quiet_after_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.active_ms = active_ms
+        self.quiet_ms = max(quiet_ms, active_ms)
+        self.quiet_after_s = quiet_after_s
+        self._clock = clock
+        self._last_record = clock()
+        self.wait_ms = active_ms
+
+    def after(self, got_records: bool) -> int:
+        """The wait for the next fetches, after a ``getmany`` that did (or did not) return records."""
+        now = self._clock()
+        if got_records:
+            self._last_record = now
+            self.wait_ms = self.active_ms
+        elif now - self._last_record >= self.quiet_after_s:
+            self.wait_ms = self.quiet_ms
+        return self.wait_ms
+
+    def apply(self, consumer: Any, got_records: bool) -> None:
+        """Update ``consumer``'s (an AIOKafkaConsumer's) fetch wait after a ``getmany``."""
+        wait_ms = self.after(got_records)
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is not None and fetcher._fetch_max_wait_ms != wait_ms:
+            fetcher._fetch_max_wait_ms = wait_ms
+            metrics.CONSUMER_FETCH_WAIT.labels(consumer._group_id or "").set(wait_ms / 1000)
+
+
+async def _next_batch(
+    consumer: Any, *, timeout_ms: int, max_records: int, pacer: FetchPacer | None = None
+) -> tuple[Any, ...]:
     """The next records the consumer's fetcher has buffered, up to ``max_records``; stands in for FastStream's
     ``BatchSubscriber.get_msg``, which after an empty wait sleeps ``timeout_ms`` once more.
 
     ``getmany`` returns as soon as records arrive, so a long ``timeout_ms`` costs no latency; only wake-ups at
     rest. FastStream's extra sleep did: it made a short timeout necessary, and ten consumers each waking 50 times a
     second were most of what a service burnt while nothing happened. An empty tuple: the loop asks again.
+    ``pacer``: lengthens the consumer's fetch wait while it finds nothing (``FetchPacer``).
     """
     batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-    return tuple(itertools.chain.from_iterable(batches.values()))
+    records = tuple(itertools.chain.from_iterable(batches.values()))
+    if pacer is not None:
+        pacer.apply(consumer, bool(records))
+    return records
 
 
 async def _raw_body(msg: Any) -> bytes:
@@ -211,10 +261,13 @@ class ReliableSubscriber:
         max_retries: int = 5,
         retry_backoff: float = 0.2,
         fetch_max_wait_ms: int = 500,
+        quiet_fetch: tuple[int, float] | None = None,
         batch_max_records: int = 100,
         batch_timeout_ms: int = 1000,
         tracer: Tracer | None = None,
     ) -> None:
+        """``quiet_fetch``: (the fetch wait in ms, after how many seconds without a record) of a consumer off the
+        purchase's path (``FetchPacer``); None: always ``fetch_max_wait_ms``."""
         self.topic = topic
         self._tracer = tracer  # None: tracing off
         self.group_id = group_id
@@ -255,7 +308,14 @@ class ReliableSubscriber:
             description=f"{self.handler_name} in consumer group {group_id}",
         )
         subscriber(self._consume)
-        next_batch = functools.partial(_next_batch, timeout_ms=batch_timeout_ms, max_records=batch_max_records)
+        self.pacer = (
+            FetchPacer(active_ms=fetch_max_wait_ms, quiet_ms=quiet_fetch[0], quiet_after_s=quiet_fetch[1])
+            if quiet_fetch is not None
+            else None
+        )
+        next_batch = functools.partial(
+            _next_batch, timeout_ms=batch_timeout_ms, max_records=batch_max_records, pacer=self.pacer
+        )
         subscriber.get_msg = next_batch  # type: ignore[method-assign]
 
     async def _consume(self, msg: KafkaMessage) -> None:

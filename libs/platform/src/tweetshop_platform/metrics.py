@@ -66,6 +66,12 @@ CONSUMER_LAG = Gauge(
     "Messages of a partition not yet committed by a consumer group (end offset minus committed offset)",
     ["group", "topic", "partition"],
 )
+CONSUMER_FETCH_WAIT = Gauge(
+    "tweetshop_consumer_fetch_wait_seconds",
+    "How long a consumer group's fetches wait at the broker now (longer while a consumer off the purchase's path "
+    "finds nothing); set when it changes",
+    ["group"],
+)
 CONSUMER_LAG_ERRORS = Counter(
     "tweetshop_consumer_lag_collection_errors_total", "Failed attempts to read committed and end offsets"
 )

@@ -54,6 +54,7 @@ class _Subscription:
     after_commit: AfterCommit | None
     read_model: bool
     group: str = ""  # the group's name, without the namespace and the service
+    purchase_path: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class PlannedSubscription:
     handler: Handler
     after_commit: AfterCommit | None
     read_model: bool
+    purchase_path: bool = False
 
 
 def _handler_name(handler: Handler) -> str:
@@ -119,7 +121,14 @@ def plan_subscriptions(
             f"{service.name}'s subscriptions differ from tweetshop_contracts.system:\n  - " + "\n  - ".join(problems)
         )
     return [
-        PlannedSubscription(group.name, topic, handlers[group.name], after_commit.get(group.name), group.read_model)
+        PlannedSubscription(
+            group.name,
+            topic,
+            handlers[group.name],
+            after_commit.get(group.name),
+            group.read_model,
+            group.purchase_path,
+        )
         for group in service.reliable_groups
         for topic in group.topics
     ]
@@ -181,16 +190,21 @@ class ServiceRuntime:
         group: str | None = None,
         after_commit: AfterCommit | None = None,
         read_model: bool = False,
+        purchase_path: bool = False,
     ) -> None:
         """Handle ``topic`` in consumer group ``<service>.<group>`` (default: the handler's name).
 
         ``read_model``: the handler only keeps a copy of another service's data, off a purchase's path: its
         consumer waits longer per fetch (``kafka_read_model_fetch_max_wait_ms``), which costs the broker less.
+        ``purchase_path``: the consumer stands between a buyer's POST and the payment, so it never fetches less
+        often when quiet; every other one does (``kafka_quiet_fetch_max_wait_ms``, ``consumer.FetchPacer``).
         """
         # The topic namespace (empty in production) also isolates consumer groups between test runs.
         name = group or str(getattr(handler, "__name__", "handler"))
         group_id = f"{self.topics.namespace}{self.name}.{name}"
-        self._subscriptions.append(_Subscription(topic, group_id, handler, after_commit, read_model, name))
+        self._subscriptions.append(
+            _Subscription(topic, group_id, handler, after_commit, read_model, name, purchase_path)
+        )
 
     def subscribe_declared(
         self, handlers: Mapping[str, Handler], *, after_commit: Mapping[str, AfterCommit] | None = None
@@ -211,6 +225,7 @@ class ServiceRuntime:
                 group=planned.group,
                 after_commit=planned.after_commit,
                 read_model=planned.read_model,
+                purchase_path=planned.purchase_path,
             )
 
     def live_view(self, name: str) -> Group:
@@ -299,6 +314,9 @@ class ServiceRuntime:
                     retry_backoff=s.consumer_retry_backoff_s,
                     fetch_max_wait_ms=(
                         s.kafka_read_model_fetch_max_wait_ms if sub.read_model else s.kafka_fetch_max_wait_ms
+                    ),
+                    quiet_fetch=(
+                        None if sub.purchase_path else (s.kafka_quiet_fetch_max_wait_ms, s.kafka_quiet_after_s)
                     ),
                     batch_max_records=s.consumer_batch_max_records,
                     batch_timeout_ms=s.consumer_batch_timeout_ms,

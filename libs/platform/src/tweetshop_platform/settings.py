@@ -237,6 +237,22 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
             "the broker CPU whether data came or not, so these ask less often"
         ),
     )
+    kafka_quiet_fetch_max_wait_ms: int = Field(
+        default=1000,
+        ge=1,
+        le=5000,
+        description=(
+            "The fetch wait of a consumer off the purchase's path (read models, shipments, the live map) once it "
+            "found nothing for kafka_quiet_after_s: what a stack at rest polls the broker with; the first event "
+            "after a quiet spell arrives up to this late (consumer.FetchPacer)"
+        ),
+    )
+    kafka_quiet_after_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=3600.0,
+        description="Seconds without a record after which a consumer off the purchase's path fetches less often",
+    )
     topic_namespace: str = Field(
         default="",
         pattern=r"^[a-z0-9_.-]*$",

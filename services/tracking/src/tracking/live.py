@@ -29,6 +29,7 @@ from tweetshop_contracts import (
     ShipmentLocationUpdated,
     ShipmentStatusChanged,
 )
+from tweetshop_platform.consumer import FetchPacer
 from tweetshop_platform.kafka import TopicNames
 
 from . import domain, metrics
@@ -265,8 +266,11 @@ class LiveFeed:
         listener: AssignmentListener,
         max_records: int = 1000,
         security: Mapping[str, Any] | None = None,
+        quiet_fetch: tuple[int, float] | None = None,
     ) -> None:
-        """``security``: the runtime's TLS and SASL client arguments (``runtime.kafka_security``)."""
+        """``security``: the runtime's TLS and SASL client arguments (``runtime.kafka_security``); ``quiet_fetch``:
+        (the fetch wait in ms, after how many seconds without a point or a status) while the map is quiet
+        (``FetchPacer``): the first point after a quiet spell comes up to that late, the next ones at once."""
         self._security = dict(security or {})
         self._hub = hub
         self._names = topic_names
@@ -276,6 +280,11 @@ class LiveFeed:
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._listener = listener
         self._max_records = max_records
+        self._pacer = (
+            FetchPacer(active_ms=fetch_max_wait_ms, quiet_ms=quiet_fetch[0], quiet_after_s=quiet_fetch[1])
+            if quiet_fetch is not None
+            else None
+        )
 
     async def run(self) -> None:
         """Worker: read and dispatch until cancelled."""
@@ -293,6 +302,8 @@ class LiveFeed:
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=self._max_records)
+                if self._pacer is not None:
+                    self._pacer.apply(consumer, bool(batches))
                 for partition, records in batches.items():
                     logical = self._names.logical(partition.topic)
                     for record in records:

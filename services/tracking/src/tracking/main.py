@@ -177,6 +177,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         fetch_max_wait_ms=settings.live_fetch_max_wait_ms,
         listener=live.AssignmentListener(),
         security=runtime.kafka_security,
+        quiet_fetch=(settings.kafka_quiet_fetch_max_wait_ms, settings.kafka_quiet_after_s),
     )
     runtime.add_worker("live-feed", feed.run)
 
