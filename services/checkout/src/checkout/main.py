@@ -102,8 +102,9 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
             200: {"description": "The same request again (same Idempotency-Key): the same order"},
             400: {"description": "No Idempotency-Key, or one too short or long (`idempotency_key_required`)"},
             404: {
-                "description": "Unknown product or tweet (`unknown_product`), or, for a signed-in buyer, a "
-                "payment_method that is not one of theirs (`payment_method_not_found`)"
+                "description": "Unknown product or tweet (`unknown_product`), or a payment_method that is not the "
+                "buyer's: for a signed-in buyer, one not theirs; without a credential, a card saved to a buyer "
+                "account (`payment_method_not_found`)"
             },
             409: {
                 "description": "Sold out or no longer on sale, or this Idempotency-Key was used for another order "

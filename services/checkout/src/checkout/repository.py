@@ -86,19 +86,26 @@ def stock_claimed(unanswered: int, heard: int, copy_counts: int | None, reserved
 @dataclass(frozen=True)
 class PurchaseView:
     """What placing an order reads first: the product (its stock net of this checkout's claims), the tweet, and
-    whether the Idempotency-Key already names an order (then the order is a replay: ``get_order_by_key``)."""
+    whether the Idempotency-Key already names an order (then the order is a replay: ``get_order_by_key``), and
+    whether the PaymentMethod asked about is saved on a buyer's Customer."""
 
     product: ProductView | None
     tweet: TweetView | None
     key_used: bool
+    saved_card: bool = False
 
 
 async def get_product_and_tweet(
-    conn: asyncpg.Connection, product_id: uuid.UUID, tweet_id: uuid.UUID, key_hash: str
+    conn: asyncpg.Connection,
+    product_id: uuid.UUID,
+    tweet_id: uuid.UUID,
+    key_hash: str,
+    saved_card: str | None = None,
 ) -> PurchaseView:
     """``get_product``, ``get_tweet`` and whether ``key_hash`` is taken, in one round trip and no transaction: a
     refused purchase (sold out, unknown product) costs one statement. The product's ``stock_available`` is net of
-    this checkout's own claims on it.
+    this checkout's own claims on it. ``saved_card``: a PaymentMethod id to look up among the cards saved on a
+    buyer's Customer (``PurchaseView.saved_card``); None: not asked.
 
     Catalog owns the stock and decides every reservation; checkout's copy of its count only changes when
     catalog's ProductUpdated arrives, after catalog has reserved. In a drop, thousands of orders are placed
@@ -132,13 +139,16 @@ async def get_product_and_tweet(
                          WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version)
                    END AS reserved_unseen,
                    (SELECT h.units FROM product_reservations_heard h WHERE h.product_id = $1) AS heard,
-                   EXISTS (SELECT 1 FROM orders k WHERE k.idempotency_key_hash = $3) AS key_used
+                   EXISTS (SELECT 1 FROM orders k WHERE k.idempotency_key_hash = $3) AS key_used,
+                   EXISTS (SELECT 1 FROM orders c
+                           WHERE c.payment_method = $4 AND c.payment_customer IS NOT NULL) AS saved_card
             FROM (SELECT 1) AS one
             LEFT JOIN products p ON p.id = $1
             LEFT JOIN buyable_tweets t ON t.tweet_id = $2""",
         product_id,
         tweet_id,
         key_hash,
+        saved_card,
     )
     assert row is not None
     product = ProductView(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None
@@ -153,7 +163,7 @@ async def get_product_and_tweet(
         if row["tweet_id"]
         else None
     )
-    return PurchaseView(product, tweet, key_used=row["key_used"])
+    return PurchaseView(product, tweet, key_used=row["key_used"], saved_card=row["saved_card"])
 
 
 async def count_reservation_heard(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:

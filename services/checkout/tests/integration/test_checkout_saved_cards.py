@@ -151,6 +151,25 @@ async def test_someone_elses_saved_card_is_refused_and_nothing_is_charged(checko
     assert await charges_of(checkout, card) == charged_before
 
 
+async def test_a_saved_card_is_refused_without_its_buyers_credential(checkout: Checkout) -> None:
+    """A card saved on a buyer's Customer is theirs: an order without a credential cannot pay with it (real Stripe
+    would refuse to confirm it without the Customer; localstripe would charge it), whoever learnt its id."""
+    ada = await new_buyer(checkout)
+    card = await new_card(checkout)
+    await buy(checkout, ada, card, save_card=True)
+    charged_before = await charges_of(checkout, card)
+
+    refused, product = await place(checkout, None, card)
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["error"] == "payment_method_not_found"
+    assert await checkout.sql("SELECT id FROM orders WHERE product_id = $1", product.product_id) == []
+    # Its buyer still pays with it, and a fresh card still buys without an account.
+    await buy(checkout, ada, card)
+    fresh, _ = await place(checkout, None, await new_card(checkout))
+    assert fresh.status_code == 202, fresh.text
+    assert await charges_of(checkout, card) == charged_before + 1
+
+
 async def charges_of(checkout: Checkout, payment_method: str) -> int:
     """How many PaymentIntents Stripe holds for this card (localstripe has no filter: page through all)."""
     count = 0

@@ -96,19 +96,27 @@ async def check_purchase(
     key_hash: str,
     *,
     key_free: bool = False,
+    signed_in: bool = False,
 ) -> Checked:
     """Everything that can refuse a purchase, before any transaction: one statement (the key's lookup, the product
     net of this checkout's claims, the tweet), then the unpaid-order cap when it is on. Raises the refusal
     (``DomainError``: sold out, unknown product, too many unpaid orders...). ``key_free``: the caller knows the
-    key names no order any more (it looked), so a taken key is not reported again.
+    key names no order any more (it looked), so a taken key is not reported again. ``signed_in``: the buyer
+    presented their credential (whose card it is was then asked of Stripe, ``cards.payment_customer_for``);
+    without one, a card saved on a buyer's Customer is refused as if it did not exist, whoever learnt its id:
+    real Stripe would not confirm it without that Customer, localstripe would charge it.
 
     In a drop thousands of buyers are told "sold out" here, each for one round trip; checkout's ``refusals``
     answers them through this same function ahead of FastAPI. Nothing read here is locked, as before (READ
     COMMITTED): catalog decides every reservation, and the key is unique in the table.
     """
-    seen = await repository.get_product_and_tweet(conn, request.product_id, request.tweet_id, key_hash)
+    seen = await repository.get_product_and_tweet(
+        conn, request.product_id, request.tweet_id, key_hash, None if signed_in else request.payment_method
+    )
     if seen.key_used and not key_free:
         return Checked(key_used=True)
+    if seen.saved_card:
+        raise NotFound("no such payment method (or not yours)", code="payment_method_not_found")
     if settings.unpaid_orders_cap:
         await _refuse_too_many_unpaid(conn, request, settings)
     try:
@@ -134,12 +142,13 @@ async def place_order(
     """
     key_hash = access.idempotency_key_hash(idempotency_key)
     async with pool.acquire() as conn:
-        checked = await check_purchase(conn, settings, request, key_hash)
+        signed_in = account is not None
+        checked = await check_purchase(conn, settings, request, key_hash, signed_in=signed_in)
         if checked.key_used:
             found = await repository.get_order_by_key(conn, key_hash)
             if found is not None:
                 return _replay(found, request_hash, idempotency_key)
-            checked = await check_purchase(conn, settings, request, key_hash, key_free=True)
+            checked = await check_purchase(conn, settings, request, key_hash, key_free=True, signed_in=signed_in)
         product, price = checked.product, checked.price
         assert price is not None
         order, placed = domain.place(uuid.uuid4(), request, price, correlation_id, utc_now())
