@@ -26,6 +26,9 @@ from typing import Any, Literal
 
 PAYMENT_METHOD_ID = re.compile(r"^pm_[A-Za-z0-9_]{1,200}$")
 CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9_]{1,200}$")
+# Stripe's test PaymentMethods (pm_card_visa, pm_card_threeDSecure2Required...): test mode only, and each use is a new
+# card, never one saved on a Customer, however many orders named it.
+TEST_PAYMENT_METHOD = re.compile(r"^pm_card_[A-Za-z0-9_]{1,190}$")
 # Stripe's own setting for a card kept for payments made with the buyer present (see the module's docstring).
 SETUP_FUTURE_USAGE = "on_session"
 
@@ -88,3 +91,8 @@ def ownership(pm_customer: str | None, buyer_customer: str | None) -> Ownership:
 def customer_idempotency_key(buyer_id: str) -> str:
     """The same key for every attempt at a buyer's Customer: Stripe answers the first one's Customer again."""
     return f"buyer-{buyer_id}-customer"
+
+
+def may_be_saved(payment_method: str) -> bool:
+    """Whether ``payment_method`` can be a card saved on a buyer's Customer: any id but Stripe's test tokens."""
+    return TEST_PAYMENT_METHOD.match(payment_method) is None

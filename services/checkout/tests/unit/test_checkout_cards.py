@@ -85,3 +85,14 @@ def test_save_card_is_optional_and_leaves_an_order_from_before_saved_cards_the_s
 def test_save_card_is_a_json_boolean(value: Any) -> None:
     with pytest.raises(ValueError, match="save_card"):
         OrderIn.model_validate(_body(save_card=value))
+
+
+@pytest.mark.parametrize("token", ["pm_card_visa", "pm_card_threeDSecure2Required", "pm_card_visa_chargeDeclined"])
+def test_stripes_test_tokens_are_never_a_saved_card(token: str) -> None:
+    """Each use of a test token is a new card at Stripe: orders that saved one do not make it anyone's."""
+    assert not cards.may_be_saved(token)
+
+
+@pytest.mark.parametrize("payment_method", ["pm_1Q0PsIJvEtkwdCNYMSaVuRz6", "pm_cardx", "pm_card"])
+def test_any_other_payment_method_may_be_a_saved_card(payment_method: str) -> None:
+    assert cards.may_be_saved(payment_method)

@@ -12,7 +12,7 @@ from tweetshop_contracts import utc_now
 from tweetshop_platform.errors import Conflict, DomainError, NotFound, TooManyRequests, Unprocessable
 from tweetshop_platform.uow import joining, unit_of_work
 
-from .. import access, accounts, domain, metrics, repository
+from .. import access, accounts, cards, domain, metrics, repository
 from ..config import CheckoutSettings
 from ..domain import Order, PurchaseRequest
 from ..gateway import PaymentDeclined, PaymentGateway, PaymentProviderUnavailable
@@ -104,15 +104,15 @@ async def check_purchase(
     key names no order any more (it looked), so a taken key is not reported again. ``signed_in``: the buyer
     presented their credential (whose card it is was then asked of Stripe, ``cards.payment_customer_for``);
     without one, a card saved on a buyer's Customer is refused as if it did not exist, whoever learnt its id:
-    real Stripe would not confirm it without that Customer, localstripe would charge it.
+    real Stripe would not confirm it without that Customer, localstripe would charge it. (Stripe's test tokens,
+    ``pm_card_visa`` and the like, are a new card at each use: never looked up.)
 
     In a drop thousands of buyers are told "sold out" here, each for one round trip; checkout's ``refusals``
     answers them through this same function ahead of FastAPI. Nothing read here is locked, as before (READ
     COMMITTED): catalog decides every reservation, and the key is unique in the table.
     """
-    seen = await repository.get_product_and_tweet(
-        conn, request.product_id, request.tweet_id, key_hash, None if signed_in else request.payment_method
-    )
+    saved_card = None if signed_in or not cards.may_be_saved(request.payment_method) else request.payment_method
+    seen = await repository.get_product_and_tweet(conn, request.product_id, request.tweet_id, key_hash, saved_card)
     if seen.key_used and not key_free:
         return Checked(key_used=True)
     if seen.saved_card:
