@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import structlog
@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import metrics, telemetry
 from .errors import DomainError, TooManyRequests
 from .openapi import operator_dependency
+from .proxies import Network
 
 log = structlog.get_logger(__name__)
 
@@ -153,10 +154,16 @@ def install_operator_check(app: FastAPI, operator_key: SecretStr) -> None:
 
 
 def install_common(
-    app: FastAPI, readiness: dict[str, ReadinessCheck], max_body_bytes: int, *, tracer: Tracer | None = None
+    app: FastAPI,
+    readiness: dict[str, ReadinessCheck],
+    max_body_bytes: int,
+    *,
+    tracer: Tracer | None = None,
+    trusted_proxies: Sequence[Network] = (),
 ) -> None:
     """Add error handlers, request metrics and correlation ids, and /healthz, /readyz, /metrics; with a ``tracer``
-    (tracing on, telemetry.py), a SERVER span per request, outermost."""
+    (tracing on, telemetry.py), a SERVER span per request, outermost, continuing the trace of a request only when
+    it comes from one of ``trusted_proxies``."""
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -190,7 +197,7 @@ def install_common(
     app.add_middleware(ObserveRequests)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     if tracer is not None:
-        app.add_middleware(telemetry.server_middleware, tracer=tracer)
+        app.add_middleware(telemetry.server_middleware, tracer=tracer, trusted_proxies=trusted_proxies)
 
     @app.get("/healthz", operation_id="checkLiveness", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -16,7 +16,6 @@ replicas behind a load balancer, a client gets up to that many times the limit.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import math
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -34,6 +33,8 @@ from starlette.types import Scope
 
 from .errors import DomainError
 from .http import too_many_requests
+from .proxies import Network, parse_trusted_proxies
+from .proxies import is_trusted as _is_trusted
 from .settings import ServiceSettings
 
 WRITES = "writes"
@@ -92,8 +93,6 @@ CREDENTIALS_REFUSED = Counter(
     ["route"],
 )
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 class RateLimited(Exception):
     """Answered 429 with ``Retry-After``."""
@@ -118,29 +117,6 @@ def parse_limit(text: str, name: str) -> list[RateLimitItem]:
         raise ValueError(
             f"{name}={text!r} is not a rate limit: write <count>/<period>, e.g. 60/minute or 60/minute;1000/day"
         ) from None
-
-
-def parse_trusted_proxies(text: str) -> tuple[Network, ...]:
-    """``"127.0.0.1, 10.0.0.0/8"`` → networks; ValueError on anything else."""
-    networks: list[Network] = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if part:
-            try:
-                networks.append(ipaddress.ip_network(part, strict=False))
-            except ValueError:
-                raise ValueError(f"trusted_proxies: {part!r} is not an IP address or network") from None
-    return tuple(networks)
-
-
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in trusted)
 
 
 def client_address(scope: Scope, trusted: Sequence[Network]) -> str:

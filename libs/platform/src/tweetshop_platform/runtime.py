@@ -34,6 +34,7 @@ from .lag import ConsumerLagMonitor
 from .logs import configure_logging
 from .openapi import install_error_documentation
 from .outbox import OutboxRelay
+from .proxies import parse_trusted_proxies
 from .ratelimit import RateLimiter
 from .settings import InsecureSecretsError, ServiceSettings
 
@@ -444,6 +445,7 @@ def create_service_app(runtime: ServiceRuntime, *, title: str, description: str,
         {"database": runtime.check_database, "broker": runtime.check_broker},
         max_body_bytes=s.max_request_body_bytes,
         tracer=runtime.tracer,
+        trusted_proxies=parse_trusted_proxies(s.trusted_proxies),
     )
     install_operator_check(app, s.operator_key)
     install_asyncapi(app, s.service_name)

@@ -386,6 +386,7 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         default="",
         description=(
             "Comma-separated addresses or networks (127.0.0.1, 10.0.0.0/8) of proxies in front of this service, e.g. "
-            "the web app's gateway: only from them is X-Forwarded-For believed. Empty: the peer is the client"
+            "the web app's gateway: only from them is X-Forwarded-For believed, and a trace context (traceparent) "
+            "continued. Empty: the peer is the client, and every request starts its own trace"
         ),
     )

@@ -8,6 +8,9 @@ its tracing work: no provider, processor or exporter is made, nor is the SDK imp
 
 Where the trace context travels (W3C ``traceparent``/``tracestate``):
 - HTTP in: ``server_middleware`` (opentelemetry-instrumentation-asgi), a SERVER span per request, named by route.
+  A request's own ``traceparent``/``tracestate``/``baggage`` are believed only from a trusted proxy
+  (``trusted_proxies``: the web app in front of a service); from anyone else the request starts a trace of its
+  own, so no client can choose our trace ids, force sampling, or write its ``tracestate`` onto our events.
 - HTTP out: the web app's gateway instruments its httpx clients (opentelemetry-instrumentation-httpx).
 - Kafka out: ``outbox.enqueue`` stores ``current_carrier()`` with the row (column ``trace_context``), since the
   relay publishes later, from another task; the relay makes a PRODUCER span, child of the enqueueing span, and
@@ -23,7 +26,7 @@ import contextlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -32,6 +35,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .proxies import Network, peer_is_trusted
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 TRACING_VARIABLE = "TWEETSHOP_TRACING"
 Mode = Literal["off", "otlp"]
 HEADERS = ("traceparent", "tracestate")
+# What a request may carry of a trace, dropped unless its peer is a trusted proxy (the W3C headers and baggage).
+_CONTEXT_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 INSTRUMENTATION = "tweetshop"
 # Requests a trace would only drown in: probes and scrapes.
 UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
@@ -110,8 +117,9 @@ def export_to(processor: SpanProcessor | None) -> None:
         active = False
 
 
-def server_middleware(app: ASGIApp, tracer: Tracer) -> ASGIApp:
-    """``app`` with a SERVER span per HTTP request, child of the request's ``traceparent`` when it has one.
+def server_middleware(app: ASGIApp, tracer: Tracer, trusted_proxies: Sequence[Network] = ()) -> ASGIApp:
+    """``app`` with a SERVER span per HTTP request, child of the request's ``traceparent`` when its peer is one of
+    ``trusted_proxies`` (none: every request starts its own trace).
 
     The span is named ``<method> <route>`` (``POST /orders``, never the path with its ids) once the route is
     known; probes and ``/metrics`` are not traced, and no header is recorded (``Authorization`` must never be).
@@ -128,7 +136,24 @@ def server_middleware(app: ASGIApp, tracer: Tracer) -> ASGIApp:
         tracer=tracer,
         exclude_spans=["receive", "send"],
     )
-    return middleware
+    return _UntrustedTraceContextDropped(middleware, tuple(trusted_proxies))
+
+
+class _UntrustedTraceContextDropped:
+    """Outside the SERVER span: removes the trace context headers of a request whose peer is not a trusted proxy,
+    before the instrumentation reads them (a client-chosen ``traceparent`` would pick our trace id and, with a
+    parent-based sampler, whether we record; its ``tracestate`` would ride on every event of the purchase)."""
+
+    def __init__(self, app: ASGIApp, trusted: tuple[Network, ...]) -> None:
+        self.app = app
+        self.trusted = trusted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not peer_is_trusted(scope, self.trusted):
+            headers = scope.get("headers") or []
+            if any(name in _CONTEXT_HEADERS for name, _ in headers):
+                scope = {**scope, "headers": [(n, v) for n, v in headers if n not in _CONTEXT_HEADERS]}
+        await self.app(scope, receive, send)
 
 
 class _NamedByRoute:

@@ -16,7 +16,8 @@ from tweetshop_platform.auth import bearer_token
 from tweetshop_platform.errors import Forbidden, NotFound
 from tweetshop_platform.http import install_common, install_operator_check
 from tweetshop_platform.openapi import install_error_documentation
-from tweetshop_platform.ratelimit import RateLimiter, client_address, limit_routes, parse_trusted_proxies
+from tweetshop_platform.proxies import parse_trusted_proxies
+from tweetshop_platform.ratelimit import RateLimiter, client_address, limit_routes
 
 OPERATOR_KEY = "unit-test-operator-key"
 COURIER_TOKEN = "courier-token-of-s1"

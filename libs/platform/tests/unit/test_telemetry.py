@@ -29,6 +29,7 @@ from tweetshop_platform.consumer import ReliableSubscriber
 from tweetshop_platform.http import install_common
 from tweetshop_platform.kafka import TopicNames
 from tweetshop_platform.outbox import OutboxRelay
+from tweetshop_platform.proxies import parse_trusted_proxies
 from tweetshop_platform.settings import ServiceSettings
 
 # A W3C traceparent from "upstream": version, trace id, parent span id, sampled.
@@ -145,9 +146,16 @@ async def _ready() -> None:
     return None
 
 
-def traced_app() -> FastAPI:
+def traced_app(trusted_proxies: str = "127.0.0.1") -> FastAPI:
+    """httpx's ASGITransport connects from 127.0.0.1: trusted by default, as the web app is by a service."""
     app = FastAPI()
-    install_common(app, {"database": _ready}, max_body_bytes=1000, tracer=telemetry.tracer("svc"))
+    install_common(
+        app,
+        {"database": _ready},
+        max_body_bytes=1000,
+        tracer=telemetry.tracer("svc"),
+        trusted_proxies=parse_trusted_proxies(trusted_proxies),
+    )
 
     @app.get("/orders/{order_id}")
     async def get_order(order_id: str) -> dict[str, str]:
@@ -175,6 +183,21 @@ async def test_a_request_is_a_server_span_named_by_its_route_and_child_of_its_tr
     assert attributes["http.response.status_code"] == 200
     assert attributes["url.query"] == "token=REDACTED", "a buyer's token rides in the map page's URL"
     assert "secret" not in json.dumps({k: str(v) for k, v in attributes.items()}), "no header, token or query kept"
+
+
+@pytest.mark.parametrize("trusted", ["", "10.0.0.0/8", "::1"])
+async def test_a_trace_context_from_a_peer_that_is_no_trusted_proxy_is_not_believed(
+    spans: InMemorySpanExporter, trusted: str
+) -> None:
+    """A client cannot choose our trace id, our parent span, or what its tracestate and baggage add to our trace."""
+    forged = {"traceparent": TRACEPARENT, "tracestate": "evil=1", "baggage": "user=admin"}
+    transport = httpx.ASGITransport(app=traced_app(trusted_proxies=trusted))
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        assert (await client.get("/orders/42", headers=forged)).status_code == 200
+    [span] = spans.get_finished_spans()
+    assert span.name == "GET /orders/{order_id}"
+    assert hex_trace(span) != TRACE_ID and hex_parent(span) is None
+    assert span.context is not None and "evil" not in span.context.trace_state.to_header()
 
 
 async def test_without_a_tracer_no_middleware_is_added(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from tweetshop_platform.ratelimit import parse_trusted_proxies
+from tweetshop_platform.proxies import parse_trusted_proxies
 
 REAL_STRIPE_JS = "https://js.stripe.com/v3/"
 _REAL_STRIPE_API_HOSTS = {"api.stripe.com", "js.stripe.com"}
@@ -85,7 +85,7 @@ class WebappSettings(BaseSettings):
         description=(
             "Comma-separated addresses or networks of proxies in front of the web app whose X-Forwarded-For is "
             "believed. The gateway sends the buyer's address on to the APIs as X-Forwarded-For (the APIs believe it "
-            "when their own trusted_proxies names the web app)"
+            "when their own trusted_proxies names the web app). Only from these is a trace context continued"
         ),
     )
     readiness_timeout_s: float = Field(default=2, gt=0, description="Per upstream, for GET /readyz")

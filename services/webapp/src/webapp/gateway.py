@@ -28,13 +28,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import Receive, Scope, Send
 from tweetshop_platform import telemetry
 from tweetshop_platform.http import error_body, too_many_requests
-from tweetshop_platform.ratelimit import (
-    RATE_LIMITED,
-    Network,
-    client_address,
-    parse_trusted_proxies,
-    presented_credential,
-)
+from tweetshop_platform.proxies import Network, parse_trusted_proxies
+from tweetshop_platform.ratelimit import RATE_LIMITED, client_address, presented_credential
 
 from . import buyer_session
 from .config import WebappSettings

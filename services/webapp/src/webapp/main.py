@@ -25,6 +25,7 @@ from tweetshop_platform.openapi import (
     ORDER_ACCESS_TOKEN_IN_URL,
     install_error_documentation,
 )
+from tweetshop_platform.proxies import parse_trusted_proxies
 
 from . import buyer_session, gateway
 from .config import WebappSettings
@@ -158,6 +159,7 @@ def create_app(settings: WebappSettings | None = None, *, transport: httpx.Async
         {name: upstream_answers(name, url) for name, url in settings.upstreams.items()},
         max_body_bytes=settings.max_request_body_bytes,
         tracer=telemetry.tracer(settings.service_name),  # None unless TWEETSHOP_TRACING=otlp
+        trusted_proxies=parse_trusted_proxies(settings.trusted_proxies),
     )
 
     @app.middleware("http")
