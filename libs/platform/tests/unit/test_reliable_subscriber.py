@@ -17,8 +17,9 @@ from tweetshop_contracts.system import SYSTEM, DeclarationError, Group, Reads, S
 from tweetshop_devstack.testing import order_paid, order_placed
 from tweetshop_platform import metrics
 from tweetshop_platform.consumer import PermanentError, ReliableSubscriber, handled_types, handles
-from tweetshop_platform.kafka import TopicNames
+from tweetshop_platform.kafka import TopicNames, create_broker
 from tweetshop_platform.runtime import DeclarationMismatch, plan_subscriptions
+from tweetshop_platform.settings import ServiceSettings
 
 
 class FakeConnection:
@@ -346,3 +347,34 @@ def test_the_declaration_refuses_an_event_type_its_topic_does_not_have() -> None
     odd = dataclasses.replace(tracking, groups=_reading_orders("StockReserved", "OrderPaid").groups)
     with pytest.raises(DeclarationError, match=r"handles StockReserved, which is no event type of checkout\.orders"):
         dataclasses.replace(SYSTEM, services=tuple(odd if s is tracking else s for s in SYSTEM.services))
+
+
+async def test_the_runtimes_broker_hands_each_batch_to_the_subscriber_without_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FastStream's dependency injection resolved a ``KafkaMessage`` parameter in a worker thread for every batch
+    (4-5 % of a consumer-heavy service's CPU); the runtime's broker injects nothing and the subscriber needs none."""
+    import anyio.to_thread
+
+    async def no_worker_thread(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a worker thread for a batch")
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", no_worker_thread)
+    broker = create_broker(ServiceSettings(service_name="catalog"))
+    applied: list[OrderPlaced] = []
+
+    async def handle(_conn: Any, event: OrderPlaced) -> None:
+        applied.append(event)
+
+    ReliableSubscriber(
+        broker=broker,
+        pool=FakeDatabase(),  # type: ignore[arg-type]
+        topics=TopicNames(""),
+        topic=topics.CHECKOUT_ORDERS,
+        group_id="test.orders",
+        handler=handle,
+    )
+    event = placed()
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(event.to_bytes(), topics.CHECKOUT_ORDERS)
+    assert [e.event_id for e in applied] == [event.event_id]
