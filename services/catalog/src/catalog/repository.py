@@ -91,12 +91,14 @@ async def list_products(conn: asyncpg.Connection, merchant_id: uuid.UUID, limit:
     return [_product(r) for r in rows]
 
 
-async def update_product(conn: asyncpg.Connection, p: Product) -> None:
-    await conn.execute(
-        """UPDATE products SET title = $2, description = $3, image_url = $4, price_minor = $5,
+_UPDATE_PRODUCT = """UPDATE products SET title = $2, description = $3, image_url = $4, price_minor = $5,
                stock_available = $6, stock_reserved = $7, stock_sold = $8, status = $9, version = $10,
                units_reserved_total = $11, updated_at = now()
-           WHERE id = $1""",
+           WHERE id = $1"""
+
+
+def _product_values(p: Product) -> tuple[Any, ...]:
+    return (
         p.id,
         p.title,
         p.description,
@@ -111,6 +113,10 @@ async def update_product(conn: asyncpg.Connection, p: Product) -> None:
     )
 
 
+async def update_product(conn: asyncpg.Connection, p: Product) -> None:
+    await conn.execute(_UPDATE_PRODUCT, *_product_values(p))
+
+
 async def get_reservation(conn: asyncpg.Connection, order_id: uuid.UUID) -> Reservation | None:
     row = await conn.fetchrow(
         "SELECT order_id, product_id, quantity, status, reason FROM reservations WHERE order_id = $1 FOR UPDATE",
@@ -119,11 +125,49 @@ async def get_reservation(conn: asyncpg.Connection, order_id: uuid.UUID) -> Rese
     return Reservation(**dict(row.items())) if row else None
 
 
-async def save_reservation(conn: asyncpg.Connection, r: Reservation) -> None:
-    await conn.execute(
-        """INSERT INTO reservations (order_id, product_id, quantity, status, reason) VALUES ($1, $2, $3, $4, $5)
+_SAVE_RESERVATION = """INSERT INTO reservations (order_id, product_id, quantity, status, reason)
+           VALUES (${0}, ${1}, ${2}, ${3}, ${4})
            ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason,
-               updated_at = now()""",
+               updated_at = now()"""
+
+
+async def save_reservation(conn: asyncpg.Connection, r: Reservation) -> None:
+    values = (r.order_id, r.product_id, r.quantity, r.status, r.reason)
+    await conn.execute(_SAVE_RESERVATION.format(1, 2, 3, 4, 5), *values)
+
+
+async def lock_reservation_and_product(
+    conn: asyncpg.Connection, order_id: uuid.UUID, product_id: uuid.UUID | None = None
+) -> tuple[Reservation | None, Product | None]:
+    """The order's reservation and its product (``product_id``'s when the order has none yet), each row locked
+    (FOR UPDATE) until the transaction ends: ``get_reservation`` and ``get_product(for_update=True)`` in one round
+    trip, the reservation locked first as before. Both CTEs are MATERIALIZED, so each is run once and whole."""
+    row = await conn.fetchrow(
+        f"""WITH r AS MATERIALIZED (
+                SELECT order_id, product_id, quantity, status, reason FROM reservations WHERE order_id = $1 FOR UPDATE),
+            p AS MATERIALIZED (
+                SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = coalesce((SELECT product_id FROM r), $2) FOR UPDATE)
+            SELECT r.order_id AS r_order_id, r.product_id AS r_product_id, r.quantity AS r_quantity,
+                   r.status AS r_status, r.reason AS r_reason, p.*
+            FROM (SELECT 1) AS one LEFT JOIN r ON true LEFT JOIN p ON true""",
+        order_id,
+        product_id,
+    )
+    assert row is not None
+    reservation = (
+        Reservation(row["r_order_id"], row["r_product_id"], row["r_quantity"], row["r_status"], row["r_reason"])
+        if row["r_order_id"] is not None
+        else None
+    )
+    product = Product(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None
+    return reservation, product
+
+
+async def save_product_and_reservation(conn: asyncpg.Connection, p: Product, r: Reservation) -> None:
+    """``update_product`` and ``save_reservation`` in one statement (a data-modifying CTE runs exactly once)."""
+    await conn.execute(
+        f"WITH updated AS ({_UPDATE_PRODUCT}) " + _SAVE_RESERVATION.format(12, 13, 14, 15, 16),
+        *_product_values(p),
         r.order_id,
         r.product_id,
         r.quantity,

@@ -151,9 +151,9 @@ async def get_product(pool: asyncpg.Pool, product_id: uuid.UUID) -> Product:
 
 async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced) -> None:
     """Reserve the order's stock, or reject it; both answers go on catalog.reservations.v1."""
-    if await repository.get_reservation(conn, event.order_id) is not None:
+    answered, product = await repository.lock_reservation_and_product(conn, event.order_id, event.product_id)
+    if answered is not None:
         return  # already answered for this order
-    product = await repository.get_product(conn, event.product_id, for_update=True)
     common = {
         "producer": PRODUCER,
         "correlation_id": event.correlation_id,
@@ -169,8 +169,7 @@ async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced) -> None:
         )
         await outbox.enqueue(conn, StockRejected(**common, reason=str(refused)))
         return
-    await repository.update_product(conn, updated)
-    await repository.save_reservation(conn, reservation)
+    await repository.save_product_and_reservation(conn, updated, reservation)
     await outbox.enqueue(conn, StockReserved(**common))
     # One ProductUpdated per product per consumer batch: its newest state, after all of the batch's reservations.
     await outbox.enqueue_newest(conn, product_event(updated, event.correlation_id))
@@ -178,15 +177,11 @@ async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced) -> None:
 
 async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
     """Reserved stock becomes sold."""
-    reservation = await repository.get_reservation(conn, event.order_id)
-    if reservation is None:
-        return
-    product = await repository.get_product(conn, reservation.product_id, for_update=True)
-    if product is None:
+    reservation, product = await repository.lock_reservation_and_product(conn, event.order_id)
+    if reservation is None or product is None:
         return
     updated, reservation = domain.commit(product, reservation)
-    await repository.update_product(conn, updated)
-    await repository.save_reservation(conn, reservation)
+    await repository.save_product_and_reservation(conn, updated, reservation)
 
 
 async def on_order_ended_unpaid(conn: asyncpg.Connection, event: OrderPaymentFailed | OrderCancelled) -> None:
@@ -203,18 +198,14 @@ async def on_order_refunded(conn: asyncpg.Connection, event: OrderRefunded) -> N
 async def _give_back(
     conn: asyncpg.Connection, order_id: uuid.UUID, correlation_id: str, reason: str, *, returned: bool
 ) -> None:
-    reservation = await repository.get_reservation(conn, order_id)
-    if reservation is None:
-        return
-    product = await repository.get_product(conn, reservation.product_id, for_update=True)
-    if product is None:
+    reservation, product = await repository.lock_reservation_and_product(conn, order_id)
+    if reservation is None or product is None:
         return
     move = domain.restock if returned else domain.release
     updated, reservation, moved = move(product, reservation, reason)
     if not moved:
         return
-    await repository.update_product(conn, updated)
-    await repository.save_reservation(conn, reservation)
+    await repository.save_product_and_reservation(conn, updated, reservation)
     released = StockReleased(
         producer=PRODUCER,
         correlation_id=correlation_id,
