@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from tweetshop_devstack.testing import eventually
 
 if TYPE_CHECKING:
     from conftest import Shop, StartShop
@@ -269,7 +270,13 @@ def test_markup_typed_by_merchants_and_buyers_is_shown_as_text_and_never_runs(
 
     # --- the map page: the destination's pin and the courier's, their tooltips opened -------------------------
     with httpx.Client(base_url=stack.tracking, timeout=10) as tracking:
-        [shipment] = tracking.get("/shipments", params={"order_id": order_id}, headers=buyer).json()
+
+        def shipments() -> Any:
+            # 404 until tracking has read the OrderPaid (its consumer may be fetching at its quiet pace).
+            answer = tracking.get("/shipments", params={"order_id": order_id}, headers=buyer)
+            return answer.json() if answer.status_code == 200 else None
+
+        [shipment] = eventually(shipments, what="the paid order's shipment")
         operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
         courier_token = tracking.post(f"/shipments/{shipment['id']}/courier-token", headers=operator).json()
         courier = {"Authorization": f"Bearer {courier_token['courier_token']}"}
