@@ -117,14 +117,6 @@ async def update_product(conn: asyncpg.Connection, p: Product) -> None:
     await conn.execute(_UPDATE_PRODUCT, *_product_values(p))
 
 
-async def get_reservation(conn: asyncpg.Connection, order_id: uuid.UUID) -> Reservation | None:
-    row = await conn.fetchrow(
-        "SELECT order_id, product_id, quantity, status, reason FROM reservations WHERE order_id = $1 FOR UPDATE",
-        order_id,
-    )
-    return Reservation(**dict(row.items())) if row else None
-
-
 _SAVE_RESERVATION = """INSERT INTO reservations (order_id, product_id, quantity, status, reason)
            VALUES (${0}, ${1}, ${2}, ${3}, ${4})
            ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason,
@@ -140,8 +132,8 @@ async def lock_reservation_and_product(
     conn: asyncpg.Connection, order_id: uuid.UUID, product_id: uuid.UUID | None = None
 ) -> tuple[Reservation | None, Product | None]:
     """The order's reservation and its product (``product_id``'s when the order has none yet), each row locked
-    (FOR UPDATE) until the transaction ends: ``get_reservation`` and ``get_product(for_update=True)`` in one round
-    trip, the reservation locked first as before. Both CTEs are MATERIALIZED, so each is run once and whole."""
+    (FOR UPDATE) until the transaction ends, in one round trip; the reservation is locked first, then the product
+    (every path that locks both does so in this order). Both CTEs are MATERIALIZED, so each is run once and whole."""
     row = await conn.fetchrow(
         f"""WITH r AS MATERIALIZED (
                 SELECT order_id, product_id, quantity, status, reason FROM reservations WHERE order_id = $1 FOR UPDATE),
