@@ -63,6 +63,9 @@ def measure(stack: ServiceStack, infra: BenchInfra, seconds: float) -> dict[str,
         "broker_cores": cores.get("broker"),
         "services_and_broker_cores": round(services + (cores.get("broker") or 0.0), 4),
         "steal_share": steal_share(ticks, machine_ticks()),
+        # Each part's CPU since it started, before the window: a real service has used seconds (imports,
+        # migrations), a wrong pid next to nothing; the window itself may round to 0 for a quiet one.
+        "cpu_s_before_window": {name: round(cpu, 3) for name, cpu in before.items()},
     }
 
 
