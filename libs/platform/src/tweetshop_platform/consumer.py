@@ -179,6 +179,14 @@ class FetchPacer:
         self._last_record = clock()
         self.wait_ms = active_ms
 
+    @classmethod
+    def of(cls, active_ms: int, quiet_fetch: tuple[int, float] | None) -> FetchPacer | None:
+        """The pacer of a consumer whose short wait is ``active_ms``; ``quiet_fetch``: (the wait in ms, after how many
+        seconds without a record), as ``ServiceSettings.quiet_fetch`` gives it, or None: no pacer (never paced)."""
+        if quiet_fetch is None:
+            return None
+        return cls(active_ms=active_ms, quiet_ms=quiet_fetch[0], quiet_after_s=quiet_fetch[1])
+
     def after(self, got_records: bool) -> int:
         """The wait for the next fetches, after a ``getmany`` that did (or did not) return records."""
         now = self._clock()
@@ -310,11 +318,7 @@ class ReliableSubscriber:
             description=f"{self.handler_name} in consumer group {group_id}",
         )
         subscriber(self._consume)
-        self.pacer = (
-            FetchPacer(active_ms=fetch_max_wait_ms, quiet_ms=quiet_fetch[0], quiet_after_s=quiet_fetch[1])
-            if quiet_fetch is not None
-            else None
-        )
+        self.pacer = FetchPacer.of(fetch_max_wait_ms, quiet_fetch)
         next_batch = functools.partial(
             _next_batch, timeout_ms=batch_timeout_ms, max_records=batch_max_records, pacer=self.pacer
         )

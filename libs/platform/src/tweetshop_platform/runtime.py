@@ -316,9 +316,7 @@ class ServiceRuntime:
                     fetch_max_wait_ms=(
                         s.kafka_read_model_fetch_max_wait_ms if sub.read_model else s.kafka_fetch_max_wait_ms
                     ),
-                    quiet_fetch=(
-                        None if sub.purchase_path else (s.kafka_quiet_fetch_max_wait_ms, s.kafka_quiet_after_s)
-                    ),
+                    quiet_fetch=None if sub.purchase_path else s.quiet_fetch,
                     batch_max_records=s.consumer_batch_max_records,
                     batch_timeout_ms=s.consumer_batch_timeout_ms,
                     tracer=self.tracer,

@@ -253,6 +253,13 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         le=3600.0,
         description="Seconds without a record after which a consumer off the purchase's path fetches less often",
     )
+
+    @property
+    def quiet_fetch(self) -> tuple[int, float]:
+        """(kafka_quiet_fetch_max_wait_ms, kafka_quiet_after_s): how a consumer off the purchase's path is paced
+        (``consumer.FetchPacer.of``)."""
+        return self.kafka_quiet_fetch_max_wait_ms, self.kafka_quiet_after_s
+
     topic_namespace: str = Field(
         default="",
         pattern=r"^[a-z0-9_.-]*$",

@@ -280,11 +280,7 @@ class LiveFeed:
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._listener = listener
         self._max_records = max_records
-        self._pacer = (
-            FetchPacer(active_ms=fetch_max_wait_ms, quiet_ms=quiet_fetch[0], quiet_after_s=quiet_fetch[1])
-            if quiet_fetch is not None
-            else None
-        )
+        self._pacer = FetchPacer.of(fetch_max_wait_ms, quiet_fetch)
 
     async def run(self) -> None:
         """Worker: read and dispatch until cancelled."""

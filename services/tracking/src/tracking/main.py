@@ -177,7 +177,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
         fetch_max_wait_ms=settings.live_fetch_max_wait_ms,
         listener=live.AssignmentListener(),
         security=runtime.kafka_security,
-        quiet_fetch=(settings.kafka_quiet_fetch_max_wait_ms, settings.kafka_quiet_after_s),
+        quiet_fetch=settings.quiet_fetch,
     )
     runtime.add_worker("live-feed", feed.run)
 
