@@ -86,7 +86,13 @@ class BenchInfra:
         self.tansu = Tansu(free_port(), self.logs_dir) if kafka_bootstrap is None else None
         # `make run` keeps Postgres durable (fsync on); the tuned variant is what the test fixtures use.
         self.postgres = (
-            EmbeddedPostgres(self.run_dir / "pgdata", free_port(), self.logs_dir, tuned_for_tests=not durable_postgres)
+            EmbeddedPostgres(
+                self.run_dir / "pgdata",
+                free_port(),
+                self.logs_dir,
+                tuned_for_tests=not durable_postgres,
+                stat_statements=True,
+            )
             if admin_dsn is None
             else None
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common.cpu import CpuMeter
+from bench.common.statements import StatementMeter
 from bench.common.watch import OrderTimes
 from bench.orders.load import OrderTarget, StepResult, run_step
 from bench.orders.options import Options
@@ -30,6 +31,7 @@ def describe(step: StepResult) -> str:
         f"{step.to_paid.p99_ms:.0f} ms  p99→shipped {step.to_shipped.p99_ms:.0f} ms  "
         f"drained {step.drained_within_s} s  "
         + (f"steal {step.steal_share:.0%}  " if step.steal_share is not None else "")
+        + (f"SQL/order {step.statements_per_order['statements']:g}  " if step.statements_per_order else "")
         + ("OK" if ok else "NOT sustained: " + why)
     )
 
@@ -61,6 +63,7 @@ class Driver:
     times: OrderTimes
     meter: CpuMeter
     opts: Options
+    statements: StatementMeter | None = None  # the shop's SQL statements per order, where Postgres counts them
 
     async def step(
         self, label: str, rate: float, *, duration_s: float, count: int | None = None, settle_s: float | None = None
@@ -77,6 +80,7 @@ class Driver:
             duration_s=duration_s,
             settle_s=self.opts.settle_s if settle_s is None else settle_s,
             count=count,
+            statements=self.statements,
         )
 
     async def warm_up(self, label: str, count: int) -> StepResult:

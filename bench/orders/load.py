@@ -21,7 +21,8 @@ import aiohttp
 from tweetshop_devstack.seed import order_body
 
 from bench.common.cpu import CpuMeter, machine_ticks, steal_share
-from bench.common.stack import CLIENT_KEEPALIVE_S, Seeded
+from bench.common.stack import CLIENT_KEEPALIVE_S, SERVICE_NAMES, Seeded
+from bench.common.statements import StatementMeter, per_order
 from bench.common.stats import Latency, percentile
 from bench.common.watch import OrderTimes
 
@@ -149,6 +150,7 @@ class StepResult:
     cpu_ms_per_order: dict[str, float]
     cpu_window_s: float
     steal_share: float | None = None
+    statements_per_order: dict[str, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -205,6 +207,7 @@ class StepResult:
             "cpu_s": self.cpu_s,
             "cpu_window_s": self.cpu_window_s,
             "cpu_ms_per_order": self.cpu_ms_per_order,
+            "statements_per_order": self.statements_per_order,
             "steal_share": self.steal_share,
             "sustained": ok,
             "verdict": why,
@@ -223,8 +226,10 @@ async def run_step(
     duration_s: float,
     settle_s: float = 60.0,
     count: int | None = None,
+    statements: StatementMeter | None = None,
 ) -> StepResult:
-    """Send ``rate`` orders/s for ``duration_s`` (or ``count`` orders), wait for them to be paid and shipped."""
+    """Send ``rate`` orders/s for ``duration_s`` (or ``count`` orders), wait for them to be paid and shipped;
+    with ``statements``, count the services' SQL statements too."""
     n = count if count is not None else max(1, round(rate * duration_s))
     errors: Counter[str] = Counter()
     mine: list[str] = []
@@ -236,6 +241,7 @@ async def run_step(
         else:
             mine.append(order_id)
 
+    statements_before = await statements.snapshot() if statements is not None else None
     cpu_before = meter.snapshot()
     ticks_before = machine_ticks()
     window_started = time.monotonic()
@@ -254,6 +260,7 @@ async def run_step(
     await asyncio.sleep(0.5)
     cpu_used = CpuMeter.delta(cpu_before, meter.snapshot())
     stolen = steal_share(ticks_before, machine_ticks())
+    statements_after = await statements.snapshot() if statements is not None else None
     window_s = time.monotonic() - window_started
     to_paid = [times.paid[o][0] - placed[o] for o in mine if o in times.paid]
     to_shipped = [times.shipped[o][0] - placed[o] for o in mine if o in times.shipped]
@@ -280,4 +287,5 @@ async def run_step(
         cpu_window_s=round(window_s, 2),
         steal_share=stolen,
         cpu_ms_per_order={k: round(v * 1000 / completed, 3) for k, v in cpu_used.items()},
+        statements_per_order=per_order(statements_before, statements_after, completed, SERVICE_NAMES),
     )

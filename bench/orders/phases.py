@@ -13,6 +13,7 @@ from tweetshop_devstack.services import DEV_STRIPE_API_KEY
 
 from bench.common import loop, profiling
 from bench.common.stack import BenchInfra, ServiceStack
+from bench.common.statements import StatementMeter
 from bench.common.watch import OrderTimes, TopicWatcher
 from bench.orders import raw
 from bench.orders.baseline import ORDERS, SHIPMENTS, BaselinePipeline
@@ -50,7 +51,14 @@ async def drive_shop(stack: ServiceStack, infra: BenchInfra, opts: Options, mode
     target = HttpOrders(stack.url("checkout"), stack.seeded, placed)
     infra_pids = infra.pids()
     stripe_pid = infra_pids.get("stripe-standin" if stack.stripe_kind == "standin" else "localstripe")
-    run = Driver(target, placed, times, pipeline_meter(stack.pids(), infra_pids, stripe_pid), opts)
+    run = Driver(
+        target,
+        placed,
+        times,
+        pipeline_meter(stack.pids(), infra_pids, stripe_pid),
+        opts,
+        StatementMeter(infra.admin_dsn, stack.database),
+    )
     out: dict[str, Any] = {"mode": mode, "stripe": stack.stripe_kind, "stripe_url": stack.stripe_url}
     try:
         first = await run.first_order()

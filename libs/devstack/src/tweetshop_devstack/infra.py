@@ -364,6 +364,7 @@ class EmbeddedPostgres:
         tuned_for_tests: bool = False,
         max_connections: int = 300,
         host: str = LOCALHOST,
+        stat_statements: bool = False,
     ) -> None:
         with warnings.catch_warnings():
             # The package's own server class computes a runtime dir at import, warning when XDG_RUNTIME_DIR is unset.
@@ -386,6 +387,9 @@ class EmbeddedPostgres:
         if tuned_for_tests:
             # Durability is worthless for a throw-away test server; these make DDL and commits several times faster.
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        if stat_statements:
+            # The benchmarks count each service's statements (bench/common/statements.py); a little CPU per statement.
+            settings |= {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
         argv = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
