@@ -15,8 +15,12 @@ _PRODUCT_COLUMNS = (
 )
 
 
+_PRODUCT_FIELDS = tuple(column.strip() for column in _PRODUCT_COLUMNS.split(","))
+
+
 def _product(row: asyncpg.Record) -> Product:
-    return Product(**dict(row.items()))
+    """The product of a row that has (at least) ``_PRODUCT_COLUMNS``, read by name."""
+    return Product(**{field: row[field] for field in _PRODUCT_FIELDS})
 
 
 async def insert_merchant(
@@ -151,7 +155,7 @@ async def lock_reservation_and_product(
         if row["r_order_id"] is not None
         else None
     )
-    product = Product(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None
+    product = _product(row) if row["id"] else None
     return reservation, product
 
 
