@@ -35,6 +35,7 @@ def test_the_public_names_are_those_of_contract_v1() -> None:
         "checkout.products",
         "checkout.tweets",
         "checkout.reservations",
+        "checkout.allocations",
         "checkout.shipments",
         "tracking.orders",
         "tracking.live",

@@ -141,6 +141,49 @@ class StockReleased(_ReservationEvent):
     reason: str = Field(max_length=500)
 
 
+# --- catalog.allocations.v1 -----------------------------------------------------------
+
+
+class StockAllocated(Envelope):
+    """Catalog set units of a product aside for checkout to reserve from on its own, in the order's transaction
+    (contract 1.4.0). Checkout reserves from its allocation without asking catalog per order, and says so in
+    ``OrderPlaced.allocation_generation``; catalog then records the reservation and still announces it
+    (``StockReserved``) as for any other order. Units on sale (``ProductUpdated.stock_available``) include the
+    allocated ones: an allocation moves no unit off sale.
+
+    A higher ``generation`` replaces the allocation (with ``units``, possibly 0: catalog takes back what was
+    allocated before, as when the merchant sets the stock below it); the same generation adds ``units`` to it.
+    The rule (higher replaces, equal adds, lower is stale) gives the same allocation in any order of delivery.
+    Checkout gives back what a replacement or a stale event leaves it (``StockAllocationReturned``). Other
+    subscribers may ignore it."""
+
+    TOPIC = topics.CATALOG_ALLOCATIONS
+    KEY_FIELD = "product_id"
+
+    event_type: Literal["StockAllocated"] = "StockAllocated"
+    product_id: uuid.UUID
+    generation: int = Field(ge=0, le=2**31 - 1, description="Replaces the allocation when higher; adds when equal")
+    units: int = Field(ge=0, le=1_000_000, description="Units set aside for checkout by this event")
+
+
+# --- checkout.allocations.v1 ----------------------------------------------------------
+
+
+class StockAllocationReturned(Envelope):
+    """Checkout gives back allocated units it will never reserve (contract 1.4.0): the units it had left of a
+    generation when a higher one replaced it, or the units of a StockAllocated that came after a higher
+    generation. Every allocated unit is either reserved by an order (``OrderPlaced.allocation_generation``) or
+    returned here, once. Catalog's business; other subscribers may ignore it."""
+
+    TOPIC = topics.CHECKOUT_ALLOCATIONS
+    KEY_FIELD = "product_id"
+
+    event_type: Literal["StockAllocationReturned"] = "StockAllocationReturned"
+    product_id: uuid.UUID
+    generation: int = Field(ge=0, le=2**31 - 1, description="The generation the units were allocated in")
+    units: int = Field(ge=0, le=1_000_000, description="Units given back")
+
+
 # --- feed.buyable-tweets.v1 ------------------------------------------------------------
 
 
@@ -181,6 +224,16 @@ class OrderPlaced(_OrderEvent):
     amount_minor: MinorAmount
     currency: Currency
     unit_price_minor: MinorAmount
+    allocation_generation: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description=(
+            "Set when checkout reserved the units itself, from the allocation of this generation (StockAllocated): "
+            "the order is already due for payment, and catalog records the reservation instead of deciding it. "
+            "Absent: catalog is asked to reserve, as before contract 1.4.0"
+        ),
+    )
 
 
 class OrderPaid(_OrderEvent):
@@ -346,6 +399,8 @@ class ShipmentLocationUpdated(Envelope):
 MerchantEvent = Annotated[MerchantRegistered | MerchantApiKeyRotated, Field(discriminator="event_type")]
 ProductEvent = Annotated[ProductListed | ProductUpdated, Field(discriminator="event_type")]
 ReservationEvent = Annotated[StockReserved | StockRejected | StockReleased, Field(discriminator="event_type")]
+AllocationEvent = StockAllocated
+AllocationReturnEvent = StockAllocationReturned
 BuyableTweetEvent = BuyableTweetPosted
 OrderEvent = Annotated[
     OrderPlaced | OrderPaid | OrderPaymentFailed | OrderCancelled | OrderRefunded | OrderBuyerErased,
@@ -365,6 +420,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     StockReserved,
     StockRejected,
     StockReleased,
+    StockAllocated,
     BuyableTweetPosted,
     OrderPlaced,
     OrderPaid,
@@ -375,6 +431,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     BuyerCredentialIssued,
     BuyerCredentialsRevoked,
     BuyerDeleted,
+    StockAllocationReturned,
     ShipmentCreated,
     ShipmentStatusChanged,
     ShipmentLocationUpdated,
@@ -384,9 +441,11 @@ TOPIC_EVENTS: dict[str, TypeAdapter[Envelope]] = {
     topics.CATALOG_MERCHANTS: TypeAdapter(MerchantEvent),
     topics.CATALOG_PRODUCTS: TypeAdapter(ProductEvent),
     topics.CATALOG_RESERVATIONS: TypeAdapter(ReservationEvent),
+    topics.CATALOG_ALLOCATIONS: TypeAdapter(AllocationEvent),
     topics.FEED_BUYABLE_TWEETS: TypeAdapter(BuyableTweetEvent),
     topics.CHECKOUT_ORDERS: TypeAdapter(OrderEvent),
     topics.CHECKOUT_BUYERS: TypeAdapter(BuyerEvent),
+    topics.CHECKOUT_ALLOCATIONS: TypeAdapter(AllocationReturnEvent),
     topics.TRACKING_SHIPMENTS: TypeAdapter(ShipmentEvent),
     topics.TRACKING_LOCATIONS: TypeAdapter(LocationEvent),
 }

@@ -435,6 +435,15 @@ CATALOG = Service(
             retention="At least 7 days (the Kafka default): enough to catch up after an outage.",
             config=_SEVEN_DAYS,
         ),
+        Topic(
+            topics.CATALOG_ALLOCATIONS,
+            summary=(
+                "Units of a product set aside for checkout, which reserves from them in the order's own transaction "
+                "(contract 1.4.0): checkout's business, other teams may ignore it."
+            ),
+            retention="At least 7 days (the Kafka default): enough to catch up after an outage.",
+            config=_SEVEN_DAYS,
+        ),
     ),
     groups=(
         Group(
@@ -447,6 +456,10 @@ CATALOG = Service(
                 ),
             ),
             purchase_path=True,
+        ),
+        Group(
+            "allocations",
+            (Reads(topics.CHECKOUT_ALLOCATIONS, "takes back the allocated units checkout will never reserve"),),
         ),
     ),
 )
@@ -542,6 +555,15 @@ CHECKOUT = Service(
             ),
             config=_FOREVER,
         ),
+        Topic(
+            topics.CHECKOUT_ALLOCATIONS,
+            summary=(
+                "Allocated units checkout gives back to catalog, never to reserve them (contract 1.4.0): catalog's "
+                "business, other teams may ignore it."
+            ),
+            retention="At least 7 days (the Kafka default): enough to catch up after an outage.",
+            config=_SEVEN_DAYS,
+        ),
     ),
     groups=(
         Group(
@@ -577,6 +599,16 @@ CHECKOUT = Service(
                     topics.CATALOG_RESERVATIONS,
                     "moves the order on: pay once stock is reserved, cancel when it is rejected",
                     handles=("StockReserved", "StockRejected"),  # StockReleased confirms what checkout asked for
+                ),
+            ),
+            purchase_path=True,
+        ),
+        Group(
+            "allocations",
+            (
+                Reads(
+                    topics.CATALOG_ALLOCATIONS,
+                    "keeps the units allocated to it, to reserve from in the order's own transaction",
                 ),
             ),
             purchase_path=True,

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 # The version of the AsyncAPI document: bump the minor version with every compatible extension.
-CONTRACT_VERSION = "1.3.0"
+CONTRACT_VERSION = "1.4.0"
 
 TOPICS: tuple[TopicSpec, ...] = SYSTEM.topic_specs()
 

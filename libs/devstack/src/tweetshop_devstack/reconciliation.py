@@ -305,6 +305,23 @@ def _check_stock(
     report.facts["units_sold"] = sum(sold_by_orders.values())
 
 
+def _check_allocations(report: Report, allocations: Iterable[asyncpg.Record]) -> None:
+    """At rest, every unit catalog allocated to checkout is accounted for: what catalog counts as allocated is what
+    checkout has left of the same generation, and nothing of a taken-back generation is still out (each unit was
+    reserved by an order or given back, once)."""
+    for a in allocations:
+        product = a["id"]
+        if a["stock_returning"]:
+            report.violated(f"product {product}: {a['stock_returning']} unit(s) of a taken-back allocation unaccounted")
+        same_generation = a["checkout_generation"] == a["allocation_generation"]
+        left = (a["units_left"] or 0) if same_generation else 0
+        if a["stock_allocated"] != left:
+            report.violated(
+                f"product {product}: catalog counts {a['stock_allocated']} unit(s) allocated to checkout (generation "
+                f"{a['allocation_generation']}), checkout has {a['units_left']} (generation {a['checkout_generation']})"
+            )
+
+
 def _check_delivery(
     report: Report,
     outbox: Mapping[str, list[asyncpg.Record]],
@@ -413,6 +430,12 @@ async def reconcile(
             for r in await _fetch(conn, "SELECT id, stock_available, stock_reserved, stock_sold FROM catalog.products")
         }
         reservations = await _fetch(conn, "SELECT order_id, status FROM catalog.reservations")
+        allocations = await _fetch(
+            conn,
+            """SELECT p.id, p.stock_allocated, p.stock_returning, p.allocation_generation,
+                      a.units_left, a.generation AS checkout_generation
+               FROM catalog.products p LEFT JOIN checkout.stock_allocations a ON a.product_id = p.id""",
+        )
         shipments = await _fetch(conn, "SELECT order_id FROM tracking.shipments") if "tracking" in schemas else []
         # One row per event: a row may carry several (more_event_ids, after its first).
         outbox = {
@@ -435,6 +458,7 @@ async def reconcile(
     _check_orders(report, orders, {str(o) for o in accepted_orders}, events[topics.CHECKOUT_ORDERS])
     _check_payments(report, orders, intents)
     _check_stock(report, initial_stock, products, orders, reservations)
+    _check_allocations(report, allocations)
     # The event types each consumer group acts on, per topic (empty: all): it keeps no inbox row of the others.
     acts_on = {
         (f"{topic_namespace}{s.name}.{g.name}", r.topic): r.handles

@@ -42,6 +42,19 @@ class Product:
     # ProductUpdated carries it, so checkout can tell the reservations its copy already counts from the ones it
     # has not heard of yet (checkout's repository.get_product_and_tweet).
     units_reserved_total: int = 0
+    # Units of stock_available allocated to checkout (it reserves from them itself, without asking per order), and
+    # the allocation's generation (StockAllocated on catalog.allocations.v1). Setting the stock below what is
+    # allocated takes the allocation back: a new generation, and the old one's units are ``stock_returning`` until
+    # checkout reserves them for orders it took before it heard (``reserve_allocated``) or gives them back
+    # (StockAllocationReturned: ``take_back``). Catalog reserves only the rest (``stock_free``).
+    stock_allocated: int = 0
+    allocation_generation: int = 0
+    stock_returning: int = 0
+
+    @property
+    def stock_free(self) -> int:
+        """Units on sale that catalog itself may still reserve or allocate."""
+        return max(0, self.stock_available - self.stock_allocated - self.stock_returning)
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,8 @@ def reserve(product: Product | None, order_id: uuid.UUID, quantity: int, currenc
         raise ReservationRefused(f"currency {currency} does not match the product's {product.currency}")
     if quantity < 1:
         raise ReservationRefused("quantity must be at least 1")
-    if quantity > product.stock_available:
-        raise ReservationRefused(f"only {product.stock_available} left in stock, {quantity} asked")
+    if quantity > product.stock_free:
+        raise ReservationRefused(f"only {product.stock_free} left in stock, {quantity} asked")
     updated = replace(
         product,
         stock_available=product.stock_available - quantity,
@@ -77,6 +90,78 @@ def reserve(product: Product | None, order_id: uuid.UUID, quantity: int, currenc
         units_reserved_total=product.units_reserved_total + quantity,
     )
     return updated, Reservation(order_id, product.id, quantity, "reserved")
+
+
+@dataclass(frozen=True)
+class AllocatedReservation:
+    """What recording an order checkout reserved from its allocation did (``reserve_allocated``)."""
+
+    product: Product
+    reservation: Reservation
+    # Units taken from the free stock: the order said more than its allocation holds (never, unless an event was
+    # forged or lost).
+    from_free: int
+    # Units there was no stock for at all: the merchant set the stock below what checkout had already taken from
+    # its allocation before it heard (see the runbook). Reported, never hidden; stock never goes below zero.
+    overdrawn: int
+
+
+def reserve_allocated(product: Product, order_id: uuid.UUID, quantity: int, generation: int) -> AllocatedReservation:
+    """Record the reservation checkout made itself, from the allocation of ``generation``: never refused (the order
+    is already due for payment). Its units come from the allocation in force, or from the units of a taken-back
+    generation still out (``stock_returning``); anything beyond is taken from the free stock, or ``overdrawn``."""
+    if generation == product.allocation_generation:
+        from_allocation, from_returning = min(product.stock_allocated, quantity), 0
+    else:
+        from_allocation, from_returning = 0, min(product.stock_returning, quantity)
+    rest = quantity - from_allocation - from_returning
+    from_free = min(product.stock_free, rest)
+    overdrawn = max(0, quantity - product.stock_available, rest - from_free)
+    available = max(0, product.stock_available - quantity)
+    updated = replace(
+        product,
+        stock_available=available,
+        stock_allocated=min(product.stock_allocated - from_allocation, available),
+        stock_returning=product.stock_returning - from_returning,
+        stock_reserved=product.stock_reserved + quantity,
+        version=product.version + 1,
+        units_reserved_total=product.units_reserved_total + quantity,
+    )
+    reservation = Reservation(order_id, product.id, quantity, "reserved")
+    return AllocatedReservation(updated, reservation, from_free, overdrawn)
+
+
+def take_back(product: Product, generation: int, units: int) -> Product:
+    """Checkout gave back ``units`` of ``generation`` it will never reserve (StockAllocationReturned)."""
+    if generation == product.allocation_generation:  # checkout never returns the generation in force; defensive
+        return replace(product, stock_allocated=product.stock_allocated - min(product.stock_allocated, units))
+    return replace(product, stock_returning=product.stock_returning - min(product.stock_returning, units))
+
+
+def top_up(product: Product, target: int) -> tuple[Product, int]:
+    """Allocate more units to checkout once its allocation is down to half of ``target`` (0: allocations off):
+    up to ``target``, from the free stock of an active product. The units granted (0: none); they stay on sale,
+    so the product's version does not change."""
+    if target <= 0 or product.status != "active" or product.stock_allocated * 2 > target or product.stock_free <= 0:
+        return product, 0
+    granted = min(product.stock_free, target - product.stock_allocated)
+    return replace(product, stock_allocated=product.stock_allocated + granted), granted
+
+
+def restocked(product: Product, target: int) -> tuple[Product, int | None]:
+    """After the merchant set the stock or the status: when the stock is now below what is allocated, the
+    allocation is taken back (a new generation; checkout drops it when it hears, and gives back what it had left);
+    then ``top_up``. The units granted, or None when nothing about the allocation changed."""
+    revoke = product.stock_allocated > product.stock_available
+    if revoke:
+        product = replace(
+            product,
+            stock_allocated=0,
+            stock_returning=product.stock_returning + product.stock_allocated,
+            allocation_generation=product.allocation_generation + 1,
+        )
+    product, granted = top_up(product, target)
+    return product, granted if granted or revoke else None
 
 
 def commit(product: Product, reservation: Reservation) -> tuple[Product, Reservation]:

@@ -26,7 +26,12 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     settings = settings or CatalogSettings()
     # Topics, groups and their settings: tweetshop_contracts.system; here only each group's handler.
     runtime = ServiceRuntime(settings, package="catalog")
-    runtime.subscribe_declared({"orders": handlers.on_order_event})
+    runtime.subscribe_declared(
+        {
+            "orders": handlers.order_events(settings.allocation_units),
+            "allocations": handlers.allocation_events(settings.allocation_units),
+        }
+    )
     app = create_service_app(
         runtime,
         title="tweetshop catalog",
@@ -127,7 +132,9 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
             status="active",
             version=1,
         )
-        created = await service.list_product(runtime.pool, api_key, product, correlation(request))
+        created = await service.list_product(
+            runtime.pool, api_key, product, correlation(request), settings.allocation_units
+        )
         return ProductOut.of(created)
 
     @app.get(
@@ -167,7 +174,9 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         api_key: Annotated[str, Depends(MERCHANT_API_KEY)],
     ) -> ProductOut:
         changes = body.model_dump(exclude_unset=True, exclude_none=True)
-        updated = await service.change_product(runtime.pool, api_key, product_id, changes, correlation(request))
+        updated = await service.change_product(
+            runtime.pool, api_key, product_id, changes, correlation(request), settings.allocation_units
+        )
         return ProductOut.of(updated)
 
     # Registering and rotating keys: a tighter limit per client than other writes.

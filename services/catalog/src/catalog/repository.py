@@ -11,7 +11,8 @@ from .domain import Product, Reservation
 
 _PRODUCT_COLUMNS = (
     "id, merchant_id, title, description, image_url, price_minor, currency, "
-    "stock_available, stock_reserved, stock_sold, status, version, units_reserved_total"
+    "stock_available, stock_reserved, stock_sold, status, version, units_reserved_total, stock_allocated, "
+    "allocation_generation, stock_returning"
 )
 
 
@@ -62,7 +63,7 @@ async def set_merchant_key(conn: asyncpg.Connection, merchant_id: uuid.UUID, key
 async def insert_product(conn: asyncpg.Connection, p: Product) -> None:
     await conn.execute(
         f"""INSERT INTO products ({_PRODUCT_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)""",
         p.id,
         p.merchant_id,
         p.title,
@@ -76,6 +77,9 @@ async def insert_product(conn: asyncpg.Connection, p: Product) -> None:
         p.status,
         p.version,
         p.units_reserved_total,
+        p.stock_allocated,
+        p.allocation_generation,
+        p.stock_returning,
     )
 
 
@@ -97,7 +101,8 @@ async def list_products(conn: asyncpg.Connection, merchant_id: uuid.UUID, limit:
 
 _UPDATE_PRODUCT = """UPDATE products SET title = $2, description = $3, image_url = $4, price_minor = $5,
                stock_available = $6, stock_reserved = $7, stock_sold = $8, status = $9, version = $10,
-               units_reserved_total = $11, updated_at = now()
+               units_reserved_total = $11, stock_allocated = $12, allocation_generation = $13,
+               stock_returning = $14, updated_at = now()
            WHERE id = $1"""
 
 
@@ -114,6 +119,9 @@ def _product_values(p: Product) -> tuple[Any, ...]:
         p.status,
         p.version,
         p.units_reserved_total,
+        p.stock_allocated,
+        p.allocation_generation,
+        p.stock_returning,
     )
 
 
@@ -162,7 +170,7 @@ async def lock_reservation_and_product(
 async def save_product_and_reservation(conn: asyncpg.Connection, p: Product, r: Reservation) -> None:
     """``update_product`` and ``save_reservation`` in one statement (a data-modifying CTE runs exactly once)."""
     await conn.execute(
-        f"WITH updated AS ({_UPDATE_PRODUCT}) " + _SAVE_RESERVATION.format(12, 13, 14, 15, 16),
+        f"WITH updated AS ({_UPDATE_PRODUCT}) " + _SAVE_RESERVATION.format(15, 16, 17, 18, 19),
         *_product_values(p),
         r.order_id,
         r.product_id,

@@ -7,6 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 import asyncpg
+import structlog
+from prometheus_client import Counter
 from tweetshop_contracts import (
     MerchantApiKeyRotated,
     MerchantRegistered,
@@ -17,6 +19,8 @@ from tweetshop_contracts import (
     OrderRefunded,
     ProductListed,
     ProductUpdated,
+    StockAllocated,
+    StockAllocationReturned,
     StockRejected,
     StockReleased,
     StockReserved,
@@ -29,6 +33,18 @@ from . import domain, repository
 from .domain import Product
 
 PRODUCER = "catalog"
+
+log = structlog.get_logger(__name__)
+
+ALLOCATED_ORDERS = Counter(
+    "catalog_allocated_order_units_total",
+    "Units of orders checkout reserved from its allocation, by where catalog found them: 'allocation' (an allocation "
+    "in force, or one taken back whose units were still out), 'free' (more than the allocation held: only after a "
+    "forged or lost event) or 'overdrawn' (no stock at all: the merchant set the stock below what checkout had "
+    "already sold; see the runbook)",
+    ["source"],
+)
+UNITS_ALLOCATED = Counter("catalog_units_allocated_total", "Units allocated to checkout (StockAllocated)")
 
 
 def product_event(p: Product, correlation_id: str, *, listed: bool = False) -> ProductListed | ProductUpdated:
@@ -109,19 +125,41 @@ async def rotate_key(pool: asyncpg.Pool, merchant_id: uuid.UUID, api_key: str, c
     return new_key
 
 
-async def list_product(pool: asyncpg.Pool, api_key: str, product: Product, correlation_id: str) -> Product:
-    """A merchant lists a new product."""
+def _allocation(product: Product, units: int, correlation_id: str) -> StockAllocated:
+    UNITS_ALLOCATED.inc(units)
+    return StockAllocated(
+        producer=PRODUCER,
+        correlation_id=correlation_id,
+        product_id=product.id,
+        generation=product.allocation_generation,
+        units=units,
+    )
+
+
+async def list_product(
+    pool: asyncpg.Pool, api_key: str, product: Product, correlation_id: str, allocation_units: int = 0
+) -> Product:
+    """A merchant lists a new product; ``allocation_units`` of it are allocated to checkout at once (0: none)."""
+    product, granted = domain.top_up(product, allocation_units)
     async with pool.acquire() as conn, conn.transaction():
         await authorize_merchant(conn, product.merchant_id, api_key)
         await repository.insert_product(conn, product)
         await outbox.enqueue(conn, product_event(product, correlation_id, listed=True))
+        if granted:
+            await outbox.enqueue(conn, _allocation(product, granted, correlation_id))
     return product
 
 
 async def change_product(
-    pool: asyncpg.Pool, api_key: str, product_id: uuid.UUID, changes: dict[str, object], correlation_id: str
+    pool: asyncpg.Pool,
+    api_key: str,
+    product_id: uuid.UUID,
+    changes: dict[str, object],
+    correlation_id: str,
+    allocation_units: int = 0,
 ) -> Product:
-    """Change title, description, image, price, stock (units on sale) or status."""
+    """Change title, description, image, price, stock (units on sale) or status. Stock set below what is allocated
+    to checkout takes the allocation back (``domain.restocked``): the new count is the merchant's."""
     async with pool.acquire() as conn, conn.transaction():
         current = await repository.get_product(conn, product_id, for_update=True)
         if current is None:
@@ -133,8 +171,11 @@ async def change_product(
         updated = replace(current, **fields, version=current.version + 1)  # type: ignore[arg-type]
         if updated == replace(current, version=current.version + 1):
             return current
+        updated, granted = domain.restocked(updated, allocation_units)
         await repository.update_product(conn, updated)
         await outbox.enqueue(conn, product_event(updated, correlation_id))
+        if granted is not None:
+            await outbox.enqueue(conn, _allocation(updated, granted, correlation_id))
     return updated
 
 
@@ -146,14 +187,33 @@ async def get_product(pool: asyncpg.Pool, product_id: uuid.UUID) -> Product:
     return product
 
 
+async def on_allocation_returned(
+    conn: asyncpg.Connection, event: StockAllocationReturned, allocation_units: int = 0
+) -> None:
+    """Checkout gave back allocated units it will never reserve: they may be reserved, or allocated again."""
+    product = await repository.get_product(conn, event.product_id, for_update=True)
+    if product is None:
+        log.error("allocated units returned for an unknown product", product_id=str(event.product_id))
+        return
+    updated, granted = domain.top_up(domain.take_back(product, event.generation, event.units), allocation_units)
+    await repository.update_product(conn, updated)
+    if granted:
+        await outbox.enqueue(conn, _allocation(updated, granted, event.correlation_id))
+
+
 # --- reactions to checkout.orders.v1 ---------------------------------------------------
 
 
-async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced) -> None:
-    """Reserve the order's stock, or reject it; both answers go on catalog.reservations.v1."""
+async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced, allocation_units: int = 0) -> None:
+    """Reserve the order's stock, or reject it; both answers go on catalog.reservations.v1. An order checkout
+    reserved from its allocation is recorded, never refused. Then checkout's allocation is topped up when it runs
+    low (``allocation_units``: its size, 0 for none)."""
     answered, product = await repository.lock_reservation_and_product(conn, event.order_id, event.product_id)
     if answered is not None:
         return  # already answered for this order
+    if event.allocation_generation is not None:
+        await _record_allocated(conn, event, product, allocation_units)
+        return
     common = {
         "producer": PRODUCER,
         "correlation_id": event.correlation_id,
@@ -169,10 +229,57 @@ async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced) -> None:
         )
         await outbox.enqueue(conn, StockRejected(**common, reason=str(refused)))
         return
+    await _reserved(conn, event, updated, reservation, allocation_units)
+
+
+async def _record_allocated(
+    conn: asyncpg.Connection, event: OrderPlaced, product: Product | None, allocation_units: int
+) -> None:
+    assert event.allocation_generation is not None
+    if product is None:
+        # Catalog allocates only its own products: a forged or corrupt event. Nothing to record it against.
+        log.error("an allocated order for an unknown product", order_id=str(event.order_id))
+        ALLOCATED_ORDERS.labels("overdrawn").inc(event.quantity)
+        return
+    done = domain.reserve_allocated(product, event.order_id, event.quantity, event.allocation_generation)
+    ALLOCATED_ORDERS.labels("allocation").inc(max(0, event.quantity - done.from_free - done.overdrawn))
+    if done.from_free:
+        ALLOCATED_ORDERS.labels("free").inc(done.from_free)
+    if done.overdrawn:
+        ALLOCATED_ORDERS.labels("overdrawn").inc(done.overdrawn)
+        log.error(
+            "an order reserved from a taken-back allocation found no stock: sold beyond the merchant's count",
+            order_id=str(event.order_id),
+            product_id=str(event.product_id),
+            units=done.overdrawn,
+        )
+    await _reserved(conn, event, done.product, done.reservation, allocation_units)
+
+
+async def _reserved(
+    conn: asyncpg.Connection,
+    event: OrderPlaced,
+    updated: Product,
+    reservation: domain.Reservation,
+    allocation_units: int,
+) -> None:
+    """Save a reservation made and announce it, topping up checkout's allocation when it runs low."""
+    updated, granted = domain.top_up(updated, allocation_units)
     await repository.save_product_and_reservation(conn, updated, reservation)
-    await outbox.enqueue(conn, StockReserved(**common))
+    await outbox.enqueue(
+        conn,
+        StockReserved(
+            producer=PRODUCER,
+            correlation_id=event.correlation_id,
+            order_id=event.order_id,
+            product_id=event.product_id,
+            quantity=event.quantity,
+        ),
+    )
     # One ProductUpdated per product per consumer batch: its newest state, after all of the batch's reservations.
     await outbox.enqueue_newest(conn, product_event(updated, event.correlation_id))
+    if granted:
+        await outbox.enqueue(conn, _allocation(updated, granted, event.correlation_id))
 
 
 async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:

@@ -41,7 +41,7 @@ def subscriber(pool: asyncpg.Pool) -> ReliableSubscriber:
         topics=TopicNames(""),
         topic=topics.CHECKOUT_ORDERS,
         group_id=f"catalog.orders.{uuid.uuid4().hex[:8]}",
-        handler=handlers.on_order_event,
+        handler=handlers.order_events(0),
     )
 
 

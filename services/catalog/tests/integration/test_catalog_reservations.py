@@ -9,6 +9,9 @@ import httpx
 from tweetshop_contracts import OrderPaymentFailed, OrderPlaced, StockRejected, StockReleased, StockReserved, topics
 from tweetshop_devstack.kafka_probe import events_of, publish_events, publish_raw, read_topic
 
+# The test plays a checkout that asks catalog for every reservation (no allocation: test_catalog_allocations.py).
+CATALOG_ENV = {"TWEETSHOP_ALLOCATION_UNITS": "0"}
+
 
 def order_placed(product_id: str, quantity: int, order_id: uuid.UUID | None = None) -> OrderPlaced:
     return OrderPlaced(
@@ -39,7 +42,7 @@ def listed_product(base_url: str, stock: int) -> dict[str, Any]:
 async def test_the_same_order_event_delivered_twice_reserves_stock_once(
     service_process: Any, kafka_bootstrap: str
 ) -> None:
-    catalog = service_process.start("catalog")
+    catalog = service_process.start("catalog", CATALOG_ENV)
     ns = service_process.topic_namespace
     product = listed_product(catalog.base_url, stock=3)
     placed = order_placed(product["id"], 2)
@@ -62,7 +65,7 @@ async def test_the_same_order_event_delivered_twice_reserves_stock_once(
 async def test_ordering_more_than_the_stock_is_rejected_and_a_failed_payment_releases_the_reservation(
     service_process: Any, kafka_bootstrap: str
 ) -> None:
-    catalog = service_process.start("catalog")
+    catalog = service_process.start("catalog", CATALOG_ENV)
     ns = service_process.topic_namespace
     product = listed_product(catalog.base_url, stock=2)
     too_many = order_placed(product["id"], 3)
@@ -92,7 +95,7 @@ async def test_ordering_more_than_the_stock_is_rejected_and_a_failed_payment_rel
 async def test_a_poison_message_is_parked_on_the_dlq_and_the_partition_keeps_flowing(
     service_process: Any, kafka_bootstrap: str
 ) -> None:
-    catalog = service_process.start("catalog")
+    catalog = service_process.start("catalog", CATALOG_ENV)
     ns = service_process.topic_namespace
     product = listed_product(catalog.base_url, stock=5)
     good = order_placed(product["id"], 1)
@@ -123,7 +126,7 @@ async def test_a_poison_message_is_parked_on_the_dlq_and_the_partition_keeps_flo
 async def test_product_changes_are_published_with_a_growing_version_and_only_by_their_merchant(
     service_process: Any, kafka_bootstrap: str
 ) -> None:
-    catalog = service_process.start("catalog")
+    catalog = service_process.start("catalog", CATALOG_ENV)
     ns = service_process.topic_namespace
     product = listed_product(catalog.base_url, stock=5)
     intruder = httpx.post(f"{catalog.base_url}/merchants", json={"handle": "intruder", "name": "X"}).json()

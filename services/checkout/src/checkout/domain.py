@@ -256,6 +256,12 @@ def place(
     return order, event
 
 
+def reserved_from_allocation(order: Order, placed: OrderPlaced, generation: int) -> tuple[Order, OrderPlaced]:
+    """The order's units came from checkout's allocation (catalog.allocations.v1): it is reserved, due for payment
+    now, and its OrderPlaced tells catalog to record the reservation rather than decide it."""
+    return replace(order, stock_reserved=True), placed.model_copy(update={"allocation_generation": generation})
+
+
 def request_fingerprint(canonical_body: str) -> str:
     """What makes two requests with the same Idempotency-Key "the same request"."""
     return hashlib.sha256(canonical_body.encode()).hexdigest()

@@ -12,6 +12,7 @@ from tweetshop_contracts import (
     ProductUpdated,
     ShipmentCreated,
     ShipmentStatusChanged,
+    StockAllocated,
     StockRejected,
     StockReserved,
 )
@@ -53,6 +54,13 @@ async def on_reservation_event(conn: asyncpg.Connection, event: Envelope) -> Non
             await reservations.on_stock_reserved(conn, event)
         case StockRejected():
             await reservations.on_stock_rejected(conn, event)
+
+
+async def on_allocation_event(conn: asyncpg.Connection, event: Envelope) -> None:
+    """catalog.allocations.v1 → the units of each product checkout may reserve itself."""
+    match event:
+        case StockAllocated():
+            await reservations.on_stock_allocated(conn, event)
 
 
 async def on_shipment_event(conn: asyncpg.Connection, event: Envelope) -> None:

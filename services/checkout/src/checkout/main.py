@@ -73,6 +73,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
             "products": handlers.on_product_event,
             "tweets": handlers.on_buyable_tweet,
             "reservations": handlers.on_reservation_event,
+            "allocations": handlers.on_allocation_event,
             "shipments": handlers.on_shipment_event,
         },
         after_commit={"reservations": worker.after_reservation},
@@ -166,6 +167,8 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         if placed.replayed:
             response.status_code = status.HTTP_200_OK
             response.headers["Idempotent-Replayed"] = "true"
+        elif placed.order.stock_reserved:
+            worker.wake()  # reserved from the allocation: due for payment now
         order = placed.order
         return OrderCreated(
             id=order.id,

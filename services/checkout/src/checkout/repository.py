@@ -124,6 +124,10 @@ async def get_product_and_tweet(
     - the StockReserved arrived first: heard exceeds the copy's count, and the order is still claimed, so a buyer
       told "sold out" is not accepted a moment later only to be refused by catalog.
 
+    An order reserved here from checkout's allocation (``insert_order``) is unanswered until its StockReserved is
+    heard, whatever its status: catalog counts it in ``units_reserved_total`` only once it has read its OrderPlaced.
+    The units left in the allocation are always there: the product is never refused below them.
+
     The difference is never below zero (an order cancelled before its reservation was heard counts at catalog
     only: for a moment one more unit may look free, and catalog refuses what does not fit). With a copy from a
     catalog older than contract 1.3.0 (no count) the rule before it: reserved orders count until the copy is newer
@@ -133,7 +137,11 @@ async def get_product_and_tweet(
     row = await conn.fetchrow(
         f"""SELECT {product_columns}, t.tweet_id, t.product_id AS tweet_product_id, t.merchant_id AS tweet_merchant_id,
                    (SELECT coalesce(sum(o.quantity), 0) FROM orders o
-                    WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved) AS unanswered,
+                    WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved)
+                   + (SELECT coalesce(sum(o.quantity), 0) FROM orders o
+                      WHERE o.product_id = $1 AND o.allocation_generation IS NOT NULL AND NOT o.reservation_heard)
+                     AS unanswered,
+                   (SELECT a.units_left FROM stock_allocations a WHERE a.product_id = $1) AS allocated_left,
                    CASE WHEN p.units_reserved_total IS NULL THEN
                         (SELECT coalesce(sum(o.quantity), 0) FROM orders o
                          WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version)
@@ -156,8 +164,10 @@ async def get_product_and_tweet(
         claimed = stock_claimed(
             row["unanswered"], row["heard"] or 0, product.units_reserved_total, row["reserved_unseen"] or 0
         )
-        if claimed:
-            product = replace(product, stock_available=max(0, product.stock_available - claimed))
+        # What the order can take from the allocation is certainly there (taken in the order's transaction).
+        available = max(product.stock_available - claimed, row["allocated_left"] or 0, 0)
+        if available != product.stock_available:
+            product = replace(product, stock_available=available)
     tweet = (
         TweetView(tweet_id=row["tweet_id"], product_id=row["tweet_product_id"], merchant_id=row["tweet_merchant_id"])
         if row["tweet_id"]
@@ -222,20 +232,29 @@ async def insert_order(
     token_hash: str,
     token_sealed: str,
     stock_version_seen: int | None = None,
-) -> bool:
-    """False when an order with this Idempotency-Key exists (a concurrent twin won; its row is now visible).
+) -> Inserted | None:
+    """None when an order with this Idempotency-Key exists (a concurrent twin won; its row is now visible): the
+    caller must then roll the transaction back, since the allocation may have been drawn on.
 
-    ``stock_version_seen``: the version of checkout's copy of the product when the order was placed; the order
-    counts against that copy until a newer version arrives (``get_product_and_tweet``)."""
-    inserted = await conn.fetchval(
-        """INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
+    The order's units are taken from checkout's allocation of the product in the same statement when it has
+    enough (``stock_allocations``): the order is then reserved and due for payment at once. ``stock_version_seen``:
+    the version of checkout's copy of the product when the order was placed; the order counts against that copy
+    until a newer version arrives (``get_product_and_tweet``)."""
+    row = await conn.fetchrow(
+        """WITH taken AS (
+               UPDATE stock_allocations SET units_left = units_left - $9, updated_at = now()
+               WHERE product_id = $7 AND units_left >= $9
+               RETURNING generation)
+           INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
                tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city,
                ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status,
-               correlation_id, created_at, updated_at, payment_customer, save_card, stock_version_seen)
+               correlation_id, created_at, updated_at, payment_customer, save_card, stock_version_seen,
+               allocation_generation, stock_reserved, payment_due_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-               $22, $23, $24, $25, $26, $27, $28)
+               $22, $23, $24, $25, $26, $27, $28, (SELECT generation FROM taken), EXISTS (SELECT 1 FROM taken),
+               CASE WHEN EXISTS (SELECT 1 FROM taken) THEN now() END)
            ON CONFLICT (idempotency_key_hash) DO NOTHING
-           RETURNING true""",
+           RETURNING allocation_generation""",
         o.id,
         key_hash,
         request_hash,
@@ -265,7 +284,46 @@ async def insert_order(
         o.save_card,
         stock_version_seen,
     )
-    return bool(inserted)
+    return None if row is None else Inserted(row["allocation_generation"])
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """A new order's row: ``allocation_generation`` set when its units came from checkout's allocation."""
+
+    allocation_generation: int | None
+
+
+async def apply_allocation(
+    conn: asyncpg.Connection, product_id: uuid.UUID, generation: int, units: int
+) -> tuple[int, int] | None:
+    """Catalog's StockAllocated: a higher generation replaces the allocation, the same one adds to it, a lower one
+    is stale (the same result in any order of delivery; the inbox applies each event once). What checkout must
+    give back, as (generation, units): what a replaced generation had left, or a stale event's units; None when
+    nothing."""
+    old = await conn.fetchrow(
+        """WITH old AS MATERIALIZED (
+               SELECT generation, units_left FROM stock_allocations WHERE product_id = $1 FOR UPDATE),
+           upserted AS (
+               INSERT INTO stock_allocations AS a (product_id, generation, units_left) VALUES ($1, $2, $3)
+               ON CONFLICT (product_id) DO UPDATE SET
+                   units_left = CASE WHEN EXCLUDED.generation > a.generation THEN EXCLUDED.units_left
+                                     WHEN EXCLUDED.generation = a.generation THEN a.units_left + EXCLUDED.units_left
+                                     ELSE a.units_left END,
+                   generation = greatest(a.generation, EXCLUDED.generation),
+                   updated_at = now())
+           SELECT generation, units_left FROM old""",
+        product_id,
+        generation,
+        units,
+    )
+    if old is None:
+        return None
+    if generation > old["generation"] and old["units_left"]:
+        return old["generation"], old["units_left"]
+    if generation < old["generation"] and units:
+        return generation, units
+    return None
 
 
 async def get_order(conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:

@@ -24,6 +24,7 @@ from tweetshop_contracts import (
     MerchantRegistered,
     ProductListed,
     ProductUpdated,
+    StockAllocated,
     StockRejected,
     StockReserved,
     topics,
@@ -154,6 +155,24 @@ class Checkout:
         )
         await publish_events(self.kafka, self.namespace, reserved)
         return reserved
+
+    async def allocate(self, product: ProductListed, units: int, generation: int = 0) -> StockAllocated:
+        """Units of the product set aside for checkout (catalog.allocations.v1), applied before this returns."""
+        allocated = StockAllocated(
+            producer="catalog",
+            correlation_id="alloc",
+            product_id=product.product_id,
+            generation=generation,
+            units=units,
+        )
+        await publish_events(self.kafka, self.namespace, allocated)
+
+        async def applied() -> bool:
+            rows = await self.sql("SELECT 1 FROM inbox WHERE event_id = $1", allocated.event_id)
+            return bool(rows)
+
+        await eventually(applied, what="checkout to apply the allocation")
+        return allocated
 
     async def reject(self, order: dict[str, Any], product: ProductListed, reason: str) -> StockRejected:
         """No stock for the order."""

@@ -153,29 +153,44 @@ async def place_order(
         assert price is not None
         order, placed = domain.place(uuid.uuid4(), request, price, correlation_id, utc_now())
         token, token_hash = access.new_access_token()
-        async with conn.transaction(), joining(conn) as uow:
-            inserted = await repository.insert_order(
-                conn,
-                order,
-                key_hash=key_hash,
-                request_hash=request_hash,
-                token_hash=token_hash,
-                token_sealed=access.seal_token(token, idempotency_key, order.id),
-                stock_version_seen=product.version if product is not None else None,
-            )
-            if not inserted:
-                # A concurrent request with the same key committed first: its row is visible now.
-                twin = await repository.get_order_by_key(conn, key_hash)
-                assert twin is not None
-                return _replay(twin, request_hash, idempotency_key)
-            if account is not None:
-                await repository.set_order_account(
-                    conn, order.id, account.id, buyers.vault_order_token(account, order.id, token)
+        try:
+            async with conn.transaction(), joining(conn) as uow:
+                inserted = await repository.insert_order(
+                    conn,
+                    order,
+                    key_hash=key_hash,
+                    request_hash=request_hash,
+                    token_hash=token_hash,
+                    token_sealed=access.seal_token(token, idempotency_key, order.id),
+                    stock_version_seen=product.version if product is not None else None,
                 )
-            uow.publish(placed)
+                if inserted is None:
+                    raise _TwinCommitted  # rolls back what the statement took from the allocation
+                if inserted.allocation_generation is not None:
+                    order, placed = domain.reserved_from_allocation(order, placed, inserted.allocation_generation)
+                if account is not None:
+                    await repository.set_order_account(
+                        conn, order.id, account.id, buyers.vault_order_token(account, order.id, token)
+                    )
+                uow.publish(placed)
+        except _TwinCommitted:
+            # A concurrent request with the same key committed first: its row is visible now.
+            twin = await repository.get_order_by_key(conn, key_hash)
+            assert twin is not None
+            return _replay(twin, request_hash, idempotency_key)
     metrics.count_transition(None, "pending")
-    log.info("order placed", order_id=str(order.id), amount_minor=order.amount_minor, currency=order.currency)
+    log.info(
+        "order placed",
+        order_id=str(order.id),
+        amount_minor=order.amount_minor,
+        currency=order.currency,
+        reserved_from_allocation=order.stock_reserved,
+    )
     return PlacedOrder(order, token, replayed=False)
+
+
+class _TwinCommitted(Exception):
+    """The order's Idempotency-Key was taken by a concurrent request that committed first."""
 
 
 def for_account(request: PurchaseRequest, account: buyers.Account | None) -> PurchaseRequest:

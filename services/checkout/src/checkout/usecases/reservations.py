@@ -1,10 +1,11 @@
-"""Catalog's answers to an order: its stock is reserved (the order is due for payment) or rejected (cancelled)."""
+"""Catalog's answers to an order: its stock is reserved (the order is due for payment) or rejected (cancelled);
+and the units catalog allocates to checkout, which orders then reserve from in their own transaction."""
 
 from __future__ import annotations
 
 import asyncpg
 import structlog
-from tweetshop_contracts import StockRejected, StockReserved, utc_now
+from tweetshop_contracts import StockAllocated, StockAllocationReturned, StockRejected, StockReserved, utc_now
 from tweetshop_platform.uow import joining
 
 from .. import domain, metrics, repository
@@ -36,3 +37,23 @@ async def on_stock_rejected(conn: asyncpg.Connection, event: StockRejected) -> N
         await repository.save_order(conn, cancelled, next_payment_step_in=None)
         uow.publish(cancelled_event)
     metrics.count_transition(order.status, cancelled.status)
+
+
+async def on_stock_allocated(conn: asyncpg.Connection, event: StockAllocated) -> None:
+    """Units set aside for checkout: orders take them at the POST (``repository.insert_order``). What a new
+    generation replaces, or a stale event brings, goes back to catalog (in this same transaction)."""
+    returned = await repository.apply_allocation(conn, event.product_id, event.generation, event.units)
+    if returned is None:
+        return
+    generation, units = returned
+    async with joining(conn) as uow:
+        uow.publish(
+            StockAllocationReturned(
+                producer=domain.PRODUCER,
+                correlation_id=event.correlation_id,
+                product_id=event.product_id,
+                generation=generation,
+                units=units,
+            )
+        )
+    log.info("allocated units returned", product_id=str(event.product_id), generation=generation, units=units)

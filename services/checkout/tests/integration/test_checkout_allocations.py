@@ -1,0 +1,91 @@
+"""Orders reserved from checkout's allocation (catalog.allocations.v1), against the real checkout process, broker,
+Postgres and Stripe server, with the test playing catalog: such an order is paid with no StockReserved at all, takes
+its units in its own transaction exactly once per Idempotency-Key, and orders beyond the allocation go to catalog
+as before. A higher generation replaces the allocation, and what checkout had left goes back to catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING
+
+from tweetshop_contracts import OrderPlaced, StockAllocationReturned, topics
+from tweetshop_devstack.kafka_probe import events_of, read_topic
+
+if TYPE_CHECKING:
+    from conftest import Checkout
+
+
+async def units_left(checkout: Checkout, product_id: uuid.UUID) -> int | None:
+    rows = await checkout.sql("SELECT units_left FROM stock_allocations WHERE product_id = $1", product_id)
+    return rows[0]["units_left"] if rows else None
+
+
+async def test_an_order_from_the_allocation_is_paid_without_asking_catalog(checkout: Checkout) -> None:
+    product = await checkout.list_product(stock=5)
+    await checkout.allocate(product, units=2, generation=3)
+    placed = [await checkout.place(checkout.order_body(product.product_id)) for _ in range(3)]
+    assert [p.status_code for p in placed] == [202, 202, 202], [p.text for p in placed]
+    first, second, beyond = (p.json() for p in placed)
+
+    # The two the allocation covered are paid with nothing from catalog; their OrderPlaced tell catalog so.
+    for order in (first, second):
+        await checkout.until_status(order, "paid")
+        events = await checkout.order_events(order["id"], until=lambda es: len(es) >= 2)
+        (placed_event,) = [e for e in events if isinstance(e, OrderPlaced)]
+        assert placed_event.allocation_generation == 3
+    assert await units_left(checkout, product.product_id) == 0
+
+    # The third waits for catalog, as every order did before allocations, and is charged once it reserves.
+    (third_placed,) = [
+        e
+        for e in await checkout.order_events(beyond["id"], until=lambda es: len(es) >= 1)
+        if isinstance(e, OrderPlaced)
+    ]
+    assert third_placed.allocation_generation is None
+    await asyncio.sleep(1)
+    assert (await checkout.get_order(beyond["id"], beyond["access_token"]))["status"] == "pending"
+    await checkout.reserve(beyond, product)
+    await checkout.until_status(beyond, "paid")
+    assert [len(await checkout.stripe_intents_for(o["id"])) for o in (first, second, beyond)] == [1, 1, 1]
+
+
+async def test_the_same_key_at_once_takes_one_unit(checkout: Checkout) -> None:
+    product = await checkout.list_product(stock=5)
+    await checkout.allocate(product, units=3)
+    body, key = checkout.order_body(product.product_id), str(uuid.uuid4())
+    twins = await asyncio.gather(*(checkout.place(body, key=key) for _ in range(6)))
+    assert {t.json()["id"] for t in twins} == {twins[0].json()["id"]}
+    assert await units_left(checkout, product.product_id) == 2
+
+
+async def test_the_allocation_answers_even_when_the_copy_of_the_stock_says_sold_out(checkout: Checkout) -> None:
+    # Catalog's ProductUpdated may come later than its StockAllocated: the allocation's units are certainly there.
+    product = await checkout.list_product(stock=0)
+    await checkout.allocate(product, units=1)
+    order = await checkout.place(checkout.order_body(product.product_id))
+    assert order.status_code == 202, order.text
+    await checkout.until_status(order.json(), "paid")
+    refused = await checkout.place(checkout.order_body(product.product_id))
+    assert refused.status_code == 409 and refused.json()["error"] == "insufficient_stock", refused.text
+
+
+async def test_a_higher_generation_replaces_the_allocation_and_the_rest_goes_back(checkout: Checkout) -> None:
+    product = await checkout.list_product(stock=20)
+    await checkout.allocate(product, units=4, generation=1)
+    await checkout.allocate(product, units=0, generation=2)  # catalog took generation 1 back
+    await checkout.allocate(product, units=5, generation=1)  # a stale top-up, delivered late
+    await checkout.allocate(product, units=2, generation=2)
+    assert await units_left(checkout, product.product_id) == 2
+
+    def returns(records: list[object]) -> list[StockAllocationReturned]:
+        events = events_of(records, topics.CHECKOUT_ALLOCATIONS)  # type: ignore[arg-type]
+        return [e for e in events if isinstance(e, StockAllocationReturned) and e.product_id == product.product_id]
+
+    records = await read_topic(
+        checkout.kafka,
+        checkout.namespace + topics.CHECKOUT_ALLOCATIONS,
+        until=lambda rs: len(returns(rs)) >= 2,
+        timeout=30,
+    )
+    assert sorted((e.generation, e.units) for e in returns(records)) == [(1, 4), (1, 5)]
