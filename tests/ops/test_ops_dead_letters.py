@@ -36,8 +36,14 @@ async def _execute(dsn: str, sql: str) -> None:
 def test_a_parked_order_is_replayed_after_the_fix_and_reserved_exactly_once(
     service_process: Any, ops: Any, database: Any, kafka_bootstrap: str
 ) -> None:
+    # The test plays a checkout that asks catalog for every reservation: no units allocated to checkout.
     catalog = service_process.start(
-        "catalog", env={"TWEETSHOP_CONSUMER_MAX_RETRIES": "1", "TWEETSHOP_CONSUMER_RETRY_BACKOFF_S": "0.05"}
+        "catalog",
+        env={
+            "TWEETSHOP_CONSUMER_MAX_RETRIES": "1",
+            "TWEETSHOP_CONSUMER_RETRY_BACKOFF_S": "0.05",
+            "TWEETSHOP_ALLOCATION_UNITS": "0",
+        },
     )
     ops.confirm_operator_via(catalog.base_url)
     shop = ops.open_shop(catalog.base_url, stock=10)

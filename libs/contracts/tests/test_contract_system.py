@@ -28,6 +28,7 @@ def test_the_public_names_are_those_of_contract_v1() -> None:
     groups = {SYSTEM.service(s.name).group_id(g.name) for s in SYSTEM.services for g in s.groups}
     assert groups == {
         "catalog.orders",
+        "catalog.allocations",
         "feed.merchants",
         "feed.products",
         "feed.buyers",

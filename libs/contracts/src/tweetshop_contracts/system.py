@@ -611,7 +611,8 @@ CHECKOUT = Service(
                     "keeps the units allocated to it, to reserve from in the order's own transaction",
                 ),
             ),
-            purchase_path=True,
+            # Not on a purchase's path: a grant only lets later orders skip catalog. At rest it is paced like a
+            # read model (a first grant may wait up to the quiet fetch wait); while grants flow, it fetches fast.
         ),
         Group(
             "shipments",

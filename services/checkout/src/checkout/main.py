@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response, status
 from starlette.middleware import Middleware
-from tweetshop_platform import ratelimit
+from tweetshop_contracts import topics
+from tweetshop_platform import ratelimit, telemetry
 from tweetshop_platform.errors import DomainError, Unprocessable
 from tweetshop_platform.openapi import MERCHANT_API_KEY, OPERATOR_KEY, ORDER_ACCESS_TOKEN, operator_dependency
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
@@ -168,7 +169,10 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
             response.status_code = status.HTTP_200_OK
             response.headers["Idempotent-Replayed"] = "true"
         elif placed.order.stock_reserved:
-            worker.wake()  # reserved from the allocation: due for payment now
+            # Reserved from the allocation: due for payment now; the payment continues this request's trace.
+            if telemetry.active:
+                telemetry.remember(topics.CHECKOUT_ORDERS, str(placed.order.id))
+            worker.wake()
         order = placed.order
         return OrderCreated(
             id=order.id,

@@ -86,10 +86,14 @@ class PaymentWorker:
             metrics.PAYMENTS_IN_FLIGHT.set(0)
 
     async def _settle(self, step: payments.PaymentStep) -> None:
-        # With tracing on, the step continues the trace of the StockReserved that woke it (when consumed here).
+        # With tracing on, the step continues the trace of the StockReserved that woke it (when consumed here), or
+        # of the POST that reserved the order from checkout's allocation.
         order_id = str(step.order.id)
+        woken_by = topics.CATALOG_RESERVATIONS
+        if self._tracer is not None and telemetry.recall(woken_by, order_id) is None:
+            woken_by = topics.CHECKOUT_ORDERS
         try:
-            with telemetry.resumed(self._tracer, "settle payment", topics.CATALOG_RESERVATIONS, order_id):
+            with telemetry.resumed(self._tracer, "settle payment", woken_by, order_id):
                 await payments.settle_payment(self._pool(), self._gateway, self._settings, step)
         except Exception as exc:  # one bad order must not stop the batch; its lease expires and it is retried
             log.exception("payment step failed", order_id=str(step.order.id), error=repr(exc))
