@@ -1,7 +1,7 @@
 -- checkout: units of each product catalog allocated to it (catalog.allocations.v1, contract 1.4.0). Placing an order
 -- takes its units from here in the order's own transaction when there are enough: the order is reserved and due for
 -- payment at once, with no round trip to catalog (which records it from OrderPlaced.allocation_generation). A higher
--- generation replaces the allocation (catalog took it back: a stock or status change); the same one adds to it.
+-- generation replaces the allocation (catalog took it back: the stock was set below it); the same one adds to it.
 CREATE TABLE stock_allocations (
     product_id UUID PRIMARY KEY,
     generation INT NOT NULL CHECK (generation >= 0),
