@@ -433,7 +433,9 @@ async def reconcile(
         allocations = await _fetch(
             conn,
             """SELECT p.id, p.stock_allocated, p.stock_returning, p.allocation_generation,
-                      a.units_left, a.generation AS checkout_generation
+                      (SELECT count(*) FROM checkout.stock_allocation_units u
+                       WHERE u.product_id = p.id AND u.generation = a.generation) AS units_left,
+                      a.generation AS checkout_generation
                FROM catalog.products p LEFT JOIN checkout.stock_allocations a ON a.product_id = p.id""",
         )
         shipments = await _fetch(conn, "SELECT order_id FROM tracking.shipments") if "tracking" in schemas else []

@@ -126,7 +126,8 @@ async def get_product_and_tweet(
 
     An order reserved here from checkout's allocation (``insert_order``) is unanswered until its StockReserved is
     heard, whatever its status: catalog counts it in ``units_reserved_total`` only once it has read its OrderPlaced.
-    The units left in the allocation are always there: the product is never refused below them.
+    The units left in the allocation are always there: the product is never refused below them (counted up to
+    10,000, the most one order may ask for: a row per unit).
 
     The difference is never below zero (an order cancelled before its reservation was heard counts at catalog
     only: for a moment one more unit may look free, and catalog refuses what does not fit). With a copy from a
@@ -141,7 +142,8 @@ async def get_product_and_tweet(
                    + (SELECT coalesce(sum(o.quantity), 0) FROM orders o
                       WHERE o.product_id = $1 AND o.allocation_generation IS NOT NULL AND NOT o.reservation_heard)
                      AS unanswered,
-                   (SELECT a.units_left FROM stock_allocations a WHERE a.product_id = $1) AS allocated_left,
+                   (SELECT count(*) FROM (SELECT FROM stock_allocation_units a WHERE a.product_id = $1 LIMIT 10000) a)
+                     AS allocated_left,
                    CASE WHEN p.units_reserved_total IS NULL THEN
                         (SELECT coalesce(sum(o.quantity), 0) FROM orders o
                          WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version)
@@ -237,13 +239,20 @@ async def insert_order(
     caller must then roll the transaction back, since the allocation may have been drawn on.
 
     The order's units are taken from checkout's allocation of the product in the same statement when it has
-    enough (``stock_allocations``): the order is then reserved and due for payment at once. ``stock_version_seen``:
+    enough (``stock_allocation_units``, one row per unit): the order is then reserved and due for payment at once.
+    Units another order's transaction holds are skipped (``FOR UPDATE SKIP LOCKED``), so orders never queue on one
+    another; units are taken all from one generation or not at all (a generation's replacement deletes the old
+    units in one statement, so an order sees one generation's units, or the other's). ``stock_version_seen``:
     the version of checkout's copy of the product when the order was placed; the order counts against that copy
     until a newer version arrives (``get_product_and_tweet``)."""
     row = await conn.fetchrow(
-        """WITH taken AS (
-               UPDATE stock_allocations SET units_left = units_left - $9, updated_at = now()
-               WHERE product_id = $7 AND units_left >= $9
+        """WITH picked AS MATERIALIZED (
+               SELECT id, generation FROM stock_allocation_units WHERE product_id = $7
+               LIMIT $9 FOR UPDATE SKIP LOCKED),
+           taken AS (
+               DELETE FROM stock_allocation_units
+               WHERE id IN (SELECT id FROM picked)
+                 AND (SELECT count(*) = $9 AND count(DISTINCT generation) = 1 FROM picked)
                RETURNING generation)
            INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
                tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city,
@@ -251,7 +260,7 @@ async def insert_order(
                correlation_id, created_at, updated_at, payment_customer, save_card, stock_version_seen,
                allocation_generation, stock_reserved, payment_due_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-               $22, $23, $24, $25, $26, $27, $28, (SELECT generation FROM taken), EXISTS (SELECT 1 FROM taken),
+               $22, $23, $24, $25, $26, $27, $28, (SELECT max(generation) FROM taken), EXISTS (SELECT 1 FROM taken),
                CASE WHEN EXISTS (SELECT 1 FROM taken) THEN now() END)
            ON CONFLICT (idempotency_key_hash) DO NOTHING
            RETURNING allocation_generation""",
@@ -300,28 +309,38 @@ async def apply_allocation(
     """Catalog's StockAllocated: a higher generation replaces the allocation, the same one adds to it, a lower one
     is stale (the same result in any order of delivery; the inbox applies each event once). What checkout must
     give back, as (generation, units): what a replaced generation had left, or a stale event's units; None when
-    nothing."""
-    old = await conn.fetchrow(
+    nothing.
+
+    The product's row in ``stock_allocations`` (the generation in force) is locked first, so allocations of one
+    product apply one after the other. Deleting a replaced generation's units waits for orders holding one of
+    them: a unit such an order took is gone when it commits (the order has it), and one it did not take is
+    given back."""
+    row = await conn.fetchrow(
         """WITH old AS MATERIALIZED (
-               SELECT generation, units_left FROM stock_allocations WHERE product_id = $1 FOR UPDATE),
+               SELECT generation FROM stock_allocations WHERE product_id = $1 FOR UPDATE),
            upserted AS (
-               INSERT INTO stock_allocations AS a (product_id, generation, units_left) VALUES ($1, $2, $3)
+               INSERT INTO stock_allocations AS a (product_id, generation) VALUES ($1, $2)
                ON CONFLICT (product_id) DO UPDATE SET
-                   units_left = CASE WHEN EXCLUDED.generation > a.generation THEN EXCLUDED.units_left
-                                     WHEN EXCLUDED.generation = a.generation THEN a.units_left + EXCLUDED.units_left
-                                     ELSE a.units_left END,
-                   generation = greatest(a.generation, EXCLUDED.generation),
-                   updated_at = now())
-           SELECT generation, units_left FROM old""",
+                   generation = greatest(a.generation, EXCLUDED.generation), updated_at = now()),
+           dropped AS (
+               DELETE FROM stock_allocation_units
+               WHERE product_id = $1 AND generation < $2 AND EXISTS (SELECT 1 FROM old)
+               RETURNING 1),
+           added AS (
+               INSERT INTO stock_allocation_units (product_id, generation)
+               SELECT $1, $2 FROM generate_series(1, $3)
+               WHERE $2 >= coalesce((SELECT generation FROM old), $2))
+           SELECT (SELECT generation FROM old) AS generation, (SELECT count(*) FROM dropped) AS dropped""",
         product_id,
         generation,
         units,
     )
-    if old is None:
+    assert row is not None
+    if row["generation"] is None:
         return None
-    if generation > old["generation"] and old["units_left"]:
-        return old["generation"], old["units_left"]
-    if generation < old["generation"] and units:
+    if generation > row["generation"] and row["dropped"]:
+        return row["generation"], row["dropped"]
+    if generation < row["generation"] and units:
         return generation, units
     return None
 

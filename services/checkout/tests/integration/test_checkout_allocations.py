@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING
 
+import asyncpg
 from tweetshop_contracts import OrderPlaced, StockAllocationReturned, topics
 from tweetshop_devstack.kafka_probe import events_of, read_topic
 
@@ -17,7 +18,12 @@ if TYPE_CHECKING:
 
 
 async def units_left(checkout: Checkout, product_id: uuid.UUID) -> int | None:
-    rows = await checkout.sql("SELECT units_left FROM stock_allocations WHERE product_id = $1", product_id)
+    rows = await checkout.sql(
+        """SELECT (SELECT count(*) FROM stock_allocation_units u
+                   WHERE u.product_id = a.product_id AND u.generation = a.generation) AS units_left
+           FROM stock_allocations a WHERE a.product_id = $1""",
+        product_id,
+    )
     return rows[0]["units_left"] if rows else None
 
 
@@ -89,3 +95,71 @@ async def test_a_higher_generation_replaces_the_allocation_and_the_rest_goes_bac
         timeout=30,
     )
     assert sorted((e.generation, e.units) for e in returns(records)) == [(1, 4), (1, 5)]
+
+
+async def test_an_order_takes_another_unit_while_one_is_held(checkout: Checkout) -> None:
+    # A transaction holding a unit of the allocation (an order between its statement and its commit) does not hold
+    # up the next order: it takes another unit. With the allocation as one count per product, it waited for the
+    # holder's commit (a drop's buyers queued on that row one behind the other).
+    product = await checkout.list_product(stock=5)
+    await checkout.allocate(product, units=2, generation=1)
+    assert checkout.service.database_url is not None
+    holder = await asyncpg.connect(checkout.service.database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        held = await holder.fetch(
+            "SELECT id FROM stock_allocation_units WHERE product_id = $1 LIMIT 1 FOR UPDATE", product.product_id
+        )
+        assert len(held) == 1
+        placed = await asyncio.wait_for(checkout.place(checkout.order_body(product.product_id)), timeout=30)
+        assert placed.status_code == 202, placed.text
+        events = await checkout.order_events(placed.json()["id"], until=lambda es: len(es) >= 1)
+        (placed_event,) = [e for e in events if isinstance(e, OrderPlaced)]
+        assert placed_event.allocation_generation == 1
+        # The held unit is skipped, not taken: with one held and the other gone, the next order goes to catalog.
+        beyond = await asyncio.wait_for(checkout.place(checkout.order_body(product.product_id)), timeout=30)
+        assert beyond.status_code == 202, beyond.text
+        events = await checkout.order_events(beyond.json()["id"], until=lambda es: len(es) >= 1)
+        (beyond_event,) = [e for e in events if isinstance(e, OrderPlaced)]
+        assert beyond_event.allocation_generation is None
+        await tx.rollback()
+    finally:
+        await holder.close()
+    assert await units_left(checkout, product.product_id) == 1  # the held unit is there again
+
+
+async def test_a_replaced_generation_gives_back_a_unit_an_order_held_and_did_not_take(checkout: Checkout) -> None:
+    product = await checkout.list_product(stock=20)
+    await checkout.allocate(product, units=3, generation=1)
+    assert checkout.service.database_url is not None
+    holder = await asyncpg.connect(checkout.service.database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.fetch(
+            "SELECT id FROM stock_allocation_units WHERE product_id = $1 LIMIT 1 FOR UPDATE", product.product_id
+        )
+        replaced = asyncio.create_task(checkout.allocate(product, units=1, generation=2))
+        await asyncio.sleep(1)
+        assert not replaced.done()  # the replacement waits for the holder: the held unit may yet be taken
+        await tx.rollback()
+        await replaced
+    finally:
+        await holder.close()
+    assert await units_left(checkout, product.product_id) == 1
+    records = await read_topic(
+        checkout.kafka,
+        checkout.namespace + topics.CHECKOUT_ALLOCATIONS,
+        until=lambda rs: any(
+            isinstance(e, StockAllocationReturned) and e.product_id == product.product_id
+            for e in events_of(rs, topics.CHECKOUT_ALLOCATIONS)
+        ),
+        timeout=30,
+    )
+    returned = [
+        (e.generation, e.units)
+        for e in events_of(records, topics.CHECKOUT_ALLOCATIONS)
+        if isinstance(e, StockAllocationReturned) and e.product_id == product.product_id
+    ]
+    assert returned == [(1, 3)]
