@@ -167,6 +167,7 @@ class ServiceRuntime:
             )
         self.produces = produces
         self._pool: asyncpg.Pool | None = None
+        self._background_pool: asyncpg.Pool | None = None
         self._subscriptions: list[_Subscription] = []
         self._workers: list[tuple[str, Worker]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,10 +179,20 @@ class ServiceRuntime:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The service's connection pool (only after start)."""
+        """The HTTP API's connection pool (only after start)."""
         if self._pool is None:
             raise RuntimeError("runtime not started")
         return self._pool
+
+    @property
+    def background_pool(self) -> asyncpg.Pool:
+        """The pool of the work behind the API (only after start): the consumers, the outbox relay and the
+        background workers (``add_worker``'s, which ask for it). A bulkhead: the requests' pool may be drained by a
+        flood of them (every buyer of a drop asks the database once) while a payment waits to record its outcome;
+        with pools apart, neither queues behind the other."""
+        if self._background_pool is None:
+            raise RuntimeError("runtime not started")
+        return self._background_pool
 
     def subscribe(
         self,
@@ -263,7 +274,8 @@ class ServiceRuntime:
         return self.system.config(logical).kafka_configs(), setting or self.system.topic(base).replication_factor
 
     def add_worker(self, name: str, worker: Worker) -> None:
-        """Run ``worker`` in the background for the life of the service; restarted if it crashes."""
+        """Run ``worker`` in the background for the life of the service; restarted if it crashes. A worker that
+        uses the database takes its connections from ``background_pool``."""
         self._workers.append((name, worker))
 
     def add_shutdown_hook(self, hook: Worker) -> None:
@@ -283,6 +295,9 @@ class ServiceRuntime:
             self.name, resources.files(self.package) / "migrations"
         )
         await db.apply_migrations(self._pool, self.name, migrations)
+        self._background_pool = await db.create_pool(
+            s.database_url.get_secret_value(), self.name, min_size=1, max_size=s.database_background_pool_max
+        )
         if s.kafka_create_topics:
             consumed = {sub.topic for sub in self._subscriptions}
             wanted = set(self.produces) | consumed | {dlq_topic(t) for t in consumed}
@@ -305,7 +320,7 @@ class ServiceRuntime:
             self.subscribers.append(
                 ReliableSubscriber(
                     broker=self.broker,
-                    pool=self._pool,
+                    pool=self._background_pool,
                     topics=self.topics,
                     topic=sub.topic,
                     group_id=sub.group_id,
@@ -326,7 +341,7 @@ class ServiceRuntime:
         self._relay_producer = create_producer(s, client_suffix="outbox")
         await self._relay_producer.start()
         self._relay = OutboxRelay(
-            self._pool,
+            self._background_pool,
             self._relay_producer,
             self.topics,
             self.name,
@@ -386,8 +401,9 @@ class ServiceRuntime:
         if self._relay_producer is not None:
             await self._relay_producer.stop()
         await self.broker.stop()
-        if self._pool is not None:
-            await self._pool.close()
+        for pool in (self._background_pool, self._pool):
+            if pool is not None:
+                await pool.close()
         if self._gc_frozen:
             gc.unfreeze()  # a test process starts many services: what they leave behind may be collected again
             self._gc_frozen = False

@@ -268,7 +268,16 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
 
     database_url: SecretStr = SecretStr("postgresql://postgres@localhost:5432/tweetshop")
     database_pool_min: int = 2
-    database_pool_max: int = 10
+    database_pool_max: int = Field(default=10, ge=1, description="Most Postgres connections the HTTP API opens")
+    database_background_pool_max: int = Field(
+        default=6,
+        ge=2,
+        description=(
+            "Most Postgres connections of the work behind the API (consumers, the outbox relay, which holds one, "
+            "and the background workers), a pool of its own: a flood of requests (a drop's thousands of buyers) "
+            "cannot make a payment, a consumer or the relay queue for a connection behind it"
+        ),
+    )
 
     consumer_max_retries: int = Field(
         default=5, ge=0, description="Retries of one message before it is parked on <topic>.dlq"

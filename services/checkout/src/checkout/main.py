@@ -64,8 +64,8 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         stripe_cards = StripeGateway(settings)
         runtime.add_shutdown_hook(stripe_cards.aclose)
         card_gateway = stripe_cards
-    worker = PaymentWorker(lambda: runtime.pool, payments, settings)
-    reconciler = Reconciler(lambda: runtime.pool, payments, settings)
+    worker = PaymentWorker(lambda: runtime.background_pool, payments, settings)
+    reconciler = Reconciler(lambda: runtime.background_pool, payments, settings)
 
     # Topics, groups and their settings: tweetshop_contracts.system; here only each group's handler.
     runtime.subscribe_declared(

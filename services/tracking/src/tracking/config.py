@@ -54,7 +54,7 @@ class TrackingSettings(ServiceSettings):
     public_url: str = "http://localhost:8004"
 
     # Every courier POST holds a connection for its whole transaction: the busiest path needs more than the default.
-    database_pool_max: int = Field(default=30, ge=1, description="Most Postgres connections this process opens")
+    database_pool_max: int = Field(default=30, ge=1, description="Most Postgres connections the HTTP API opens")
 
     # Status rules: arriving near the destination moves a shipment along.
     delivery_radius_m: float = Field(default=50, gt=0, description="A point this close to the destination: delivered")

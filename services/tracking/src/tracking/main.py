@@ -183,7 +183,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     async def count_shipments_by_status() -> None:
         while True:
-            for status, count in (await service.count_by_status(runtime.pool)).items():
+            for status, count in (await service.count_by_status(runtime.background_pool)).items():
                 metrics.SHIPMENTS_BY_STATUS.labels(status).set(count)
             await asyncio.sleep(settings.status_metrics_interval_s)
 
@@ -193,7 +193,7 @@ def create_app(settings: TrackingSettings | None = None) -> FastAPI:
 
     async def thin_location_history() -> None:
         while True:
-            done = await service.thin_history(runtime.pool, thinning, now=datetime.now(UTC))
+            done = await service.thin_history(runtime.background_pool, thinning, now=datetime.now(UTC))
             if done.shipments:
                 log.info("location history thinned", shipments=done.shipments, points_deleted=done.deleted)
             await asyncio.sleep(settings.location_thin_run_every_s)
