@@ -77,6 +77,7 @@ class Buyer:
     token: str | None = None
     outcome: str | None = None
     answered: float | None = None
+    accepted: float | None = None  # when the POST answered 202 (the order was taken)
     detail: str = ""
 
     def answer(self, outcome: str, at: float, detail: str = "") -> None:
@@ -85,6 +86,20 @@ class Buyer:
             self.outcome = outcome
             self.answered = at
             self.detail = detail
+
+    @property
+    def to_accepted_s(self) -> float | None:
+        """From tapping Buy to the POST's 202 (orders the POST took)."""
+        if self.tapped is None or self.accepted is None:
+            return None
+        return self.accepted - self.tapped
+
+    @property
+    def accepted_to_answer_s(self) -> float | None:
+        """From the POST's 202 to the definitive answer: the paid-order pipeline's part of the wait."""
+        if self.accepted is None or self.answered is None:
+            return None
+        return self.answered - self.accepted
 
     @property
     def to_answer_s(self) -> float | None:
@@ -247,6 +262,7 @@ class DropClient:
             buyer.answer(REFUSED_OTHER, now, f"HTTP {status} {data.get('error', '')}")
             return
         buyer.order_id = str(data["id"])
+        buyer.accepted = now
         buyer.token = str(data.get("access_token", ""))
         await self._follow(buyer)
 

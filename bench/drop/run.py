@@ -242,6 +242,9 @@ class Phase:
             "transport_errors": dict(self.requests.transport_errors),
             "statuses": {k: {str(s): n for s, n in v.items()} for k, v in self.requests.statuses.items()},
             "to_answer_paid": latency([b.to_answer_s for b in self.buyers if b.outcome == PAID]),
+            # The paid buyers' wait in two parts: the POST (tap -> 202), then the paid-order pipeline (202 -> paid).
+            "paid_to_accepted": latency([b.to_accepted_s for b in self.buyers if b.outcome == PAID]),
+            "paid_accepted_to_answer": latency([b.accepted_to_answer_s for b in self.buyers if b.outcome == PAID]),
             "to_answer_sold_out": latency([b.to_answer_s for b in sold_out]),
             "to_answer_sold_out_at_post": latency(
                 [b.to_answer_s for b in self.buyers if b.outcome == SOLD_OUT_AT_POST]
@@ -589,6 +592,14 @@ def summary_rows(result: dict[str, Any]) -> list[SummaryRow]:
     row("buyers without a definitive answer", drop["no_answer"], goal="0", met=drop["no_answer"] == 0)
     row("sold out at the POST / later", f"{drop['sold_out_at_post']:,} / {drop['sold_out_later']:,}")
     row("tap → paid, p50 / p99", f"{_ms(drop['to_answer_paid']['p50_ms'])} / {_ms(drop['to_answer_paid']['p99_ms'])}")
+    if drop.get("paid_to_accepted"):
+        accepted, then = drop["paid_to_accepted"], drop["paid_accepted_to_answer"]
+        row(
+            "paid: tap → 202, then 202 → paid, p50 / p99",
+            f"{_ms(accepted['p50_ms'])} / {_ms(accepted['p99_ms'])}, "
+            f"then {_ms(then['p50_ms'])} / {_ms(then['p99_ms'])}",
+            note="the POST's part and the paid-order pipeline's",
+        )
     row(
         "tap → sold out, p50 / p99",
         f"{_ms(drop['to_answer_sold_out']['p50_ms'])} / {_ms(drop['to_answer_sold_out']['p99_ms'])}",
