@@ -106,6 +106,13 @@ class AllocatedReservation:
     overdrawn: int
 
 
+def allocation_issued(product: Product, generation: int) -> bool:
+    """Whether catalog ever allocated this product's units under ``generation``: the generation in force or one
+    taken back (they only go up). An order naming a later one was not reserved from anything catalog gave:
+    a forged or corrupt event, decided as any other order (``reserve``), never recorded as already reserved."""
+    return 0 <= generation <= product.allocation_generation
+
+
 def reserve_allocated(product: Product, order_id: uuid.UUID, quantity: int, generation: int) -> AllocatedReservation:
     """Record the reservation checkout made itself, from the allocation of ``generation``: never refused (the order
     is already due for payment). Its units come from the allocation in force, or from the units of a taken-back

@@ -212,8 +212,16 @@ async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced, allocati
     if answered is not None:
         return  # already answered for this order
     if event.allocation_generation is not None:
-        await _record_allocated(conn, event, product, allocation_units)
-        return
+        if product is None or domain.allocation_issued(product, event.allocation_generation):
+            await _record_allocated(conn, event, product, allocation_units)
+            return
+        log.error(
+            "an order names an allocation catalog never issued: decided as any other order",
+            order_id=str(event.order_id),
+            product_id=str(event.product_id),
+            generation=event.allocation_generation,
+            issued=product.allocation_generation,
+        )
     common = {
         "producer": PRODUCER,
         "correlation_id": event.correlation_id,

@@ -12,6 +12,7 @@ from tweetshop_contracts import (
     OrderPlaced,
     StockAllocated,
     StockAllocationReturned,
+    StockRejected,
     StockReserved,
     topics,
 )
@@ -121,3 +122,25 @@ async def test_allocate_record_take_back_and_return(service_process: Any, kafka_
     }
     fresh = (await allocations(4))[3]
     assert (fresh.generation, fresh.units) == (1, 1)
+
+    # An order naming a generation catalog never issued (forged: checkout only has the ones catalog sent) is not
+    # recorded as reserved from an allocation: catalog decides it as any other order, and refuses it (none free).
+    forged = an_order(product_id, generation=7)
+    await publish_events(kafka_bootstrap, namespace, forged)
+
+    def answer_to(records: list[Any]) -> list[Any]:
+        events = events_of(records, topics.CATALOG_RESERVATIONS)
+        return [e for e in events if getattr(e, "order_id", None) == forged.order_id]
+
+    records = await read_topic(
+        kafka_bootstrap, namespace + topics.CATALOG_RESERVATIONS, until=lambda rs: bool(answer_to(rs)), timeout=60
+    )
+    (answer,) = answer_to(records)
+    assert isinstance(answer, StockRejected), answer
+    assert await stock() == {
+        "stock_available": 1,
+        "stock_allocated": 1,
+        "stock_returning": 0,
+        "stock_reserved": 4,
+        "allocation_generation": 1,
+    }

@@ -86,6 +86,11 @@ def test_an_order_beyond_every_unit_is_overdrawn_and_stock_never_goes_negative()
     assert (done.from_free, done.overdrawn) == (1, 2)
 
 
+def test_only_generations_catalog_issued_are_recorded_as_reserved_from_an_allocation() -> None:
+    product = a_product(stock=5, allocated=2, generation=3)
+    assert [domain.allocation_issued(product, g) for g in (0, 3, 4, 7)] == [True, True, False, False]
+
+
 def test_stock_set_below_the_allocation_takes_it_back_and_the_rest_waits_for_checkout() -> None:
     product, granted = domain.restocked(a_product(stock=3, allocated=8, generation=4), 50)
     assert (product.allocation_generation, product.stock_allocated, product.stock_returning, granted) == (5, 0, 8, 0)
