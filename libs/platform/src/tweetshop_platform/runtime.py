@@ -295,7 +295,7 @@ class ServiceRuntime:
             self.name, resources.files(self.package) / "migrations"
         )
         await db.apply_migrations(self._pool, self.name, migrations)
-        self._background_pool = await db.create_pool(
+        self._background_pool = await db.wait_for_pool(
             s.database_url.get_secret_value(), self.name, min_size=1, max_size=s.database_background_pool_max
         )
         if s.kafka_create_topics:
