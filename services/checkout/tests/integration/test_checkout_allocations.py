@@ -6,11 +6,13 @@ as before. A higher generation replaces the allocation, and what checkout had le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import asyncpg
-from tweetshop_contracts import OrderPlaced, StockAllocationReturned, topics
+from tweetshop_contracts import OrderPlaced, ProductListed, StockAllocationReturned, topics
 from tweetshop_devstack.kafka_probe import events_of, read_topic
 
 if TYPE_CHECKING:
@@ -103,15 +105,7 @@ async def test_an_order_takes_another_unit_while_one_is_held(checkout: Checkout)
     # holder's commit (a drop's buyers queued on that row one behind the other).
     product = await checkout.list_product(stock=5)
     await checkout.allocate(product, units=2, generation=1)
-    assert checkout.service.database_url is not None
-    holder = await asyncpg.connect(checkout.service.database_url)
-    try:
-        tx = holder.transaction()
-        await tx.start()
-        held = await holder.fetch(
-            "SELECT id FROM stock_allocation_units WHERE product_id = $1 LIMIT 1 FOR UPDATE", product.product_id
-        )
-        assert len(held) == 1
+    async with holding_a_unit(checkout, product):
         placed = await asyncio.wait_for(checkout.place(checkout.order_body(product.product_id)), timeout=30)
         assert placed.status_code == 202, placed.text
         events = await checkout.order_events(placed.json()["id"], until=lambda es: len(es) >= 1)
@@ -123,30 +117,17 @@ async def test_an_order_takes_another_unit_while_one_is_held(checkout: Checkout)
         events = await checkout.order_events(beyond.json()["id"], until=lambda es: len(es) >= 1)
         (beyond_event,) = [e for e in events if isinstance(e, OrderPlaced)]
         assert beyond_event.allocation_generation is None
-        await tx.rollback()
-    finally:
-        await holder.close()
     assert await units_left(checkout, product.product_id) == 1  # the held unit is there again
 
 
 async def test_a_replaced_generation_gives_back_a_unit_an_order_held_and_did_not_take(checkout: Checkout) -> None:
     product = await checkout.list_product(stock=20)
     await checkout.allocate(product, units=3, generation=1)
-    assert checkout.service.database_url is not None
-    holder = await asyncpg.connect(checkout.service.database_url)
-    try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.fetch(
-            "SELECT id FROM stock_allocation_units WHERE product_id = $1 LIMIT 1 FOR UPDATE", product.product_id
-        )
+    async with holding_a_unit(checkout, product):
         replaced = asyncio.create_task(checkout.allocate(product, units=1, generation=2))
         await asyncio.sleep(1)
         assert not replaced.done()  # the replacement waits for the holder: the held unit may yet be taken
-        await tx.rollback()
-        await replaced
-    finally:
-        await holder.close()
+    await replaced  # the holder rolled back without taking it
     assert await units_left(checkout, product.product_id) == 1
     records = await read_topic(
         checkout.kafka,
@@ -163,3 +144,27 @@ async def test_a_replaced_generation_gives_back_a_unit_an_order_held_and_did_not
         if isinstance(e, StockAllocationReturned) and e.product_id == product.product_id
     ]
     assert returned == [(1, 3)]
+
+
+@contextlib.asynccontextmanager
+async def holding_a_unit(checkout: Checkout, product: ProductListed) -> AsyncIterator[None]:
+    """A transaction holding one unit of the product's allocation (as an order does between its statement and its
+    commit), rolled back at the end: the unit is not taken."""
+    assert checkout.service.database_url is not None
+    holder = await asyncpg.connect(checkout.service.database_url)
+    try:
+        async with holder.transaction():
+            held = await holder.fetch(
+                "SELECT id FROM stock_allocation_units WHERE product_id = $1 LIMIT 1 FOR UPDATE", product.product_id
+            )
+            assert len(held) == 1
+            yield
+            raise _RollBack
+    except _RollBack:
+        pass
+    finally:
+        await holder.close()
+
+
+class _RollBack(Exception):
+    """Ends the holder's transaction by rolling it back."""
