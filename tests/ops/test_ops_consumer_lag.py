@@ -10,7 +10,8 @@ ORDERS = "checkout.orders.v1"
 
 
 def test_lag_rises_while_catalog_is_stopped_and_falls_to_zero_after_it_resumes(service_process: Any, ops: Any) -> None:
-    catalog = service_process.start("catalog")
+    # The test plays a checkout that asks catalog for every reservation: no units allocated to checkout.
+    catalog = service_process.start("catalog", env={"TWEETSHOP_ALLOCATION_UNITS": "0"})
     shop = ops.open_shop(catalog.base_url)
     group = f"{ops.namespace}catalog.orders"
 

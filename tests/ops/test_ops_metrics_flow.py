@@ -12,7 +12,8 @@ HANDLER = "on_order_event"
 
 
 def test_metrics_move_when_catalog_reserves_stock_for_an_order(service_process: Any, ops: Any) -> None:
-    catalog = service_process.start("catalog", env={"TWEETSHOP_LOG_FORMAT": "json"})
+    # The test plays a checkout that asks catalog for every reservation: no units allocated to checkout.
+    catalog = service_process.start("catalog", env={"TWEETSHOP_LOG_FORMAT": "json", "TWEETSHOP_ALLOCATION_UNITS": "0"})
     shop = ops.open_shop(catalog.base_url)
     group = f"{ops.namespace}catalog.orders"
     before = ops.scrape(catalog.base_url)

@@ -69,7 +69,13 @@ def _with_subclasses(cls: type[BaseException]) -> list[type[BaseException]]:
 PERMANENT_ERROR_TYPES = {c.__name__ for base in PERMANENT_ERRORS for c in _with_subclasses(base)}
 
 # Bounded retries kept short so a batch full of failing events still drains in seconds.
-CONSUMER_ENV = {"TWEETSHOP_CONSUMER_MAX_RETRIES": str(MAX_RETRIES), "TWEETSHOP_CONSUMER_RETRY_BACKOFF_S": "0.02"}
+# The tests play a checkout that asks catalog for every reservation: no units allocated to checkout (with them, a
+# small stock is all allocated at listing, and catalog has none to give an order that did not come from them).
+CONSUMER_ENV = {
+    "TWEETSHOP_CONSUMER_MAX_RETRIES": str(MAX_RETRIES),
+    "TWEETSHOP_CONSUMER_RETRY_BACKOFF_S": "0.02",
+    "TWEETSHOP_ALLOCATION_UNITS": "0",
+}
 DRAIN_TIMEOUT_S = 90.0
 HUGE = 150_000  # characters: well past every maxLength (an escaped emoji string of it is 1.8 MB)
 
