@@ -4,6 +4,7 @@ as the route would left to the route."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import TYPE_CHECKING
 
@@ -18,9 +19,13 @@ ORDERS_PER_MINUTE = 6
 CHECKOUT_ENV = {"TWEETSHOP_RATE_LIMIT_ORDERS": f"{ORDERS_PER_MINUTE}/minute", "TWEETSHOP_TRUSTED_PROXIES": "127.0.0.1"}
 
 
+_ADDRESSES = itertools.count(1)
+
+
 def client(checkout: Checkout) -> httpx.AsyncClient:
-    """checkout's API as seen from a client address of this client's own."""
-    address = f"203.0.113.{uuid.uuid4().int % 250 + 1}"
+    """checkout's API as seen from a client address of this client's own (a new one each time: drawn at random, two
+    tests of one run sometimes shared one, and the second met the first's rate limit)."""
+    address = f"203.0.113.{next(_ADDRESSES)}"
     return httpx.AsyncClient(base_url=checkout.url, timeout=10, headers={"X-Forwarded-For": address})
 
 
