@@ -104,19 +104,34 @@ class AllocatedReservation:
     # Units there was no stock for at all: the merchant set the stock below what checkout had already taken from
     # its allocation before it heard (see the runbook). Reported, never hidden; stock never goes below zero.
     overdrawn: int
+    # The order left less stock than the allocation in force: that allocation was taken back (a new generation,
+    # to be announced like a restock's), as when the merchant sets the stock below it.
+    revoked: bool = False
 
 
-def allocation_issued(product: Product, generation: int) -> bool:
-    """Whether catalog ever allocated this product's units under ``generation``: the generation in force or one
-    taken back (they only go up). An order naming a later one was not reserved from anything catalog gave:
-    a forged or corrupt event, decided as any other order (``reserve``), never recorded as already reserved."""
-    return 0 <= generation <= product.allocation_generation
+def allocation_holds(product: Product, generation: int, quantity: int) -> bool:
+    """Whether an order checkout says it reserved from the allocation of ``generation`` fits in what catalog
+    still counts as out with checkout under it: the allocation in force (``stock_allocated``), or the units of a
+    taken-back generation not yet heard of (``stock_returning``). Every order checkout really reserved fits:
+    it can take only units catalog counted out and has not heard taken. One that does not fit (a generation
+    never issued, generation 0 of a product never allocated, more units than are out) was not reserved from
+    anything catalog gave: a forged or corrupt event, decided as any other order (``reserve``), never recorded
+    as already reserved."""
+    if generation == product.allocation_generation:
+        return quantity <= product.stock_allocated
+    return 0 <= generation < product.allocation_generation and quantity <= product.stock_returning
 
 
 def reserve_allocated(product: Product, order_id: uuid.UUID, quantity: int, generation: int) -> AllocatedReservation:
     """Record the reservation checkout made itself, from the allocation of ``generation``: never refused (the order
     is already due for payment). Its units come from the allocation in force, or from the units of a taken-back
-    generation still out (``stock_returning``); anything beyond is taken from the free stock, or ``overdrawn``."""
+    generation still out (``stock_returning``); anything beyond is taken from the free stock, or ``overdrawn``.
+
+    An order of a taken-back generation can leave less stock than the allocation in force (the merchant set the
+    stock below what checkout had sold untold, and a later grant is out): that allocation is taken back then too,
+    as ``restocked`` does, rather than cut down to the stock. Checkout holds its units until it hears; cut down,
+    catalog would no longer count units checkout still sells, and would not recognise their orders
+    (``allocation_holds``)."""
     if generation == product.allocation_generation:
         from_allocation, from_returning = min(product.stock_allocated, quantity), 0
     else:
@@ -125,17 +140,23 @@ def reserve_allocated(product: Product, order_id: uuid.UUID, quantity: int, gene
     from_free = min(product.stock_free, rest)
     overdrawn = max(0, quantity - product.stock_available, rest - from_free)
     available = max(0, product.stock_available - quantity)
+    allocated, returning = product.stock_allocated - from_allocation, product.stock_returning - from_returning
+    generation_in_force = product.allocation_generation
+    revoked = allocated > available
+    if revoked:
+        generation_in_force, allocated, returning = generation_in_force + 1, 0, returning + allocated
     updated = replace(
         product,
         stock_available=available,
-        stock_allocated=min(product.stock_allocated - from_allocation, available),
-        stock_returning=product.stock_returning - from_returning,
+        stock_allocated=allocated,
+        stock_returning=returning,
+        allocation_generation=generation_in_force,
         stock_reserved=product.stock_reserved + quantity,
         version=product.version + 1,
         units_reserved_total=product.units_reserved_total + quantity,
     )
     reservation = Reservation(order_id, product.id, quantity, "reserved")
-    return AllocatedReservation(updated, reservation, from_free, overdrawn)
+    return AllocatedReservation(updated, reservation, from_free, overdrawn, revoked)
 
 
 def take_back(product: Product, generation: int, units: int) -> Product:

@@ -39,10 +39,15 @@ log = structlog.get_logger(__name__)
 ALLOCATED_ORDERS = Counter(
     "catalog_allocated_order_units_total",
     "Units of orders checkout reserved from its allocation, by where catalog found them: 'allocation' (an allocation "
-    "in force, or one taken back whose units were still out), 'free' (more than the allocation held: only after a "
-    "forged or lost event) or 'overdrawn' (no stock at all: the merchant set the stock below what checkout had "
-    "already sold; see the runbook)",
+    "in force, or one taken back whose units were still out), 'free' (more than the allocation held: no longer "
+    "counted, such an order is decided as any other) or 'overdrawn' (no stock at all: the merchant set the stock "
+    "below what checkout had already sold; see the runbook)",
     ["source"],
+)
+NOT_FROM_AN_ALLOCATION = Counter(
+    "catalog_orders_not_from_an_allocation_total",
+    "OrderPlaced events naming an allocation that cannot hold them (a generation never issued, or more units than "
+    "catalog counts out with checkout under it): forged or corrupt, decided as any other order",
 )
 UNITS_ALLOCATED = Counter("catalog_units_allocated_total", "Units allocated to checkout (StockAllocated)")
 
@@ -212,15 +217,19 @@ async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced, allocati
     if answered is not None:
         return  # already answered for this order
     if event.allocation_generation is not None:
-        if product is None or domain.allocation_issued(product, event.allocation_generation):
+        if product is None or domain.allocation_holds(product, event.allocation_generation, event.quantity):
             await _record_allocated(conn, event, product, allocation_units)
             return
+        NOT_FROM_AN_ALLOCATION.inc()
         log.error(
-            "an order names an allocation catalog never issued: decided as any other order",
+            "an order names an allocation that cannot hold it: decided as any other order",
             order_id=str(event.order_id),
             product_id=str(event.product_id),
+            quantity=event.quantity,
             generation=event.allocation_generation,
-            issued=product.allocation_generation,
+            in_force=product.allocation_generation,
+            allocated=product.stock_allocated,
+            returning=product.stock_returning,
         )
     common = {
         "producer": PRODUCER,
@@ -261,7 +270,14 @@ async def _record_allocated(
             product_id=str(event.product_id),
             units=done.overdrawn,
         )
-    await _reserved(conn, event, done.product, done.reservation, allocation_units)
+    if done.revoked:
+        log.warning(
+            "an order of a taken-back allocation left less stock than the allocation in force: taken back too",
+            order_id=str(event.order_id),
+            product_id=str(event.product_id),
+            generation=done.product.allocation_generation,
+        )
+    await _reserved(conn, event, done.product, done.reservation, allocation_units, revoked=done.revoked)
 
 
 async def _reserved(
@@ -270,8 +286,11 @@ async def _reserved(
     updated: Product,
     reservation: domain.Reservation,
     allocation_units: int,
+    *,
+    revoked: bool = False,
 ) -> None:
-    """Save a reservation made and announce it, topping up checkout's allocation when it runs low."""
+    """Save a reservation made and announce it, topping up checkout's allocation when it runs low. ``revoked``:
+    the reservation took checkout's allocation back (a new generation), announced even when nothing is granted."""
     updated, granted = domain.top_up(updated, allocation_units)
     await repository.save_product_and_reservation(conn, updated, reservation)
     await outbox.enqueue(
@@ -286,7 +305,7 @@ async def _reserved(
     )
     # One ProductUpdated per product per consumer batch: its newest state, after all of the batch's reservations.
     await outbox.enqueue_newest(conn, product_event(updated, event.correlation_id))
-    if granted:
+    if granted or revoked:
         await outbox.enqueue(conn, _allocation(updated, granted, event.correlation_id))
 
 

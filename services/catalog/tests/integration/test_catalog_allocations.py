@@ -123,24 +123,59 @@ async def test_allocate_record_take_back_and_return(service_process: Any, kafka_
     fresh = (await allocations(4))[3]
     assert (fresh.generation, fresh.units) == (1, 1)
 
-    # An order naming a generation catalog never issued (forged: checkout only has the ones catalog sent) is not
-    # recorded as reserved from an allocation: catalog decides it as any other order, and refuses it (none free).
-    forged = an_order(product_id, generation=7)
-    await publish_events(kafka_bootstrap, namespace, forged)
+    # Orders the allocation they name cannot hold (forged: checkout only takes units catalog counted out) are not
+    # recorded as reserved from it: catalog decides each as any other order, and refuses it (none free). A
+    # generation never issued; more units than the one in force has out; a taken-back one with nothing out.
+    forged = [an_order(product_id, generation=7), an_order(product_id, 1, quantity=2), an_order(product_id, 0)]
+    await publish_events(kafka_bootstrap, namespace, *forged)
 
-    def answer_to(records: list[Any]) -> list[Any]:
+    def answers(records: list[Any]) -> dict[uuid.UUID, Any]:
+        wanted = {f.order_id for f in forged}
         events = events_of(records, topics.CATALOG_RESERVATIONS)
-        return [e for e in events if getattr(e, "order_id", None) == forged.order_id]
+        return {e.order_id: e for e in events if getattr(e, "order_id", None) in wanted}
 
     records = await read_topic(
-        kafka_bootstrap, namespace + topics.CATALOG_RESERVATIONS, until=lambda rs: bool(answer_to(rs)), timeout=60
+        kafka_bootstrap,
+        namespace + topics.CATALOG_RESERVATIONS,
+        until=lambda rs: len(answers(rs)) == len(forged),
+        timeout=60,
     )
-    (answer,) = answer_to(records)
-    assert isinstance(answer, StockRejected), answer
+    assert all(isinstance(answer, StockRejected) for answer in answers(records).values()), answers(records)
     assert await stock() == {
         "stock_available": 1,
         "stock_allocated": 1,
         "stock_returning": 0,
         "stock_reserved": 4,
         "allocation_generation": 1,
+    }
+
+    # The merchant sets 0 (generation 2 takes back generation 1's unit), then 2 (generation 2 is granted the one
+    # unit that is free while the other may still be sold), then 1 (kept: it holds the one allocated). Checkout had
+    # sold generation 1's unit untold: its order takes the last unit of stock, and generation 2's unit is now beyond
+    # the stock. Generation 3 takes it back (announced), rather than catalog forgetting a unit checkout still holds.
+    for units in (0, 2, 1):
+        patched = httpx.patch(f"{catalog.base_url}/products/{product_id}", json={"stock": units}, headers=key)
+        assert patched.status_code == 200, patched.text
+    granted = (await allocations(6))[5]
+    assert (granted.generation, granted.units) == (2, 1)
+    await publish_events(kafka_bootstrap, namespace, an_order(product_id, generation=1))
+    taken_back = (await allocations(7))[6]
+    assert (taken_back.generation, taken_back.units) == (3, 0)
+    # Checkout hears generation 3 and gives generation 2's unit back: nothing is out, nothing was oversold.
+    await publish_events(
+        kafka_bootstrap,
+        namespace,
+        StockAllocationReturned(producer="checkout", correlation_id="r2", product_id=product_id, generation=2, units=1),
+    )
+
+    async def all_back() -> dict[str, Any] | None:
+        now = await stock()
+        return now if now["stock_returning"] == 0 and now["allocation_generation"] == 3 else None
+
+    assert await eventually_async(all_back, what="generation 2's unit given back") == {
+        "stock_available": 0,
+        "stock_allocated": 0,
+        "stock_returning": 0,
+        "stock_reserved": 5,
+        "allocation_generation": 3,
     }
