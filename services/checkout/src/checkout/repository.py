@@ -101,6 +101,8 @@ async def get_product_and_tweet(
     tweet_id: uuid.UUID,
     key_hash: str,
     saved_card: str | None = None,
+    *,
+    quantity: int = 10_000,
 ) -> PurchaseView:
     """``get_product``, ``get_tweet`` and whether ``key_hash`` is taken, in one round trip and no transaction: a
     refused purchase (sold out, unknown product) costs one statement. The product's ``stock_available`` is net of
@@ -126,8 +128,10 @@ async def get_product_and_tweet(
 
     An order reserved here from checkout's allocation (``insert_order``) is unanswered until its StockReserved is
     heard, whatever its status: catalog counts it in ``units_reserved_total`` only once it has read its OrderPlaced.
-    The units left in the allocation are always there: the product is never refused below them (counted up to
-    10,000, the most one order may ask for: a row per unit).
+    The units left in the allocation are always there: the product is never refused below them. They are counted
+    only up to ``quantity``, the units the purchase asks for (a row per unit: a product with thousands allocated
+    would otherwise cost every purchase that many rows read); below it the count is exact, so the decision and
+    the "only N left" it gives are the same as with a full count.
 
     The difference is never below zero (an order cancelled before its reservation was heard counts at catalog
     only: for a moment one more unit may look free, and catalog refuses what does not fit). With a copy from a
@@ -142,7 +146,7 @@ async def get_product_and_tweet(
                    + (SELECT coalesce(sum(o.quantity), 0) FROM orders o
                       WHERE o.product_id = $1 AND o.allocation_generation IS NOT NULL AND NOT o.reservation_heard)
                      AS unanswered,
-                   (SELECT count(*) FROM (SELECT FROM stock_allocation_units a WHERE a.product_id = $1 LIMIT 10000) a)
+                   (SELECT count(*) FROM (SELECT FROM stock_allocation_units a WHERE a.product_id = $1 LIMIT $5) a)
                      AS allocated_left,
                    CASE WHEN p.units_reserved_total IS NULL THEN
                         (SELECT coalesce(sum(o.quantity), 0) FROM orders o
@@ -159,6 +163,7 @@ async def get_product_and_tweet(
         tweet_id,
         key_hash,
         saved_card,
+        quantity,
     )
     assert row is not None
     product = ProductView(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None

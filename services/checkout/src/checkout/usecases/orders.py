@@ -112,7 +112,9 @@ async def check_purchase(
     COMMITTED): catalog decides every reservation, and the key is unique in the table.
     """
     saved_card = None if signed_in or not cards.may_be_saved(request.payment_method) else request.payment_method
-    seen = await repository.get_product_and_tweet(conn, request.product_id, request.tweet_id, key_hash, saved_card)
+    seen = await repository.get_product_and_tweet(
+        conn, request.product_id, request.tweet_id, key_hash, saved_card, quantity=request.quantity
+    )
     if seen.key_used and not key_free:
         return Checked(key_used=True)
     if seen.saved_card:
