@@ -92,6 +92,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     )
     app.state.payment_worker = worker
     app.state.reconciler = reconciler
+    admission = app.state.purchase_admission = refusals.Admission(settings.database_pool_max)
 
     @app.post(
         "/orders",
@@ -156,15 +157,18 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
                 "only a signed-in buyer can save a card: send the buyer credential (Authorization: Bearer tsb_...)",
                 code="save_card_needs_account",
             )
-        placed = await orders.place_order(
-            runtime.pool,
-            settings,
-            purchase,
-            domain.request_fingerprint(canonical),
-            idempotency_key,
-            str(request.state.correlation_id),
-            account,
-        )
+        # Admitted in turn (refusals.Admission): an anonymous purchase was, ahead of FastAPI; a signed-in one is
+        # here, after its Stripe round trip.
+        async with admission.enter(request.scope):
+            placed = await orders.place_order(
+                runtime.pool,
+                settings,
+                purchase,
+                domain.request_fingerprint(canonical),
+                idempotency_key,
+                str(request.state.correlation_id),
+                account,
+            )
         if placed.replayed:
             response.status_code = status.HTTP_200_OK
             response.headers["Idempotent-Replayed"] = "true"
@@ -317,5 +321,7 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
     ratelimit.limit_routes(app, {"POST /orders": ratelimit.ORDERS, "POST /webhooks/stripe": ratelimit.EXEMPT})
     # A drop's "sold out" answers ahead of FastAPI (refusals.py): the innermost of the service's middlewares, so
     # the body limit, correlation ids, request metrics and traces still see every request.
-    app.user_middleware.append(Middleware(refusals.SoldOutRefusals, service=app, settings=settings))
+    app.user_middleware.append(
+        Middleware(refusals.SoldOutRefusals, service=app, settings=settings, admission=admission)
+    )
     return app

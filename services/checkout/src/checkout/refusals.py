@@ -18,7 +18,10 @@ Anything else (an invalid body, a key that names an order, a purchase that can g
 other refusal) goes on to FastAPI with the body it read, untouched: the route decides, as before.
 
 The purchases it reads are admitted at most ``database_pool_max`` at a time (as many as the API has connections to
-answer them with); the rest wait their turn in arrival order, and the path is chosen on admission. In a drop's
+answer them with; ``Admission``); the rest wait their turn in arrival order, and the path is chosen on admission.
+A signed-in buyer's purchase is not read here: the route admits it through the same ``Admission`` around its
+database work only, after its credential and Stripe's answer about the card (a Stripe round trip inside the
+admission would let through only ``database_pool_max`` purchases per round trip). In a drop's
 first second, before the product is known sold out here, every purchase goes on to the route; without this, the
 thousand that arrived meanwhile were all already in it (each waiting inside the route for a connection) when the
 product sold out, and each paid the route's cost to be refused (bench/README.md, stop 26). Admitted after, they
@@ -36,8 +39,10 @@ again goes on to the route (one statement more, once) and is forgotten.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -65,17 +70,40 @@ SOLD_OUT_MEMORY_S = 2.0
 _MEMORY_MAX = 10_000  # products remembered at most (only real ones refused as sold out get in)
 
 
+_ADMITTED = "tweetshop.purchase_admitted"  # in a request's scope: it holds its admission already
+
+
+class Admission:
+    """Purchases handled at once, as many as the API has database connections; the rest wait their turn, in
+    arrival order (``asyncio.Semaphore`` wakes its waiters first in, first out). One per checkout process, for
+    every purchase: a request admitted once (``enter(scope)`` marks its scope) is not admitted again further in."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots = asyncio.Semaphore(slots)
+
+    @contextlib.asynccontextmanager
+    async def enter(self, scope: Scope) -> AsyncIterator[None]:
+        if scope.get(_ADMITTED):
+            yield
+            return
+        async with self._slots:
+            scope[_ADMITTED] = True
+            try:
+                yield
+            finally:
+                scope.pop(_ADMITTED, None)
+
+
 class SoldOutRefusals:
     """ASGI middleware of checkout: see the module's text."""
 
-    def __init__(self, app: ASGIApp, *, service: FastAPI, settings: CheckoutSettings) -> None:
+    def __init__(self, app: ASGIApp, *, service: FastAPI, settings: CheckoutSettings, admission: Admission) -> None:
         self.app = app
         self.service = service
         self.settings = settings
         self._route: APIRoute | None = None
         self._sold_out: dict[uuid.UUID, float] = {}  # product id -> when a refusal of it was last seen (monotonic)
-        # Purchases handled at once, as many as the API has database connections; the rest wait their turn here.
-        self._admitted = asyncio.Semaphore(settings.database_pool_max)
+        self._admission = admission
 
     def _orders_route(self) -> APIRoute:
         if self._route is None:
@@ -117,7 +145,7 @@ class SoldOutRefusals:
         except (ValidationError, DomainError, ValueError):
             await self.app(scope, _replay(body, None, receive), send)
             return
-        async with self._admitted:
+        async with self._admission.enter(scope):
             # The path is chosen on admission, not on arrival: the purchases that queued while the product sold out
             # take the cheap one.
             if await self._refused(scope, receive, send, body, purchase, key):
