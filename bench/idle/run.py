@@ -1,6 +1,6 @@
 """The stack at rest: CPU cores the broker and the four services burn while no one buys anything.
 
-    python -m bench.idle                       # 60 s window after 20 s of quiet, topics with 1 partition
+    python -m bench.idle                       # 60 s window after 20 s of quiet, topics with 3 partitions
     python -m bench.idle --partitions 6        # as a production deployment creates them
     python -m bench.idle --seconds 20 --tiny   # the smoke size
 
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="the measured window")
     parser.add_argument("--quiet", type=float, default=20.0, help="rest before measuring (seeding settles)")
-    parser.add_argument("--partitions", type=int, default=1, help="partitions per topic (make run: 1)")
+    parser.add_argument("--partitions", type=int, default=3, help="partitions per topic (make run: 3)")
     parser.add_argument("--purchases", type=int, default=5, help="single purchases after the window (0: none)")
     parser.add_argument("--gap", type=float, default=8.0, help="seconds of rest before each purchase")
     parser.add_argument(

@@ -51,10 +51,13 @@ from .services import (
 from .supervisor import ChildSpec, Supervisor
 
 DATABASE = "tweetshop"
-# Settings `make run` gives every service unless the environment says otherwise. One partition per topic: each
-# service runs once here, and the broker spends CPU per partition on every fetch, data or not (measured with
-# `python -m bench.idle`: Tansu at rest 0.079 cores with the production default of 6, 0.050 with 1).
-MAKE_RUN_DEFAULTS = {"TWEETSHOP_KAFKA_TOPIC_PARTITIONS": "1"}
+# Settings `make run` gives every service unless the environment says otherwise. Three partitions per topic, not
+# production's 6: the broker spends CPU per partition on every fetch, data or not, and each service runs once here.
+# Not 1 either: Tansu's fetch of a partition with new data reads the list of every batch that partition ever stored,
+# so the fewer partitions, the faster a long run's cost per order grows (bench/README.md, stop 27: with 1, the
+# broker's CPU per order went 8.5 -> 30 ms over ~2,000 orders; with 3, 7.5 -> 16.5 ms; at rest the whole stack
+# 0.049 -> 0.061 cores).
+MAKE_RUN_DEFAULTS = {"TWEETSHOP_KAFKA_TOPIC_PARTITIONS": "3"}
 READY_TIMEOUT_S = 120.0
 
 
