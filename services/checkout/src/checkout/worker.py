@@ -24,7 +24,7 @@ from tweetshop_platform import telemetry
 from . import metrics
 from .config import CheckoutSettings
 from .gateway import PaymentGateway
-from .usecases import payments, refunds
+from .usecases import payments, refunds, reservations
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +43,9 @@ class PaymentWorker:
         self._wake.set()
 
     async def after_reservation(self, event: Envelope) -> None:
-        """after_commit hook of the reservations subscriber."""
-        if isinstance(event, StockReserved):
+        """after_commit hook of the reservations subscriber: wakes the worker when the event made its order due
+        (not for an order reserved from the allocation, due since its POST, which woke the worker then)."""
+        if isinstance(event, StockReserved) and reservations.made_due(event.order_id):
             self.wake()
 
     async def run(self) -> None:
