@@ -1,6 +1,7 @@
 """The payment worker: charges orders whose stock is reserved, and checks undecided payments with Stripe.
 
-It wakes when a reservation commits (in this process) and polls as well, so
+It wakes when an order becomes due in this process (a POST reserved it from the
+allocation, or a StockReserved applied here made it due) and polls as well, so
 an order is never stranded by a crash or by a reservation handled by another
 replica. Orders are leased with ``FOR UPDATE SKIP LOCKED``, so replicas share the work.
 
