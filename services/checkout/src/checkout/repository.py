@@ -102,7 +102,7 @@ async def get_product_and_tweet(
     key_hash: str,
     saved_card: str | None = None,
     *,
-    quantity: int = 10_000,
+    quantity: int,
 ) -> PurchaseView:
     """``get_product``, ``get_tweet`` and whether ``key_hash`` is taken, in one round trip and no transaction: a
     refused purchase (sold out, unknown product) costs one statement. The product's ``stock_available`` is net of

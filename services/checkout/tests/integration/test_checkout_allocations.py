@@ -153,18 +153,15 @@ async def holding_a_unit(checkout: Checkout, product: ProductListed) -> AsyncIte
     assert checkout.service.database_url is not None
     holder = await asyncpg.connect(checkout.service.database_url)
     try:
-        async with holder.transaction():
-            held = await holder.fetch(
-                "SELECT id FROM stock_allocation_units WHERE product_id = $1 LIMIT 1 FOR UPDATE", product.product_id
-            )
-            assert len(held) == 1
+        tx = holder.transaction()
+        await tx.start()
+        held = await holder.fetch(
+            "SELECT id FROM stock_allocation_units WHERE product_id = $1 LIMIT 1 FOR UPDATE", product.product_id
+        )
+        assert len(held) == 1
+        try:
             yield
-            raise _RollBack
-    except _RollBack:
-        pass
+        finally:
+            await tx.rollback()
     finally:
         await holder.close()
-
-
-class _RollBack(Exception):
-    """Ends the holder's transaction by rolling it back."""
