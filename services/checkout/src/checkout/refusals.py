@@ -2,7 +2,7 @@
 
 In a flash drop nearly every ``POST /orders`` is refused (5,000 buyers, 300 units). py-spy on checkout during the
 drop benchmark: FastAPI's request handling around the route (dependencies, body parsing and validation, the
-exception handlers, the response) cost more than the refusal's own work, one statement. This ASGI layer sits
+exception handlers, the response) cost more than the refusal's own work, its statements. This ASGI layer sits
 inside the service's middlewares (body size limit, correlation id, request metrics, tracing) and in front of
 FastAPI, and answers only what it can answer exactly as the route would:
 
@@ -11,8 +11,11 @@ FastAPI, and answers only what it can answer exactly as the route would:
 - the body is validated by the route's own model (``OrderIn``), and ``orders.for_account`` as the route does;
 - the rate limit is counted by the route's own limiter (``RateLimiter.guard``, which then does not count the
   request a second time);
-- the refusal comes from ``orders.check_purchase``, the function the route calls, and only ``insufficient_stock``
-  and ``product_unavailable`` are answered here, with the body and status the route's handler would give.
+- the refusal comes from ``orders.check_purchases``, the function the route calls (through ``check_purchase``),
+  and only ``insufficient_stock`` and ``product_unavailable`` are answered here, with the body and status the
+  route's handler would give;
+- the purchases of one product checked at once share one statement (``ChecksTogether``): each is still read after
+  it arrived.
 
 Anything else (an invalid body, a key that names an order, a purchase that can go ahead, a limit passed, any
 other refusal) goes on to FastAPI with the body it read, untouched: the route decides, as before.
@@ -42,7 +45,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -104,6 +108,7 @@ class SoldOutRefusals:
         self._route: APIRoute | None = None
         self._sold_out: dict[uuid.UUID, float] = {}  # product id -> when a refusal of it was last seen (monotonic)
         self._admission = admission
+        self._checks = ChecksTogether(lambda: service.state.runtime.pool, settings)
 
     def _orders_route(self) -> APIRoute:
         if self._route is None:
@@ -200,19 +205,83 @@ class SoldOutRefusals:
                 await limiter.guard(Request(scope))
             except RateLimited:
                 return None  # the route answers 429 (and counts it in its metrics)
-        runtime = self.service.state.runtime
         try:
-            async with runtime.pool.acquire() as conn:
-                await orders.check_purchase(conn, self.settings, purchase, access.idempotency_key_hash(key))
-        except DomainError as refused:
-            if refused.code in ANSWERED_HERE:
-                return JSONResponse(
-                    error_body(refused.code, refused.message, **refused.details), status_code=refused.status
-                )
+            checked = await self._checks.check(purchase, access.idempotency_key_hash(key))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # The database did not answer: the route meets the same and answers as it always has.
             log.warning("sold-out check ahead of the route failed", error=repr(exc))
+            return None
+        if isinstance(checked, DomainError) and checked.code in ANSWERED_HERE:
+            body = error_body(checked.code, checked.message, **checked.details)
+            return JSONResponse(body, status_code=checked.status)
         return None
+
+
+class ChecksTogether:
+    """``orders.check_purchases`` for the purchases of one product that wait at once, in one statement.
+
+    In a drop nearly every purchase ahead of the route is a refusal, each for one statement: a round trip and the
+    statement's work in Postgres, per buyer. The purchases checked here are read together instead: the first of a
+    product (and tweet) starts a read of what waits for it; those that come while it runs wait for the next read,
+    which starts when it ends, and takes all of them (``most`` at a time). Each answer is still read from the
+    database after its purchase arrived (a read that had begun already is never shared with a newcomer), so it is
+    the answer it would have had alone: only the round trips are shared. A read that fails fails each purchase it
+    held, with its exception.
+    """
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool], settings: CheckoutSettings, *, most: int = 64) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._most = most
+        self._waiting: dict[tuple[uuid.UUID, uuid.UUID], list[_Waiting]] = {}
+        self._readers: dict[tuple[uuid.UUID, uuid.UUID], asyncio.Task[None]] = {}
+        self.reads = 0  # statements run (the tests look)
+
+    async def check(self, purchase: PurchaseRequest, key_hash: str) -> orders.Checked | DomainError:
+        group = (purchase.product_id, purchase.tweet_id)
+        waiting = _Waiting(purchase, key_hash, asyncio.get_running_loop().create_future())
+        self._waiting.setdefault(group, []).append(waiting)
+        if group not in self._readers:
+            self._readers[group] = asyncio.create_task(self._read(group), name=f"sold-out-checks-{group[0]}")
+        return await waiting.answer
+
+    async def _read(self, group: tuple[uuid.UUID, uuid.UUID]) -> None:
+        batch: list[_Waiting] = []
+        try:
+            while queue := self._waiting.pop(group, None):
+                queue = [w for w in queue if not w.answer.done()]  # a client that went away is not read for
+                batch, rest = queue[: self._most], queue[self._most :]
+                if rest:
+                    self._waiting[group] = rest + self._waiting.get(group, [])
+                if not batch:
+                    continue
+                self.reads += 1
+                try:
+                    async with self._pool().acquire() as conn:
+                        answers = await orders.check_purchases(
+                            conn, self._settings, [(w.purchase, w.key_hash) for w in batch]
+                        )
+                except Exception as exc:  # each purchase meets it, as it would have alone
+                    for w in batch:
+                        if not w.answer.done():
+                            w.answer.set_exception(exc)
+                    continue
+                for w, answer in zip(batch, answers, strict=True):
+                    if not w.answer.done():
+                        w.answer.set_result(answer)
+        finally:
+            del self._readers[group]
+            # Only when the reader itself was cancelled (shutdown) is anything left unanswered: it is cancelled too.
+            for w in batch + self._waiting.pop(group, []):
+                if not w.answer.done():
+                    w.answer.cancel()
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    purchase: PurchaseRequest
+    key_hash: str
+    answer: asyncio.Future[orders.Checked | DomainError]
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -87,27 +88,47 @@ def stock_claimed(unanswered: int, heard: int, copy_counts: int | None, reserved
 class PurchaseView:
     """What placing an order reads first: the product (its stock net of this checkout's claims), the tweet, and
     whether the Idempotency-Key already names an order (then the order is a replay: ``get_order_by_key``), and
-    whether the PaymentMethod asked about is saved on a buyer's Customer."""
+    whether the PaymentMethod asked about is saved on a buyer's Customer, and which of the buyer, the card or the
+    address already has the unpaid-order cap's orders waiting for payment (``unpaid_full``)."""
 
     product: ProductView | None
     tweet: TweetView | None
     key_used: bool
     saved_card: bool = False
+    unpaid_full: str | None = None
 
 
-async def get_product_and_tweet(
+@dataclass(frozen=True)
+class PurchaseAsked:
+    """One purchase of a product, as ``get_purchase_views`` reads it: its Idempotency-Key's hash, the
+    PaymentMethod to look up among saved cards (None: not asked), and who and where, for the unpaid-order cap."""
+
+    key_hash: str
+    saved_card: str | None
+    buyer_id: str
+    payment_method: str
+    line1: str
+    city: str
+    country: str
+
+
+_UNPAID_KINDS = ("buyer", "payment_method", "address")
+
+
+async def get_purchase_views(
     conn: asyncpg.Connection,
     product_id: uuid.UUID,
     tweet_id: uuid.UUID,
-    key_hash: str,
-    saved_card: str | None = None,
+    asked: Sequence[PurchaseAsked],
     *,
     quantity: int,
-) -> PurchaseView:
-    """``get_product``, ``get_tweet`` and whether ``key_hash`` is taken, in one round trip and no transaction: a
-    refused purchase (sold out, unknown product) costs one statement. The product's ``stock_available`` is net of
-    this checkout's own claims on it. ``saved_card``: a PaymentMethod id to look up among the cards saved on a
-    buyer's Customer (``PurchaseView.saved_card``); None: not asked.
+    unpaid_cap: int,
+) -> list[PurchaseView]:
+    """``get_product``, ``get_tweet``, and for each purchase asked whether its key is taken, whether its card is a
+    saved one, and whether it meets the unpaid-order cap (``unpaid_cap`` > 0; 0: not counted), in one round trip
+    and no transaction: a refused purchase (sold out, unknown product, a buyer at the cap) costs one statement, and
+    a drop's refusals of one product, read together (checkout's ``refusals``), one statement for all of them. The
+    product's ``stock_available`` is net of this checkout's own claims on it. The views come in the order asked.
 
     Catalog owns the stock and decides every reservation; checkout's copy of its count only changes when
     catalog's ProductUpdated arrives, after catalog has reserved. In a drop, thousands of orders are placed
@@ -129,58 +150,98 @@ async def get_product_and_tweet(
     An order reserved here from checkout's allocation (``insert_order``) is unanswered until its StockReserved is
     heard, whatever its status: catalog counts it in ``units_reserved_total`` only once it has read its OrderPlaced.
     The units left in the allocation are always there: the product is never refused below them. They are counted
-    only up to ``quantity``, the units the purchase asks for (a row per unit: a product with thousands allocated
-    would otherwise cost every purchase that many rows read); below it the count is exact, so the decision and
-    the "only N left" it gives are the same as with a full count.
+    only up to ``quantity`` (the most units any purchase asked for wants: a row per unit, and a product with
+    thousands allocated would otherwise cost every purchase that many rows read); below it the count is exact, so
+    the decision and the "only N left" it gives are the same as with a full count.
 
     The difference is never below zero (an order cancelled before its reservation was heard counts at catalog
     only: for a moment one more unit may look free, and catalog refuses what does not fit). With a copy from a
     catalog older than contract 1.3.0 (no count) the rule before it: reserved orders count until the copy is newer
     than the version they were placed against (``stock_version_seen``).
     """
+    if not asked:
+        return []
     product_columns = ", ".join(f"p.{c.strip()}" for c in _PRODUCT_COLUMNS.split(","))
-    row = await conn.fetchrow(
-        f"""SELECT {product_columns}, t.tweet_id, t.product_id AS tweet_product_id, t.merchant_id AS tweet_merchant_id,
-                   (SELECT coalesce(sum(o.quantity), 0) FROM orders o
-                    WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved)
-                   + (SELECT coalesce(sum(o.quantity), 0) FROM orders o
-                      WHERE o.product_id = $1 AND o.allocation_generation IS NOT NULL AND NOT o.reservation_heard)
-                     AS unanswered,
-                   (SELECT count(*) FROM (SELECT FROM stock_allocation_units a WHERE a.product_id = $1 LIMIT $5) a)
-                     AS allocated_left,
-                   CASE WHEN p.units_reserved_total IS NULL THEN
-                        (SELECT coalesce(sum(o.quantity), 0) FROM orders o
-                         WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version)
-                   END AS reserved_unseen,
-                   (SELECT h.units FROM product_reservations_heard h WHERE h.product_id = $1) AS heard,
-                   EXISTS (SELECT 1 FROM orders k WHERE k.idempotency_key_hash = $3) AS key_used,
-                   EXISTS (SELECT 1 FROM orders c
-                           WHERE c.payment_method = $4 AND c.payment_customer IS NOT NULL) AS saved_card
-            FROM (SELECT 1) AS one
-            LEFT JOIN products p ON p.id = $1
-            LEFT JOIN buyable_tweets t ON t.tweet_id = $2""",
+    unpaid = "SELECT 1 FROM orders u WHERE u.status IN ('pending', 'requires_action') AND"
+    rows = await conn.fetch(
+        f"""WITH one AS MATERIALIZED (
+              SELECT {product_columns}, t.tweet_id, t.product_id AS tweet_product_id,
+                     t.merchant_id AS tweet_merchant_id,
+                     (SELECT coalesce(sum(o.quantity), 0) FROM orders o
+                      WHERE o.product_id = $1 AND o.status = 'pending' AND NOT o.stock_reserved)
+                     + (SELECT coalesce(sum(o.quantity), 0) FROM orders o
+                        WHERE o.product_id = $1 AND o.allocation_generation IS NOT NULL AND NOT o.reservation_heard)
+                       AS unanswered,
+                     (SELECT count(*) FROM (SELECT FROM stock_allocation_units a WHERE a.product_id = $1 LIMIT $3) a)
+                       AS allocated_left,
+                     CASE WHEN p.units_reserved_total IS NULL THEN
+                          (SELECT coalesce(sum(o.quantity), 0) FROM orders o
+                           WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version)
+                     END AS reserved_unseen,
+                     (SELECT h.units FROM product_reservations_heard h WHERE h.product_id = $1) AS heard
+              FROM (SELECT 1) AS one
+              LEFT JOIN products p ON p.id = $1
+              LEFT JOIN buyable_tweets t ON t.tweet_id = $2)
+           SELECT one.*,
+                  EXISTS (SELECT 1 FROM orders k WHERE k.idempotency_key_hash = q.key_hash) AS key_used,
+                  EXISTS (SELECT 1 FROM orders c
+                          WHERE c.payment_method = q.saved_card AND c.payment_customer IS NOT NULL) AS saved_card,
+                  CASE WHEN $4 > 0 THEN
+                       (SELECT count(*) FROM ({unpaid} u.buyer_id = q.buyer_id LIMIT $4) b) END AS unpaid_buyer,
+                  CASE WHEN $4 > 0 THEN
+                       (SELECT count(*) FROM ({unpaid} u.payment_method = q.payment_method LIMIT $4) m)
+                  END AS unpaid_payment_method,
+                  CASE WHEN $4 > 0 THEN
+                       (SELECT count(*) FROM ({unpaid} u.ship_country = q.country
+                            AND lower(u.ship_city) = lower(q.city) AND lower(u.ship_line1) = lower(q.line1)
+                            LIMIT $4) a)
+                  END AS unpaid_address
+           FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+                WITH ORDINALITY AS q(key_hash, saved_card, buyer_id, payment_method, line1, city, country, i)
+           CROSS JOIN one
+           ORDER BY q.i""",
         product_id,
         tweet_id,
-        key_hash,
-        saved_card,
         quantity,
+        unpaid_cap,
+        [a.key_hash for a in asked],
+        [a.saved_card for a in asked],
+        [a.buyer_id for a in asked],
+        [a.payment_method for a in asked],
+        [a.line1 for a in asked],
+        [a.city for a in asked],
+        [a.country for a in asked],
     )
-    assert row is not None
-    product = ProductView(**{c.strip(): row[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if row["id"] else None
+    assert len(rows) == len(asked)
+    first = rows[0]
+    product = ProductView(**{c.strip(): first[c.strip()] for c in _PRODUCT_COLUMNS.split(",")}) if first["id"] else None
     if product is not None:
         claimed = stock_claimed(
-            row["unanswered"], row["heard"] or 0, product.units_reserved_total, row["reserved_unseen"] or 0
+            first["unanswered"], first["heard"] or 0, product.units_reserved_total, first["reserved_unseen"] or 0
         )
         # What the order can take from the allocation is certainly there (taken in the order's transaction).
-        available = max(product.stock_available - claimed, row["allocated_left"] or 0, 0)
+        available = max(product.stock_available - claimed, first["allocated_left"] or 0, 0)
         if available != product.stock_available:
             product = replace(product, stock_available=available)
     tweet = (
-        TweetView(tweet_id=row["tweet_id"], product_id=row["tweet_product_id"], merchant_id=row["tweet_merchant_id"])
-        if row["tweet_id"]
+        TweetView(
+            tweet_id=first["tweet_id"], product_id=first["tweet_product_id"], merchant_id=first["tweet_merchant_id"]
+        )
+        if first["tweet_id"]
         else None
     )
-    return PurchaseView(product, tweet, key_used=row["key_used"], saved_card=row["saved_card"])
+    return [
+        PurchaseView(
+            product,
+            tweet,
+            key_used=row["key_used"],
+            saved_card=row["saved_card"],
+            unpaid_full=next(
+                (kind for kind in _UNPAID_KINDS if unpaid_cap > 0 and row[f"unpaid_{kind}"] >= unpaid_cap), None
+            ),
+        )
+        for row in rows
+    ]
 
 
 async def count_reservation_heard(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
@@ -528,30 +589,6 @@ async def count_overdue_orders(conn: asyncpg.Connection, deadline_s: float, acti
     """Orders still waiting for their payment past the deadline (should drop to 0 after each reconciler run)."""
     count = await conn.fetchval(f"SELECT count(*) FROM orders WHERE {_overdue(1, 2)}", deadline_s, action_deadline_s)
     return int(count)
-
-
-async def unpaid_orders_of(
-    conn: asyncpg.Connection, buyer_id: str, payment_method: str, line1: str, city: str, country: str, cap: int
-) -> str | None:
-    """Which of the buyer, the payment method or the address already has ``cap`` orders waiting for payment."""
-    row = await conn.fetchrow(
-        """SELECT
-             (SELECT count(*) FROM (SELECT 1 FROM orders WHERE status IN ('pending', 'requires_action')
-                  AND buyer_id = $1 LIMIT $6) b) AS buyer,
-             (SELECT count(*) FROM (SELECT 1 FROM orders WHERE status IN ('pending', 'requires_action')
-                  AND payment_method = $2 LIMIT $6) p) AS payment_method,
-             (SELECT count(*) FROM (SELECT 1 FROM orders WHERE status IN ('pending', 'requires_action')
-                  AND ship_country = $5 AND lower(ship_city) = lower($4) AND lower(ship_line1) = lower($3)
-                  LIMIT $6) a) AS address""",
-        buyer_id,
-        payment_method,
-        line1,
-        city,
-        country,
-        cap,
-    )
-    assert row is not None
-    return next((key for key in ("buyer", "payment_method", "address") if row[key] >= cap), None)
 
 
 async def set_shipment(

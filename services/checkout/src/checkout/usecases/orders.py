@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -50,27 +51,10 @@ def _replay(found: repository.IdempotentOrder, request_hash: str, idempotency_ke
 _UNPAID_WHAT = {"buyer": "this buyer", "payment_method": "this card", "address": "this shipping address"}
 
 
-async def _refuse_too_many_unpaid(
-    conn: asyncpg.Connection, request: PurchaseRequest, settings: CheckoutSettings
-) -> None:
-    """429 when the buyer, the card or the address already has ``unpaid_orders_cap`` orders waiting for payment.
-
-    Unpaid orders hold stock: without a cap, a few hundred of them keep any product sold out.
-    """
-    shipping = request.shipping
-    full = await repository.unpaid_orders_of(
-        conn,
-        request.buyer.id,
-        request.payment_method,
-        shipping.line1,
-        shipping.city,
-        shipping.country,
-        settings.unpaid_orders_cap,
-    )
-    if full is None:
-        return
-    metrics.UNPAID_CAP_REFUSALS.labels(full).inc()
-    raise TooManyRequests(
+def _too_many_unpaid(full: str, settings: CheckoutSettings) -> TooManyRequests:
+    """429: the buyer, the card or the address (``full``) already has ``unpaid_orders_cap`` orders waiting for
+    payment. Unpaid orders hold stock: without a cap, a few hundred of them keep any product sold out."""
+    return TooManyRequests(
         f"{_UNPAID_WHAT[full]} already has {settings.unpaid_orders_cap} orders waiting for payment: "
         "finish paying or cancel one of them first",
         code="too_many_unpaid_orders",
@@ -89,6 +73,74 @@ class Checked:
     price: domain.Price | None = None
 
 
+async def check_purchases(
+    conn: asyncpg.Connection,
+    settings: CheckoutSettings,
+    purchases: Sequence[tuple[PurchaseRequest, str]],
+    *,
+    key_free: bool = False,
+    signed_in: bool = False,
+) -> list[Checked | DomainError]:
+    """Everything that can refuse each purchase (with its Idempotency-Key's hash), before any transaction, in one
+    statement for all of them: the keys' lookups, the product net of this checkout's claims, the tweet, the cards,
+    the unpaid-order cap when it is on. Each purchase gets what it was read to be, in order: ``Checked``, or the
+    refusal it meets (``DomainError``: sold out, unknown product, too many unpaid orders...), decided in the same
+    order as one at a time. Every purchase must be of one product through one tweet.
+
+    ``key_free``: the caller knows the key names no order any more (it looked), so a taken key is not reported
+    again. ``signed_in``: the buyer presented their credential (whose card it is was then asked of Stripe,
+    ``cards.payment_customer_for``); without one, a card saved on a buyer's Customer is refused as if it did not
+    exist, whoever learnt its id: real Stripe would not confirm it without that Customer, localstripe would
+    charge it. (Stripe's test tokens, ``pm_card_visa`` and the like, are a new card at each use: never looked up.)
+
+    In a drop thousands of buyers are told "sold out" here; checkout's ``refusals`` answers them ahead of FastAPI
+    through this same function, the purchases that wait together in one statement. Nothing read here is locked,
+    as before (READ COMMITTED): catalog decides every reservation, and the key is unique in the table.
+    """
+    first = purchases[0][0]
+    if any(p.product_id != first.product_id or p.tweet_id != first.tweet_id for p, _ in purchases):
+        raise ValueError("purchases checked together must be of one product through one tweet")
+    asked = [
+        repository.PurchaseAsked(
+            key_hash=key_hash,
+            saved_card=None if signed_in or not cards.may_be_saved(p.payment_method) else p.payment_method,
+            buyer_id=p.buyer.id,
+            payment_method=p.payment_method,
+            line1=p.shipping.line1,
+            city=p.shipping.city,
+            country=p.shipping.country,
+        )
+        for p, key_hash in purchases
+    ]
+    views = await repository.get_purchase_views(
+        conn,
+        first.product_id,
+        first.tweet_id,
+        asked,
+        quantity=max(p.quantity for p, _ in purchases),
+        unpaid_cap=settings.unpaid_orders_cap,
+    )
+    return [
+        _decide(settings, request, seen, key_free=key_free) for (request, _), seen in zip(purchases, views, strict=True)
+    ]
+
+
+def _decide(
+    settings: CheckoutSettings, request: PurchaseRequest, seen: repository.PurchaseView, *, key_free: bool
+) -> Checked | DomainError:
+    if seen.key_used and not key_free:
+        return Checked(key_used=True)
+    if seen.saved_card:
+        return NotFound("no such payment method (or not yours)", code="payment_method_not_found")
+    if seen.unpaid_full is not None:
+        return _too_many_unpaid(seen.unpaid_full, settings)
+    try:
+        price = domain.price_purchase(seen.product, seen.tweet, request)
+    except domain.PurchaseRefused as refused:
+        return _PURCHASE_ERRORS.get(refused.code, Conflict)(refused.message, code=refused.code)
+    return Checked(key_used=False, product=seen.product, price=price)
+
+
 async def check_purchase(
     conn: asyncpg.Connection,
     settings: CheckoutSettings,
@@ -98,34 +150,14 @@ async def check_purchase(
     key_free: bool = False,
     signed_in: bool = False,
 ) -> Checked:
-    """Everything that can refuse a purchase, before any transaction: one statement (the key's lookup, the product
-    net of this checkout's claims, the tweet), then the unpaid-order cap when it is on. Raises the refusal
-    (``DomainError``: sold out, unknown product, too many unpaid orders...). ``key_free``: the caller knows the
-    key names no order any more (it looked), so a taken key is not reported again. ``signed_in``: the buyer
-    presented their credential (whose card it is was then asked of Stripe, ``cards.payment_customer_for``);
-    without one, a card saved on a buyer's Customer is refused as if it did not exist, whoever learnt its id:
-    real Stripe would not confirm it without that Customer, localstripe would charge it. (Stripe's test tokens,
-    ``pm_card_visa`` and the like, are a new card at each use: never looked up.)
-
-    In a drop thousands of buyers are told "sold out" here, each for one round trip; checkout's ``refusals``
-    answers them through this same function ahead of FastAPI. Nothing read here is locked, as before (READ
-    COMMITTED): catalog decides every reservation, and the key is unique in the table.
-    """
-    saved_card = None if signed_in or not cards.may_be_saved(request.payment_method) else request.payment_method
-    seen = await repository.get_product_and_tweet(
-        conn, request.product_id, request.tweet_id, key_hash, saved_card, quantity=request.quantity
-    )
-    if seen.key_used and not key_free:
-        return Checked(key_used=True)
-    if seen.saved_card:
-        raise NotFound("no such payment method (or not yours)", code="payment_method_not_found")
-    if settings.unpaid_orders_cap:
-        await _refuse_too_many_unpaid(conn, request, settings)
-    try:
-        price = domain.price_purchase(seen.product, seen.tweet, request)
-    except domain.PurchaseRefused as refused:
-        raise _PURCHASE_ERRORS.get(refused.code, Conflict)(refused.message, code=refused.code) from None
-    return Checked(key_used=False, product=seen.product, price=price)
+    """``check_purchases`` of one purchase, as the route asks it: raises the refusal (and counts a refusal by the
+    unpaid-order cap: the route answers it)."""
+    (checked,) = await check_purchases(conn, settings, [(request, key_hash)], key_free=key_free, signed_in=signed_in)
+    if isinstance(checked, DomainError):
+        if isinstance(checked, TooManyRequests) and checked.code == "too_many_unpaid_orders":
+            metrics.UNPAID_CAP_REFUSALS.labels(checked.details["limit"]).inc()
+        raise checked
+    return checked
 
 
 async def place_order(
