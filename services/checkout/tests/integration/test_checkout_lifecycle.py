@@ -156,6 +156,12 @@ async def test_a_paid_order_cannot_be_cancelled_and_strangers_cannot_cancel_at_a
         stranger = await http.post(f"/orders/{order['id']}/cancel", headers=bearer(other))
         assert anonymous.status_code == 401
         assert stranger.status_code == 404
+        # Nor read it: another order's token is answered as an order that does not exist.
+        strangers_page = await http.get(f"/orders/{order['id']}", headers=bearer(other))
+        no_such_page = await http.get(f"/orders/{uuid.uuid4()}", headers=bearer(other))
+        assert (strangers_page.status_code, no_such_page.status_code) == (404, 404)
+        assert strangers_page.json() == no_such_page.json()
+        assert strangers_page.json()["error"] == "order_not_found"
         assert (await checkout.get_order(order["id"], order["access_token"]))["status"] == "pending"
 
         await checkout.reserve(order, product)

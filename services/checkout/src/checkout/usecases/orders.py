@@ -242,6 +242,9 @@ def for_account(request: PurchaseRequest, account: buyers.Account | None) -> Pur
     return request
 
 
+_NO_SUCH_ORDER = "no such order (or not yours)"
+
+
 async def _authorize_buyer(conn: asyncpg.Connection, order_id: uuid.UUID, access_token: str) -> str:
     """NotFound unless ``access_token`` is the order's, or the credential of the buyer it belongs to: whether an
     order exists is private (no order answers the same as a wrong token). The order's own access token (for the
@@ -250,7 +253,7 @@ async def _authorize_buyer(conn: asyncpg.Connection, order_id: uuid.UUID, access
         return await buyers.authorize_order(conn, order_id, access_token)
     token_hash = await repository.get_access_token_hash(conn, order_id)
     if token_hash is None or not access.secret_matches(access_token, token_hash):
-        raise NotFound("no such order (or not yours)", code="order_not_found")
+        raise NotFound(_NO_SUCH_ORDER, code="order_not_found")
     return access_token
 
 
@@ -261,12 +264,19 @@ async def get_order(pool: asyncpg.Pool, order_id: uuid.UUID, access_token: str) 
 
 async def get_order_with_token(pool: asyncpg.Pool, order_id: uuid.UUID, bearer: str) -> tuple[Order, str]:
     """The order, for the bearer of its access token or its buyer's credential, with the order's access token
-    (for the tracking link; "" when the buyer's vault has none)."""
+    (for the tracking link; "" when the buyer's vault has none). With the order's own token (a buyer following
+    the order page or its link: the page most often read), one statement reads the order and the token's hash,
+    and the order is shown only when the token matches."""
     async with pool.acquire() as conn:
-        token = await _authorize_buyer(conn, order_id, bearer)
-        order = await repository.get_order(conn, order_id)
-    assert order is not None
-    return order, token
+        if accounts.is_buyer_credential(bearer):
+            token = await buyers.authorize_order(conn, order_id, bearer)
+            order = await repository.get_order(conn, order_id)
+            assert order is not None
+            return order, token
+        found = await repository.get_order_and_token_hash(conn, order_id)
+    if found is None or not access.secret_matches(bearer, found[1]):
+        raise NotFound(_NO_SUCH_ORDER, code="order_not_found")
+    return found[0], bearer
 
 
 def _refused(refused: domain.CancelRefused, order: Order) -> Conflict:
