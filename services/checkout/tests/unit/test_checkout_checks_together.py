@@ -70,6 +70,16 @@ def purchase(product: uuid.UUID) -> PurchaseRequest:
     return OrderIn.model_validate(order_body(TWEET, product)).to_request()
 
 
+async def held_read(
+    database: _Database, checks: refusals.ChecksTogether, product: uuid.UUID, *keys: str
+) -> list[asyncio.Task[orders.Checked | DomainError]]:
+    """Purchases whose read has begun and is held by the database until ``database.hold`` is set."""
+    database.hold = asyncio.Event()
+    reading = [asyncio.create_task(checks.check(purchase(product), key)) for key in keys]
+    await database.started.wait()  # the read has begun: what comes now was not there when it began
+    return reading
+
+
 def said(answer: orders.Checked | DomainError) -> str:
     assert isinstance(answer, DomainError)
     return answer.message
@@ -90,9 +100,7 @@ async def test_purchases_waiting_at_once_are_read_in_one_statement_each_with_its
 async def test_a_purchase_that_comes_during_a_read_waits_for_the_next_one(database: _Database) -> None:
     checks = refusals.ChecksTogether(lambda: _Pool(), SETTINGS)
     product = uuid.uuid4()
-    database.hold = asyncio.Event()
-    first = asyncio.create_task(checks.check(purchase(product), "early"))
-    await database.started.wait()  # the read has begun: what comes now was not there when it began
+    (first,) = await held_read(database, checks, product, "early")
     later = [asyncio.create_task(checks.check(purchase(product), f"late{i}")) for i in range(3)]
     await asyncio.sleep(0)
     assert database.statements == [["early"]]
@@ -122,10 +130,8 @@ async def test_at_most_so_many_in_one_statement(database: _Database) -> None:
 async def test_a_failed_read_fails_its_own_purchases_and_the_next_read_goes_on(database: _Database) -> None:
     checks = refusals.ChecksTogether(lambda: _Pool(), SETTINGS)
     product = uuid.uuid4()
-    database.hold = asyncio.Event()
     database.fail_next = OSError("connection lost")
-    first = [asyncio.create_task(checks.check(purchase(product), f"k{i}")) for i in range(2)]
-    await database.started.wait()
+    first = await held_read(database, checks, product, "k0", "k1")
     later = asyncio.create_task(checks.check(purchase(product), "after"))
     await asyncio.sleep(0)
     database.hold.set()
@@ -138,9 +144,7 @@ async def test_a_failed_read_fails_its_own_purchases_and_the_next_read_goes_on(d
 async def test_a_purchase_whose_client_went_away_is_not_read_for(database: _Database) -> None:
     checks = refusals.ChecksTogether(lambda: _Pool(), SETTINGS)
     product = uuid.uuid4()
-    database.hold = asyncio.Event()
-    first = asyncio.create_task(checks.check(purchase(product), "first"))
-    await database.started.wait()
+    (first,) = await held_read(database, checks, product, "first")
     gone = asyncio.create_task(checks.check(purchase(product), "gone"))
     stays = asyncio.create_task(checks.check(purchase(product), "stays"))
     await asyncio.sleep(0)
@@ -154,9 +158,7 @@ async def test_a_purchase_whose_client_went_away_is_not_read_for(database: _Data
 async def test_a_reader_cancelled_at_shutdown_leaves_no_purchase_waiting(database: _Database) -> None:
     checks = refusals.ChecksTogether(lambda: _Pool(), SETTINGS)
     product = uuid.uuid4()
-    database.hold = asyncio.Event()
-    reading = asyncio.create_task(checks.check(purchase(product), "reading"))
-    await database.started.wait()
+    (reading,) = await held_read(database, checks, product, "reading")
     queued = asyncio.create_task(checks.check(purchase(product), "queued"))
     await asyncio.sleep(0)
     for task in asyncio.all_tasks():
