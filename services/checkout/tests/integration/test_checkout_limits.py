@@ -124,6 +124,8 @@ async def test_purchases_checked_together_are_each_answered_as_alone(checkout: C
     try:
         together = [said(a) for a in await orders.check_purchases(conn, settings, purchases)]
         alone = [said((await orders.check_purchases(conn, settings, [one]))[0]) for one in purchases]
+        no_cap = CheckoutSettings(log_format="console", unpaid_orders_cap=0)
+        uncapped = [said(a) for a in await orders.check_purchases(conn, no_cap, purchases)]
         sold_out = await checkout.list_product(stock=0)
         assert (await checkout.place(checkout.order_body(sold_out.product_id))).status_code == 409  # checkout has it
         buyers = [checkout.order_body(sold_out.product_id) for _ in range(2)]
@@ -149,6 +151,12 @@ async def test_purchases_checked_together_are_each_answered_as_alone(checkout: C
         "too many": ("refused", 409, "insufficient_stock", None),
     }
     assert gone == [("refused", 409, "insufficient_stock", None)] * 2
+    # Without the cap (0), nothing is refused for the orders waiting; the rest is the same.
+    assert dict(zip(asked, uncapped, strict=True)) == {
+        **dict(zip(asked, together, strict=True)),
+        "buyer at the cap": ("checked", False, 1200),
+        "address at the cap": ("checked", False, 1200),
+    }
 
 
 async def test_an_order_waiting_for_3ds_is_held_only_briefly_then_its_stock_returns(checkout: Checkout) -> None:
