@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Sequence
@@ -225,7 +224,7 @@ async def get_purchase_views(
         product_id,
         tweet_id,
         quantity,
-        json.dumps([{"i": i, **dataclasses.asdict(a)} for i, a in enumerate(asked)]),
+        json.dumps([{"i": i, **vars(a)} for i, a in enumerate(asked)]),
     )
     assert len(rows) == len(asked)
     first = rows[0]
