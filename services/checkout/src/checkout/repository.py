@@ -465,16 +465,16 @@ async def get_merchant_key_hash(conn: asyncpg.Connection, merchant_id: uuid.UUID
 
 async def get_order_for_payment(conn: asyncpg.Connection, order_id: uuid.UUID) -> tuple[Order, str | None] | None:
     """The order, locked until the transaction ends, with its access token's hash (one round trip)."""
-    row = await conn.fetchrow(
-        f"SELECT {_ORDER_COLUMNS}, access_token_hash FROM orders WHERE id = $1 FOR UPDATE", order_id
-    )
-    return (_order(row), row["access_token_hash"]) if row else None
+    return await get_order_and_token_hash(conn, order_id, for_update=True)
 
 
-async def get_order_and_token_hash(conn: asyncpg.Connection, order_id: uuid.UUID) -> tuple[Order, str] | None:
-    """One order and the hash of its access token, in one statement: the order page checks the token against it
-    and shows the order only when it matches."""
-    row = await conn.fetchrow(f"SELECT {_ORDER_COLUMNS}, access_token_hash FROM orders WHERE id = $1", order_id)
+async def get_order_and_token_hash(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False
+) -> tuple[Order, str] | None:
+    """One order and the hash of its access token, in one statement (the order page checks the token against it
+    and shows the order only when it matches); ``for_update`` locks it until the transaction ends."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_ORDER_COLUMNS}, access_token_hash FROM orders WHERE id = $1{lock}", order_id)
     return (_order(row), row["access_token_hash"]) if row else None
 
 
