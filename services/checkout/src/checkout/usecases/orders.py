@@ -242,7 +242,10 @@ def for_account(request: PurchaseRequest, account: buyers.Account | None) -> Pur
     return request
 
 
-_NO_SUCH_ORDER = "no such order (or not yours)"
+def _refuse_unless_token(presented: str, token_hash: str | None) -> None:
+    """NotFound unless ``presented`` is the order's access token: no order answers the same as a wrong token."""
+    if token_hash is None or not access.secret_matches(presented, token_hash):
+        raise NotFound("no such order (or not yours)", code="order_not_found")
 
 
 async def _authorize_buyer(conn: asyncpg.Connection, order_id: uuid.UUID, access_token: str) -> str:
@@ -251,9 +254,7 @@ async def _authorize_buyer(conn: asyncpg.Connection, order_id: uuid.UUID, access
     tracking link): the one presented, or the one opened from the buyer's vault ("" when there is none)."""
     if accounts.is_buyer_credential(access_token):
         return await buyers.authorize_order(conn, order_id, access_token)
-    token_hash = await repository.get_access_token_hash(conn, order_id)
-    if token_hash is None or not access.secret_matches(access_token, token_hash):
-        raise NotFound(_NO_SUCH_ORDER, code="order_not_found")
+    _refuse_unless_token(access_token, await repository.get_access_token_hash(conn, order_id))
     return access_token
 
 
@@ -274,8 +275,8 @@ async def get_order_with_token(pool: asyncpg.Pool, order_id: uuid.UUID, bearer: 
             assert order is not None
             return order, token
         found = await repository.get_order_and_token_hash(conn, order_id)
-    if found is None or not access.secret_matches(bearer, found[1]):
-        raise NotFound(_NO_SUCH_ORDER, code="order_not_found")
+    _refuse_unless_token(bearer, found[1] if found else None)
+    assert found is not None
     return found[0], bearer
 
 
