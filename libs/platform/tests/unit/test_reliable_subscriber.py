@@ -16,7 +16,7 @@ from tweetshop_contracts import Destination, OrderPaid, OrderPlaced, StockReserv
 from tweetshop_contracts.system import SYSTEM, DeclarationError, Group, Reads, Service
 from tweetshop_devstack.testing import order_paid, order_placed
 from tweetshop_platform import metrics
-from tweetshop_platform.consumer import PermanentError, ReliableSubscriber, handled_types, handles
+from tweetshop_platform.consumer import PermanentError, ReliableSubscriber, handled_types, handles, together
 from tweetshop_platform.kafka import TopicNames, create_broker
 from tweetshop_platform.runtime import DeclarationMismatch, plan_subscriptions
 from tweetshop_platform.settings import ServiceSettings
@@ -224,6 +224,53 @@ async def test_a_bad_message_in_a_batch_is_parked_and_the_rest_applied() -> None
         await broker.publish_batch(good.to_bytes(), b"not json", other.to_bytes(), topic=topics.CHECKOUT_ORDERS)
     assert [e.event_id for e in h.applied] == [good.event_id, other.event_id]
     assert [v for v, _ in h.parked] == [b"not json"]
+
+
+class Together(Harness):
+    """A handler with a batch form (``@together``) that fails the first time it is given one chosen event."""
+
+    def __init__(self, flaky: uuid.UUID | None = None) -> None:
+        self.calls: list[list[uuid.UUID]] = []
+        self.flaky = flaky
+
+        async def in_batch(_conn: Any, events: list[Any]) -> None:
+            self.calls.append([e.event_id for e in events])
+            if self.flaky in self.calls[-1] and sum(self.flaky in c for c in self.calls) == 1:
+                raise RuntimeError("boom")
+            self.applied.extend(events)
+
+        @together(in_batch)
+        async def one(_conn: Any, event: Any) -> None:
+            raise AssertionError("the batch form is used")
+
+        self.handle = one  # type: ignore[method-assign]
+        super().__init__()
+
+
+async def test_a_handler_with_a_batch_form_gets_the_batchs_new_events_in_one_call() -> None:
+    h = Together()
+    first, second, third = placed(), placed(), placed()
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish(first.to_bytes(), topics.CHECKOUT_ORDERS)
+        batch = (first, second, first, third)
+        await broker.publish_batch(*(e.to_bytes() for e in batch), topic=topics.CHECKOUT_ORDERS)
+    ids = [e.event_id for e in (first, second, third)]
+    # The first alone; then the batch without what the inbox has (the first, twice), in order, in one call.
+    assert h.calls == [[ids[0]], ids[1:]]
+    assert [e.event_id for e in h.applied] == ids
+    assert h.parked == []
+
+
+async def test_a_failing_batch_form_is_rolled_back_and_given_its_events_one_at_a_time() -> None:
+    events = [placed(), placed(), placed()]
+    h = Together(flaky=events[1].event_id)
+    async with TestKafkaBroker(h.broker) as broker:
+        await broker.publish_batch(*(e.to_bytes() for e in events), topic=topics.CHECKOUT_ORDERS)
+    ids = [e.event_id for e in events]
+    assert h.calls == [ids, [ids[0]], [ids[1]], [ids[2]]]
+    assert [e.event_id for e in h.applied[-3:]] == ids
+    assert h.db.inbox == {("test.orders", i) for i in ids}
+    assert h.parked == []
 
 
 class OnlyPaid(Harness):

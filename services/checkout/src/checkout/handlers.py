@@ -16,7 +16,7 @@ from tweetshop_contracts import (
     StockRejected,
     StockReserved,
 )
-from tweetshop_platform.consumer import handles
+from tweetshop_platform.consumer import handles, together
 
 from .usecases import read_models, reservations
 
@@ -44,8 +44,24 @@ async def on_buyable_tweet(conn: asyncpg.Connection, event: Envelope) -> None:
             await read_models.record_buyable_tweet(conn, event)
 
 
+async def on_reservation_events(conn: asyncpg.Connection, events: list[Envelope]) -> None:
+    """``on_reservation_event`` for a batch's events in turn: each run of StockReserved in one statement."""
+    run: list[StockReserved] = []
+    for event in events:
+        if isinstance(event, StockReserved):
+            run.append(event)
+            continue
+        if run:
+            await reservations.on_stocks_reserved(conn, run)
+            run = []
+        await on_reservation_event(conn, event)
+    if run:
+        await reservations.on_stocks_reserved(conn, run)
+
+
 # StockReleased is catalog confirming what checkout asked for (after a failure or a refund): nothing to do, so
 # it is skipped unread, without an inbox row.
+@together(on_reservation_events)
 @handles(StockReserved, StockRejected)
 async def on_reservation_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """catalog.reservations.v1 → charge the order, or cancel it."""
@@ -63,6 +79,14 @@ async def on_allocation_event(conn: asyncpg.Connection, event: Envelope) -> None
             await reservations.on_stock_allocated(conn, event)
 
 
+async def on_shipment_events(conn: asyncpg.Connection, events: list[Envelope]) -> None:
+    """``on_shipment_event`` for a batch's events, in one statement."""
+    changes = [event for event in events if isinstance(event, ShipmentCreated | ShipmentStatusChanged)]
+    if changes:
+        await read_models.record_shipments(conn, changes)
+
+
+@together(on_shipment_events)
 async def on_shipment_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """tracking.shipments.v1 → the order's shipment (its tracking_url)."""
     match event:

@@ -270,6 +270,30 @@ async def count_reservation_heard(conn: asyncpg.Connection, order_id: uuid.UUID)
     )
 
 
+async def lock_orders_hearing_reservations(
+    conn: asyncpg.Connection, order_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Order]:
+    """``get_order(for_update=True)`` and ``count_reservation_heard`` for several orders, in one statement: each
+    order is locked (in id order, as every statement that locks several orders does), marked heard once and its
+    units counted to its product's heard count. Returns the orders found, as they were before."""
+    rows = await conn.fetch(
+        f"""WITH locked AS MATERIALIZED (
+                SELECT {_ORDER_COLUMNS}, reservation_heard FROM orders
+                WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE),
+            heard AS (
+                UPDATE orders o SET reservation_heard = true FROM locked
+                WHERE o.id = locked.id AND NOT locked.reservation_heard
+                RETURNING o.product_id, o.quantity),
+            counted AS (
+                INSERT INTO product_reservations_heard AS h (product_id, units)
+                SELECT product_id, sum(quantity) FROM heard GROUP BY product_id
+                ON CONFLICT (product_id) DO UPDATE SET units = h.units + EXCLUDED.units)
+            SELECT * FROM locked""",
+        list(dict.fromkeys(order_ids)),
+    )
+    return {row["id"]: _order(row) for row in rows}
+
+
 async def upsert_tweet(conn: asyncpg.Connection, tweet: TweetView, posted_at: datetime) -> None:
     await conn.execute(
         """INSERT INTO buyable_tweets (tweet_id, product_id, merchant_id, posted_at) VALUES ($1, $2, $3, $4)
@@ -622,6 +646,27 @@ async def set_shipment(
         shipment_status,
     )
     return bool(updated)
+
+
+async def set_shipments(
+    conn: asyncpg.Connection, shipments: Sequence[tuple[uuid.UUID, uuid.UUID, str]]
+) -> set[uuid.UUID]:
+    """``set_shipment`` for several (order id, shipment id, status), in one statement; as in turn, the last one
+    given for an order is what it keeps. The orders are locked in id order first, as every statement that locks
+    several orders does (no deadlock between two of them). Returns the orders that are ours."""
+    last = {order_id: (shipment_id, status) for order_id, shipment_id, status in shipments}
+    rows = await conn.fetch(
+        """WITH locked AS MATERIALIZED (SELECT id FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE)
+           UPDATE orders o SET shipment_id = s.shipment_id, shipment_status = s.status, updated_at = now()
+           FROM locked JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS s(order_id, shipment_id, status)
+                ON s.order_id = locked.id
+           WHERE o.id = locked.id
+           RETURNING o.id""",
+        list(last),
+        [shipment_id for shipment_id, _ in last.values()],
+        [status for _, status in last.values()],
+    )
+    return {row["id"] for row in rows}
 
 
 # --- refunds ---------------------------------------------------------------------------

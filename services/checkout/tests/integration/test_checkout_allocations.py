@@ -8,12 +8,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from tweetshop_contracts import OrderPlaced, ProductListed, StockAllocationReturned, topics
+from checkout import handlers
+from checkout.usecases import reservations
+from tweetshop_contracts import (
+    Destination,
+    Envelope,
+    OrderPlaced,
+    ProductListed,
+    ShipmentCreated,
+    ShipmentStatusChanged,
+    StockAllocationReturned,
+    StockRejected,
+    StockReserved,
+    topics,
+)
 from tweetshop_devstack.kafka_probe import events_of, read_topic
+from tweetshop_platform import outbox
 
 if TYPE_CHECKING:
     from conftest import Checkout
@@ -165,3 +179,145 @@ async def holding_a_unit(checkout: Checkout, product: ProductListed) -> AsyncIte
             await tx.rollback()
     finally:
         await holder.close()
+
+
+async def _applied_in_a_rolled_back_transaction(
+    database_url: str, order_ids: list[uuid.UUID], stage: str, apply: Callable[[asyncpg.Connection], Awaitable[None]]
+) -> tuple[Any, ...]:
+    """What ``apply`` leaves (the orders, the heard counts, the outbox, the worker's wake-ups), read in its own
+    transaction after ``stage`` (SQL on ``$1``, the orders), which is then rolled back: nothing stays behind."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute(stage, order_ids)
+            last_outbox = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+            async with outbox.batched(conn):  # as the reliable subscriber runs its handler
+                await apply(conn)
+            orders = await conn.fetch(
+                """SELECT id, status, stock_reserved, reservation_heard, payment_due_at IS NOT NULL AS due,
+                          cancel_reason, shipment_id, shipment_status
+                   FROM orders WHERE id = ANY($1) ORDER BY id""",
+                order_ids,
+            )
+            heard = await conn.fetch(
+                """SELECT h.product_id, h.units FROM product_reservations_heard h
+                   JOIN orders o ON o.product_id = h.product_id WHERE o.id = ANY($1) GROUP BY 1, 2 ORDER BY 1""",
+                order_ids,
+            )
+            published = await conn.fetch(
+                "SELECT event_type, message_key FROM outbox WHERE id > $1 ORDER BY id", last_outbox
+            )
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+    woken = [order_id for order_id in order_ids if reservations.made_due(order_id)]
+    return [tuple(r) for r in orders], [tuple(r) for r in heard], [tuple(r) for r in published], woken
+
+
+async def test_catalogs_answers_applied_together_leave_what_they_leave_one_by_one(checkout: Checkout) -> None:
+    """The reservations consumer's batch form (a run of StockReserved in one statement) leaves checkout's database,
+    outbox and worker wake-ups exactly as its handler applied to each event in turn, against checkout's own
+    database: orders waiting for their stock, one reserved already, one that ended, one unknown, one answered twice,
+    and a rejection between two runs. So does the shipments consumer's (the last word on an order is kept)."""
+    product = await checkout.list_product(stock=20)
+    placed = [await checkout.place(checkout.order_body(product.product_id)) for _ in range(5)]
+    assert [p.status_code for p in placed] == [202] * 5, [p.text for p in placed]
+    ids = [uuid.UUID(p.json()["id"]) for p in placed]
+    waiting_a, waiting_b, reserved_already, ended, rejected = ids
+    await checkout.reject({"id": str(ended)}, product, "sold out")
+
+    async def cancelled() -> bool:
+        rows = await checkout.sql("SELECT status FROM orders WHERE id = $1", ended)
+        return rows[0]["status"] == "cancelled"
+
+    await checkout.eventually(cancelled, what="the rejected order to be cancelled")
+
+    def reserved(order_id: uuid.UUID) -> StockReserved:
+        return StockReserved(
+            producer="catalog", correlation_id="c", order_id=order_id, product_id=product.product_id, quantity=1
+        )
+
+    events: list[Envelope] = [
+        reserved(waiting_a),
+        reserved(reserved_already),
+        reserved(ended),
+        reserved(uuid.uuid4()),
+        StockRejected(
+            producer="catalog",
+            correlation_id="c",
+            order_id=rejected,
+            product_id=product.product_id,
+            quantity=1,
+            reason="sold out",
+        ),
+        reserved(waiting_b),
+        reserved(waiting_a),
+        reserved(rejected),
+    ]
+    stage = "UPDATE orders SET stock_reserved = true WHERE id = ($1::uuid[])[3]"  # reserved_already
+    assert checkout.service.database_url is not None
+    url = checkout.service.database_url
+
+    async def one_by_one(conn: asyncpg.Connection) -> None:
+        for event in events:
+            await handlers.on_reservation_event(conn, event)
+
+    async def together(conn: asyncpg.Connection) -> None:
+        await handlers.on_reservation_events(conn, events)
+
+    alone = await _applied_in_a_rolled_back_transaction(url, ids, stage, one_by_one)
+    at_once = await _applied_in_a_rolled_back_transaction(url, ids, stage, together)
+    assert at_once == alone
+    orders, heard, published, woken = alone
+    status = {row[0]: row[1:4] for row in orders}
+    assert status[waiting_a] == status[waiting_b] == ("pending", True, True)
+    assert status[reserved_already] == ("pending", True, True)
+    assert status[ended] == status[rejected] == ("cancelled", False, True)  # heard, whatever became of it
+    assert heard == [(product.product_id, 5)]  # each known order once, the one answered twice too
+    assert published == [("OrderCancelled", str(rejected))]
+    assert woken == [waiting_a, waiting_b]
+
+    shipment = uuid.uuid4()
+    destination = Destination(city="Lyon", country="FR", lat=45.76, lon=4.84)
+    shipment_events: list[Envelope] = [
+        ShipmentCreated(
+            producer="tracking",
+            correlation_id="c",
+            shipment_id=shipment,
+            order_id=waiting_a,
+            status="label_created",
+            destination=destination,
+        ),
+        ShipmentStatusChanged(
+            producer="tracking",
+            correlation_id="c",
+            shipment_id=shipment,
+            order_id=waiting_a,
+            from_status="label_created",
+            to_status="picked_up",
+        ),
+        ShipmentCreated(
+            producer="tracking",
+            correlation_id="c",
+            shipment_id=uuid.uuid4(),
+            order_id=uuid.uuid4(),
+            status="label_created",
+            destination=destination,
+        ),
+    ]
+
+    async def shipments_one_by_one(conn: asyncpg.Connection) -> None:
+        for event in shipment_events:
+            await handlers.on_shipment_event(conn, event)
+
+    async def shipments_together(conn: asyncpg.Connection) -> None:
+        await handlers.on_shipment_events(conn, shipment_events)
+
+    nothing = "SELECT $1::uuid[]"
+    alone = await _applied_in_a_rolled_back_transaction(url, ids, nothing, shipments_one_by_one)
+    at_once = await _applied_in_a_rolled_back_transaction(url, ids, nothing, shipments_together)
+    assert at_once == alone
+    assert {row[0]: row[6:] for row in alone[0]}[waiting_a] == (shipment, "picked_up")

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import asyncpg
 from tweetshop_contracts import Envelope, OrderBuyerErased, OrderCancelled, OrderPaid, OrderRefunded
-from tweetshop_platform.consumer import handles
+from tweetshop_platform.consumer import handles, together
 
 from . import service
 
 
+async def on_order_events(conn: asyncpg.Connection, events: list[Envelope]) -> None:
+    """``on_order_event`` for a batch's events in turn: each run of OrderPaid in one statement."""
+    run: list[OrderPaid] = []
+    for event in events:
+        if isinstance(event, OrderPaid):
+            run.append(event)
+            continue
+        if run:
+            await service.on_orders_paid(conn, run)
+            run = []
+        await on_order_event(conn, event)
+    if run:
+        await service.on_orders_paid(conn, run)
+
+
+@together(on_order_events)
 @handles(OrderPaid, OrderRefunded, OrderCancelled, OrderBuyerErased)
 async def on_order_event(conn: asyncpg.Connection, event: Envelope) -> None:
     """checkout.orders.v1 → shipments (other order events are not tracking's business: skipped unread)."""

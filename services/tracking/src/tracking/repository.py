@@ -69,6 +69,42 @@ async def insert_shipment(
     return _shipment(row) if row else None
 
 
+async def insert_shipments(
+    conn: asyncpg.Connection, shipments: Sequence[tuple[Shipment, str, str | None]]
+) -> dict[uuid.UUID, Shipment]:
+    """``insert_shipment`` for several (shipment, courier token hash, buyer access hash), in one statement: as in
+    turn, an order gets the first one given for it, and none when it has one already. Returns the new shipments
+    by order id."""
+    first: dict[uuid.UUID, tuple[Shipment, str, str | None]] = {}
+    for item in shipments:
+        first.setdefault(item[0].order_id, item)
+    items = list(first.values())
+    rows = await conn.fetch(
+        f"""INSERT INTO shipments (id, order_id, status, dest_city, dest_country, dest_lat, dest_lon,
+                                   correlation_id, courier_token_hash, buyer_access_hash)
+            SELECT id, order_id, status, dest_city, dest_country, dest_lat, dest_lon, correlation_id,
+                   courier_token_hash, buyer_access_hash
+            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::float8[],
+                        $8::text[], $9::text[], $10::text[])
+                 WITH ORDINALITY AS s(id, order_id, status, dest_city, dest_country, dest_lat, dest_lon,
+                                      correlation_id, courier_token_hash, buyer_access_hash, n)
+            ORDER BY n
+            ON CONFLICT (order_id) DO NOTHING
+            RETURNING {_SHIPMENT_COLUMNS}""",
+        [s.id for s, _, _ in items],
+        [s.order_id for s, _, _ in items],
+        [s.status for s, _, _ in items],
+        [s.destination.city for s, _, _ in items],
+        [s.destination.country for s, _, _ in items],
+        [s.destination.lat for s, _, _ in items],
+        [s.destination.lon for s, _, _ in items],
+        [s.correlation_id for s, _, _ in items],
+        [token for _, token, _ in items],
+        [access for _, _, access in items],
+    )
+    return {shipment.order_id: shipment for shipment in map(_shipment, rows)}
+
+
 async def erase_buyer_places(conn: asyncpg.Connection, order_id: uuid.UUID, courier_token_hash: str) -> bool:
     """The order's buyer deleted the account: the destination kept to one decimal of a degree (about 10 km: the
     city, not the door), the courier's track and last position deleted, the buyer's access hash dropped and the

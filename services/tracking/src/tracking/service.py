@@ -66,8 +66,9 @@ def location_event(shipment: Shipment, point: Point) -> ShipmentLocationUpdated:
 # --- reactions to checkout.orders.v1 ---------------------------------------------------
 
 
-async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
-    """A paid order gets its shipment (once per order) and a courier token nobody sees until an operator asks."""
+def _new_shipment(event: OrderPaid) -> tuple[Shipment, str, str | None]:
+    """The shipment a paid order gets, with the hash of a courier token nobody sees until an operator asks, and the
+    hash of the buyer's order token."""
     _, token_hash = new_secret(COURIER_TOKEN_PREFIX)
     shipment = Shipment(
         id=uuid.uuid4(),
@@ -81,25 +82,40 @@ async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
         ),
         correlation_id=event.correlation_id,
     )
-    created = await repository.insert_shipment(conn, shipment, token_hash, event.buyer_access_sha256)
-    if created is None:
-        return  # the order already has its shipment
-    await outbox.enqueue(
-        conn,
-        ShipmentCreated(
-            producer=PRODUCER,
-            correlation_id=created.correlation_id,
-            shipment_id=created.id,
-            order_id=created.order_id,
-            status=created.status,
-            destination=Destination(
-                city=created.destination.city,
-                country=created.destination.country,
-                lat=created.destination.lat,
-                lon=created.destination.lon,
-            ),
+    return shipment, token_hash, event.buyer_access_sha256
+
+
+def _created(shipment: Shipment) -> ShipmentCreated:
+    return ShipmentCreated(
+        producer=PRODUCER,
+        correlation_id=shipment.correlation_id,
+        shipment_id=shipment.id,
+        order_id=shipment.order_id,
+        status=shipment.status,
+        destination=Destination(
+            city=shipment.destination.city,
+            country=shipment.destination.country,
+            lat=shipment.destination.lat,
+            lon=shipment.destination.lon,
         ),
     )
+
+
+async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
+    """A paid order gets its shipment (once per order) and a courier token nobody sees until an operator asks."""
+    created = await repository.insert_shipment(conn, *_new_shipment(event))
+    if created is None:
+        return  # the order already has its shipment
+    await outbox.enqueue(conn, _created(created))
+
+
+async def on_orders_paid(conn: asyncpg.Connection, events: Sequence[OrderPaid]) -> None:
+    """``on_order_paid`` for several events in turn, in one statement."""
+    created = await repository.insert_shipments(conn, [_new_shipment(event) for event in events])
+    for event in events:
+        shipment = created.pop(event.order_id, None)  # the first event of an order creates, the others find it
+        if shipment is not None:
+            await outbox.enqueue(conn, _created(shipment))
 
 
 async def on_order_withdrawn(conn: asyncpg.Connection, event: OrderRefunded | OrderCancelled) -> None:

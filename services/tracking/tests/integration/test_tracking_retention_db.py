@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 
 import asyncpg
-import pytest_asyncio
 from tracking import repository, service
 from tracking.domain import Destination, Point, Shipment, ShipmentStatus, Thinning
-from tweetshop_devstack.pytest_plugin import ScratchDatabase
-from tweetshop_platform import db
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 RULE = Thinning(keep_every_s=60, older_than_s=24 * 3600)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def tracking_pool(database: ScratchDatabase) -> AsyncIterator[asyncpg.Pool]:
-    """tracking's schema, migrated, in a fresh database."""
-    dsn = await database.provision("tracking")
-    pool = await db.create_pool(dsn, "tracking", min_size=1, max_size=2)
-    try:
-        own = db.load_migrations("tracking", resources.files("tracking") / "migrations")
-        migrations = db.platform_migrations() + own
-        await db.apply_migrations(pool, "tracking", migrations)
-        yield pool
-    finally:
-        await pool.close()
 
 
 def new_shipment(status: ShipmentStatus = "in_transit") -> Shipment:

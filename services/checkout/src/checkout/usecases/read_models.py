@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 import structlog
@@ -52,6 +53,15 @@ async def record_shipment(conn: asyncpg.Connection, event: ShipmentCreated | Shi
     status = event.status if isinstance(event, ShipmentCreated) else event.to_status
     if not await repository.set_shipment(conn, event.order_id, event.shipment_id, status):
         log.warning("shipment for an unknown order", order_id=str(event.order_id))
+
+
+async def record_shipments(conn: asyncpg.Connection, events: Sequence[ShipmentCreated | ShipmentStatusChanged]) -> None:
+    """``record_shipment`` for several events in turn, in one statement."""
+    changes = [(e.order_id, e.shipment_id, e.status if isinstance(e, ShipmentCreated) else e.to_status) for e in events]
+    ours = await repository.set_shipments(conn, changes)
+    for order_id, _, _ in changes:
+        if order_id not in ours:
+            log.warning("shipment for an unknown order", order_id=str(order_id))
 
 
 async def record_merchant_key(

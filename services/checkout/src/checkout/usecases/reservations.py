@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import asyncpg
 import structlog
@@ -50,6 +51,22 @@ async def on_stock_reserved(conn: asyncpg.Connection, event: StockReserved) -> N
         return  # already reserved, or the order ended: nothing to charge (twice)
     await repository.save_order(conn, updated, next_payment_step_in=0)
     remember_made_due(order.id)
+
+
+async def on_stocks_reserved(conn: asyncpg.Connection, events: Sequence[StockReserved]) -> None:
+    """``on_stock_reserved`` for several events in turn, with the orders locked and marked heard in one statement."""
+    orders = await repository.lock_orders_hearing_reservations(conn, [event.order_id for event in events])
+    for event in events:
+        order = orders.get(event.order_id)
+        if order is None:
+            log.warning("reservation for an unknown order", order_id=str(event.order_id))
+            continue
+        updated = domain.mark_stock_reserved(order)
+        if updated is order:
+            continue
+        await repository.save_order(conn, updated, next_payment_step_in=0)
+        orders[order.id] = updated
+        remember_made_due(order.id)
 
 
 async def on_stock_rejected(conn: asyncpg.Connection, event: StockRejected) -> None:
