@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
+import pydantic
 import structlog
 from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy
@@ -137,7 +138,9 @@ class PermanentError(Exception):
 # asyncpg.DataError is SQLSTATE class 22 from the server (a value the column cannot take: out of an INT's
 # range, too long, not a number), and also what asyncpg raises itself for an argument it cannot encode
 # (2**31 for an INT parameter): the contract's integers are unbounded, checkout's columns are not.
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (PermanentError, asyncpg.DataError)
+# pydantic's ValidationError is an event the handler builds from the message's values refused by the contract
+# (a batch form that writes at the end meets such a value there first, before the database does).
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (PermanentError, asyncpg.DataError, pydantic.ValidationError)
 
 
 def _unknown_event_type(topic: str, value: bytes) -> str | None:

@@ -98,6 +98,7 @@ def create_producer(settings: ServiceSettings, *, client_suffix: str) -> AIOKafk
         # aiokafka's default batch (16 KiB, ~25 events) made a relay round of a few thousand rows wait for a
         # broker round trip every few dozen sends; larger batches carry a round in a few requests per partition.
         max_batch_size=256 * 1024,
+        linger_ms=settings.kafka_linger_ms,
         partitioner=CachedKeyPartitioner(),
         **client_security(settings),
     )

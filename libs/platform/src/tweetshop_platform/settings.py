@@ -222,6 +222,15 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         ),
     )
     kafka_create_topics: bool = True
+    kafka_linger_ms: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description=(
+            "How long the outbox relay's producer waits to fill a batch before it sends it; every event of a round "
+            "waits for it"
+        ),
+    )
     kafka_fetch_max_wait_ms: int = Field(
         default=50,
         ge=1,

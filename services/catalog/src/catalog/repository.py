@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -178,3 +179,144 @@ async def save_product_and_reservation(conn: asyncpg.Connection, p: Product, r: 
         r.status,
         r.reason,
     )
+
+
+class OrderRows(Protocol):
+    """Where the order events' reservations and products are locked, read and written: at once, one statement per
+    call (``Rows``), or a consumer batch's rows locked and read in one statement and written in one at its end
+    (``BatchRows``). The use cases say the same through either."""
+
+    async def lock(
+        self, order_id: uuid.UUID, product_id: uuid.UUID | None = None
+    ) -> tuple[Reservation | None, Product | None]:
+        """``lock_reservation_and_product``."""
+
+    async def save(self, p: Product, r: Reservation) -> None:
+        """``save_product_and_reservation``."""
+
+    async def save_reservation(self, r: Reservation) -> None:
+        """``save_reservation``."""
+
+
+class Rows:
+    """The database itself: each call is its statement."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def lock(
+        self, order_id: uuid.UUID, product_id: uuid.UUID | None = None
+    ) -> tuple[Reservation | None, Product | None]:
+        return await lock_reservation_and_product(self.conn, order_id, product_id)
+
+    async def save(self, p: Product, r: Reservation) -> None:
+        await save_product_and_reservation(self.conn, p, r)
+
+    async def save_reservation(self, r: Reservation) -> None:
+        await save_reservation(self.conn, r)
+
+
+class BatchRows:
+    """A consumer batch's reservations and products, locked and read in one statement (``lock_all``), then read and
+    changed in memory in the order of the events, and written in one statement at the end (``write``): what each
+    event would have read and written, as one event after the other in the same transaction, with two statements.
+
+    ``lock`` of an order or a product ``lock_all`` was not asked for locks it then, one statement (the use cases
+    never need it: every order event names its order, and an OrderPlaced its product)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._asked_orders: set[uuid.UUID] = set()
+        self._asked_products: set[uuid.UUID] = set()
+        self._reservations: dict[uuid.UUID, Reservation] = {}
+        self._products: dict[uuid.UUID, Product] = {}
+        self._changed_reservations: dict[uuid.UUID, None] = {}
+        self._changed_products: dict[uuid.UUID, None] = {}
+
+    async def lock_all(self, order_ids: Iterable[uuid.UUID], product_ids: Iterable[uuid.UUID]) -> None:
+        """Lock and read the reservations of ``order_ids``, then the products of those reservations and of
+        ``product_ids``, each in id order (as every statement that locks several of them does: no deadlock between
+        two), the reservations first (as ``lock_reservation_and_product``)."""
+        orders = list(dict.fromkeys(order_ids))
+        products = list(dict.fromkeys(product_ids))
+        rows = await self.conn.fetch(
+            f"""WITH r AS MATERIALIZED (
+                    SELECT order_id AS r_order_id, product_id AS r_product_id, quantity AS r_quantity,
+                           status AS r_status, reason AS r_reason
+                    FROM reservations WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE),
+                p AS MATERIALIZED (
+                    SELECT {_PRODUCT_COLUMNS} FROM products
+                    WHERE id IN (SELECT r_product_id FROM r UNION SELECT unnest($2::uuid[]))
+                    ORDER BY id FOR UPDATE)
+                SELECT * FROM (SELECT 1 AS r_kind, * FROM r) AS r FULL JOIN (SELECT 2 AS p_kind, * FROM p) AS p
+                    ON r.r_kind = p.p_kind""",
+            orders,
+            products,
+        )
+        self._asked_orders.update(orders)
+        self._asked_products.update(products)
+        for row in rows:
+            if row["r_order_id"] is not None:
+                reservation = Reservation(
+                    row["r_order_id"], row["r_product_id"], row["r_quantity"], row["r_status"], row["r_reason"]
+                )
+                self._reservations[reservation.order_id] = reservation
+                self._asked_products.add(reservation.product_id)
+            else:
+                self._products[row["id"]] = _product(row)
+
+    async def lock(
+        self, order_id: uuid.UUID, product_id: uuid.UUID | None = None
+    ) -> tuple[Reservation | None, Product | None]:
+        if order_id not in self._asked_orders:
+            await self.lock_all([order_id], [product_id] if product_id is not None else [])
+        reservation = self._reservations.get(order_id)
+        wanted = reservation.product_id if reservation is not None else product_id
+        if wanted is None:
+            return reservation, None
+        if wanted not in self._asked_products:
+            await self.lock_all([], [wanted])
+        return reservation, self._products.get(wanted)
+
+    async def save(self, p: Product, r: Reservation) -> None:
+        self._products[p.id] = p
+        self._changed_products[p.id] = None
+        await self.save_reservation(r)
+
+    async def save_reservation(self, r: Reservation) -> None:
+        self._reservations[r.order_id] = r
+        self._asked_orders.add(r.order_id)
+        self._changed_reservations[r.order_id] = None
+
+    async def write(self) -> None:
+        """Every product and reservation changed, each as it is now, in one statement (nothing changed: none)."""
+        if not self._changed_products and not self._changed_reservations:
+            return
+        products = [self._products[i] for i in self._changed_products]
+        reservations = [self._reservations[i] for i in self._changed_reservations]
+        columns = list(zip(*(_product_values(p) for p in products), strict=True)) or [()] * 14
+        await self.conn.execute(
+            """WITH updated AS (
+                   UPDATE products p SET title = u.title, description = u.description, image_url = u.image_url,
+                       price_minor = u.price_minor, stock_available = u.stock_available,
+                       stock_reserved = u.stock_reserved, stock_sold = u.stock_sold, status = u.status,
+                       version = u.version, units_reserved_total = u.units_reserved_total,
+                       stock_allocated = u.stock_allocated, allocation_generation = u.allocation_generation,
+                       stock_returning = u.stock_returning, updated_at = now()
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[], $7::int[],
+                               $8::int[], $9::text[], $10::int[], $11::bigint[], $12::int[], $13::int[], $14::int[])
+                        AS u(id, title, description, image_url, price_minor, stock_available, stock_reserved,
+                             stock_sold, status, version, units_reserved_total, stock_allocated,
+                             allocation_generation, stock_returning)
+                   WHERE p.id = u.id)
+               INSERT INTO reservations (order_id, product_id, quantity, status, reason)
+               SELECT * FROM unnest($15::uuid[], $16::uuid[], $17::int[], $18::text[], $19::text[])
+               ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason,
+                   updated_at = now()""",
+            *(list(column) for column in columns),
+            [r.order_id for r in reservations],
+            [r.product_id for r in reservations],
+            [r.quantity for r in reservations],
+            [r.status for r in reservations],
+            [r.reason for r in reservations],
+        )

@@ -209,16 +209,23 @@ async def on_allocation_returned(
 # --- reactions to checkout.orders.v1 ---------------------------------------------------
 
 
-async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced, allocation_units: int = 0) -> None:
+async def on_order_placed(
+    conn: asyncpg.Connection,
+    event: OrderPlaced,
+    allocation_units: int = 0,
+    rows: repository.OrderRows | None = None,
+) -> None:
     """Reserve the order's stock, or reject it; both answers go on catalog.reservations.v1. An order checkout
     reserved from its allocation is recorded, never refused. Then checkout's allocation is topped up when it runs
-    low (``allocation_units``: its size, 0 for none)."""
-    answered, product = await repository.lock_reservation_and_product(conn, event.order_id, event.product_id)
+    low (``allocation_units``: its size, 0 for none). ``rows``: where the reservation and the product are read and
+    written (default: at once, ``repository.Rows``)."""
+    rows = rows or repository.Rows(conn)
+    answered, product = await rows.lock(event.order_id, event.product_id)
     if answered is not None:
         return  # already answered for this order
     if event.allocation_generation is not None:
         if product is None or domain.allocation_holds(product, event.allocation_generation, event.quantity):
-            await _record_allocated(conn, event, product, allocation_units)
+            await _record_allocated(conn, rows, event, product, allocation_units)
             return
         NOT_FROM_AN_ALLOCATION.inc()
         log.error(
@@ -241,16 +248,20 @@ async def on_order_placed(conn: asyncpg.Connection, event: OrderPlaced, allocati
     try:
         updated, reservation = domain.reserve(product, event.order_id, event.quantity, event.currency)
     except domain.ReservationRefused as refused:
-        await repository.save_reservation(
-            conn, domain.Reservation(event.order_id, event.product_id, event.quantity, "rejected", str(refused))
+        await rows.save_reservation(
+            domain.Reservation(event.order_id, event.product_id, event.quantity, "rejected", str(refused))
         )
         await outbox.enqueue(conn, StockRejected(**common, reason=str(refused)))
         return
-    await _reserved(conn, event, updated, reservation, allocation_units)
+    await _reserved(conn, rows, event, updated, reservation, allocation_units)
 
 
 async def _record_allocated(
-    conn: asyncpg.Connection, event: OrderPlaced, product: Product | None, allocation_units: int
+    conn: asyncpg.Connection,
+    rows: repository.OrderRows,
+    event: OrderPlaced,
+    product: Product | None,
+    allocation_units: int,
 ) -> None:
     assert event.allocation_generation is not None
     if product is None:
@@ -277,11 +288,12 @@ async def _record_allocated(
             product_id=str(event.product_id),
             generation=done.product.allocation_generation,
         )
-    await _reserved(conn, event, done.product, done.reservation, allocation_units, revoked=done.revoked)
+    await _reserved(conn, rows, event, done.product, done.reservation, allocation_units, revoked=done.revoked)
 
 
 async def _reserved(
     conn: asyncpg.Connection,
+    rows: repository.OrderRows,
     event: OrderPlaced,
     updated: Product,
     reservation: domain.Reservation,
@@ -292,7 +304,7 @@ async def _reserved(
     """Save a reservation made and announce it, topping up checkout's allocation when it runs low. ``revoked``:
     the reservation took checkout's allocation back (a new generation), announced even when nothing is granted."""
     updated, granted = domain.top_up(updated, allocation_units)
-    await repository.save_product_and_reservation(conn, updated, reservation)
+    await rows.save(updated, reservation)
     await outbox.enqueue(
         conn,
         StockReserved(
@@ -309,37 +321,49 @@ async def _reserved(
         await outbox.enqueue(conn, _allocation(updated, granted, event.correlation_id))
 
 
-async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid) -> None:
+async def on_order_paid(conn: asyncpg.Connection, event: OrderPaid, rows: repository.OrderRows | None = None) -> None:
     """Reserved stock becomes sold."""
-    reservation, product = await repository.lock_reservation_and_product(conn, event.order_id)
+    rows = rows or repository.Rows(conn)
+    reservation, product = await rows.lock(event.order_id)
     if reservation is None or product is None:
         return
     updated, reservation = domain.commit(product, reservation)
-    await repository.save_product_and_reservation(conn, updated, reservation)
+    await rows.save(updated, reservation)
 
 
-async def on_order_ended_unpaid(conn: asyncpg.Connection, event: OrderPaymentFailed | OrderCancelled) -> None:
+async def on_order_ended_unpaid(
+    conn: asyncpg.Connection, event: OrderPaymentFailed | OrderCancelled, rows: repository.OrderRows | None = None
+) -> None:
     """Release what was reserved for an order that will not be paid (once, never twice)."""
-    await _give_back(conn, event.order_id, event.correlation_id, event.reason, returned=False)
+    await _give_back(conn, rows, event.order_id, event.correlation_id, event.reason, returned=False)
 
 
-async def on_order_refunded(conn: asyncpg.Connection, event: OrderRefunded) -> None:
+async def on_order_refunded(
+    conn: asyncpg.Connection, event: OrderRefunded, rows: repository.OrderRows | None = None
+) -> None:
     """Goods that come back with a refund go on sale again."""
     if event.restock:
-        await _give_back(conn, event.order_id, event.correlation_id, "refunded with return", returned=True)
+        await _give_back(conn, rows, event.order_id, event.correlation_id, "refunded with return", returned=True)
 
 
 async def _give_back(
-    conn: asyncpg.Connection, order_id: uuid.UUID, correlation_id: str, reason: str, *, returned: bool
+    conn: asyncpg.Connection,
+    rows: repository.OrderRows | None,
+    order_id: uuid.UUID,
+    correlation_id: str,
+    reason: str,
+    *,
+    returned: bool,
 ) -> None:
-    reservation, product = await repository.lock_reservation_and_product(conn, order_id)
+    rows = rows or repository.Rows(conn)
+    reservation, product = await rows.lock(order_id)
     if reservation is None or product is None:
         return
     move = domain.restock if returned else domain.release
     updated, reservation, moved = move(product, reservation, reason)
     if not moved:
         return
-    await repository.save_product_and_reservation(conn, updated, reservation)
+    await rows.save(updated, reservation)
     released = StockReleased(
         producer=PRODUCER,
         correlation_id=correlation_id,
