@@ -18,8 +18,8 @@ services are:
 - ``ship`` (tracking's part): every ``checkout`` event is claimed in its inbox;
   ``OrderPaid`` creates the shipment and its ``ShipmentCreated`` outbox row.
 
-Each consumer takes a batch (up to 100 records, fetch wait 50 ms: the services'
-settings), applies it in one transaction as the shop's reliable subscribers do,
+Each consumer takes a batch (up to 100 records, the services' fetch wait; producers linger as
+the services' relays do), applies it in one transaction as the shop's reliable subscribers do,
 produces what it wrote, marks those outbox rows, then commits offsets. The pay
 stage, as checkout's payment worker, then claims the reserved orders in one
 transaction, calls the stand-in for each concurrently and applies each answer in
@@ -51,6 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tweetshop_devstack.infra import ManagedProcess, stop_all
 from tweetshop_devstack.testing import create_database, dsn_with_database
 from tweetshop_platform.kafka import ensure_topics
+from tweetshop_platform.settings import ServiceSettings
 
 from bench.common.gc_settings import collect_like_the_services, freeze_what_started
 from bench.common.stack import PRODUCT_PRICE_MINOR, REPO_ROOT
@@ -124,8 +125,10 @@ async def claim_inbox(conn: asyncpg.Connection, consumer: str, body: dict[str, A
 # A consumer's work on one batch, in one transaction: the outbox rows it wrote, and what to do after the commit.
 Handler = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[tuple[list[Out], Callable[[], None] | None]]]
 
-# As the shop's services have them (tweetshop_platform.settings): the consumer's longest fetch wait, and the batch.
-FETCH_MAX_WAIT_MS = 50
+# As the shop's services have them (tweetshop_platform.settings): the consumer's longest fetch wait, the relay's
+# linger, and the batch.
+FETCH_MAX_WAIT_MS = int(ServiceSettings.model_fields["kafka_fetch_max_wait_ms"].default)
+LINGER_MS = int(ServiceSettings.model_fields["kafka_linger_ms"].default)
 BATCH_MAX_RECORDS = 100
 BATCH_TIMEOUT_MS = 10
 
@@ -371,7 +374,7 @@ async def run_stage(name: str, dsn: str, bootstrap: str, namespace: str, standin
     collect_like_the_services()
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=POOL_MAX)
     assert pool is not None
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS)
     await producer.start()
     stage = Stage(name, pool, producer, namespace)
     handlers = {
@@ -513,7 +516,7 @@ class BaselinePipeline:
         for process in self.processes.values():
             process.start()
         self.pool = await asyncpg.create_pool(self.dsn, min_size=2, max_size=POOL_MAX)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=LINGER_MS)
         await self.producer.start()
         assert self.pool is not None
         self.intake = Intake(self.pool, self.producer, self.namespace, self.product_id)

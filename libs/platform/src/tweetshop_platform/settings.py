@@ -223,22 +223,22 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
     )
     kafka_create_topics: bool = True
     kafka_linger_ms: int = Field(
-        default=0,
+        default=10,
         ge=0,
         le=1000,
         description=(
-            "How long the outbox relay's producer waits to fill a batch before it sends it; every event of a round "
-            "waits for it"
+            "How long the outbox relay's producer waits to fill a batch before it sends it: each event reaches the "
+            "broker up to this much later, and the broker stores and lists fewer, larger batches"
         ),
     )
     kafka_fetch_max_wait_ms: int = Field(
-        default=50,
+        default=100,
         ge=1,
         le=5000,
         description="Longest a consumer's fetch waits for data; Tansu answers a waiting fetch only when it ends",
     )
     kafka_read_model_fetch_max_wait_ms: int = Field(
-        default=250,
+        default=500,
         ge=1,
         le=5000,
         description=(
