@@ -196,11 +196,25 @@ class Checkout:
     async def place(
         self, body: dict[str, Any], key: str | None = None, correlation_id: str | None = None
     ) -> httpx.Response:
-        """POST /orders, waiting while checkout has not read the product yet."""
+        """POST /orders, waiting while checkout has not read the product yet.
+
+        It first waits, in checkout's database, for the product's row (its read model learns a product up to a
+        read model's fetch wait late, 500 ms, or a quiet consumer's, 1 s): a POST per try would count against
+        the orders' rate limit, which some modules set low."""
         headers = {
             "Idempotency-Key": key or str(uuid.uuid4()),
             "x-correlation-id": correlation_id or str(uuid.uuid4()),
         }
+        try:
+            product_id = uuid.UUID(str(body.get("product_id")))
+        except ValueError:
+            product_id = None
+        if product_id is not None:
+
+            async def known() -> bool:
+                return bool(await self.sql("SELECT 1 FROM products WHERE id = $1", product_id))
+
+            await eventually(known, what="checkout to know the product")
 
         async def attempt() -> httpx.Response | None:
             async with self.http() as http:
