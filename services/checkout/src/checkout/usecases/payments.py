@@ -91,10 +91,11 @@ async def claim_due_payments(
     pool: asyncpg.Pool, settings: CheckoutSettings, *, limit: int | None = None
 ) -> list[PaymentStep]:
     """Up to ``limit`` (default: the batch size) orders due for a payment step, leased to this worker; the
-    attempt is committed before Stripe is called."""
-    async with unit_of_work(pool) as uow:
+    attempt is committed before Stripe is called. The claim is one statement, committed on its own (no
+    ``BEGIN``/``COMMIT`` round trips around it)."""
+    async with pool.acquire() as conn:
         claimed = await repository.claim_due_payments(
-            uow.conn,
+            conn,
             limit or settings.payment_batch_size,
             settings.payment_lease_s,
             settings.payment_deadline_s,
