@@ -94,6 +94,28 @@ def together(batch: BatchHandler) -> Callable[[_H], _H]:
     return mark
 
 
+async def in_runs(
+    conn: asyncpg.Connection,
+    events: list[Any],
+    kind: type[Envelope],
+    run: Callable[[asyncpg.Connection, list[Any]], Awaitable[None]],
+    one: Handler,
+) -> None:
+    """The events in order: each run of consecutive ``kind`` events in one call of ``run``, every other event
+    to ``one``: the usual body of a ``@together`` form, when one event type is worth a set-based statement."""
+    pending: list[Any] = []
+    for event in events:
+        if isinstance(event, kind):
+            pending.append(event)
+            continue
+        if pending:
+            await run(conn, pending)
+            pending = []
+        await one(conn, event)
+    if pending:
+        await run(conn, pending)
+
+
 def batch_form(handler: object) -> BatchHandler | None:
     """The form ``@together`` gave ``handler``, if any."""
     return getattr(handler, _TOGETHER, None)

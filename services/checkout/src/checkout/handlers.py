@@ -16,7 +16,7 @@ from tweetshop_contracts import (
     StockRejected,
     StockReserved,
 )
-from tweetshop_platform.consumer import handles, together
+from tweetshop_platform.consumer import handles, in_runs, together
 
 from .usecases import read_models, reservations
 
@@ -46,17 +46,7 @@ async def on_buyable_tweet(conn: asyncpg.Connection, event: Envelope) -> None:
 
 async def on_reservation_events(conn: asyncpg.Connection, events: list[Envelope]) -> None:
     """``on_reservation_event`` for a batch's events in turn: each run of StockReserved in one statement."""
-    run: list[StockReserved] = []
-    for event in events:
-        if isinstance(event, StockReserved):
-            run.append(event)
-            continue
-        if run:
-            await reservations.on_stocks_reserved(conn, run)
-            run = []
-        await on_reservation_event(conn, event)
-    if run:
-        await reservations.on_stocks_reserved(conn, run)
+    await in_runs(conn, events, StockReserved, reservations.on_stocks_reserved, on_reservation_event)
 
 
 # StockReleased is catalog confirming what checkout asked for (after a failure or a refund): nothing to do, so

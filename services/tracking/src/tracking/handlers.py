@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import asyncpg
 from tweetshop_contracts import Envelope, OrderBuyerErased, OrderCancelled, OrderPaid, OrderRefunded
-from tweetshop_platform.consumer import handles, together
+from tweetshop_platform.consumer import handles, in_runs, together
 
 from . import service
 
 
 async def on_order_events(conn: asyncpg.Connection, events: list[Envelope]) -> None:
     """``on_order_event`` for a batch's events in turn: each run of OrderPaid in one statement."""
-    run: list[OrderPaid] = []
-    for event in events:
-        if isinstance(event, OrderPaid):
-            run.append(event)
-            continue
-        if run:
-            await service.on_orders_paid(conn, run)
-            run = []
-        await on_order_event(conn, event)
-    if run:
-        await service.on_orders_paid(conn, run)
+    await in_runs(conn, events, OrderPaid, service.on_orders_paid, on_order_event)
 
 
 @together(on_order_events)
