@@ -4,7 +4,9 @@ as the route would left to the route."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,11 @@ async def test_sold_out_is_answered_as_the_route_would_and_counted_once_against_
     product = await checkout.list_product(stock=1)
     bought = await checkout.place(checkout.order_body(product.product_id))  # the last unit, from another address
     assert bought.status_code == 202, bought.text
+    # The limiter counts in minute windows and weighs the last minute's count by how much of it the sliding window
+    # still covers: just after the turn of a minute, 6 hits of the minute before weigh 6 × 0.9999, under the limit,
+    # and a 7th passes (CI met it once: 12:12:59.999, then 12:13:00.001). So the 7 are sent well inside one minute.
+    if time.time() % 60 > 55:
+        await asyncio.sleep(60.5 - time.time() % 60)
     async with client(checkout) as http:
         before = await _metric(http, "409")
         answers = [
