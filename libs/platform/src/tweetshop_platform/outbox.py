@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from contextvars import ContextVar
@@ -144,21 +145,23 @@ def _runs(items: Sequence[tuple[Envelope, str | None]]) -> list[list[tuple[Envel
     return runs
 
 
-async def _insert_singles(conn: asyncpg.Connection, items: Sequence[tuple[Envelope, str | None]]) -> None:
-    """One row per event, in one statement (one round trip) however many there are."""
-    if not items:
-        return
-    events = [e for e, _ in items]
-    await conn.execute(
-        """WITH added AS (
-               INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload, trace_context)
+def _singles_insert(first: int, where: str = "") -> str:
+    """An INSERT of one outbox row per event, in their order, from the seven arrays ``_singles_args`` makes, which
+    are the statement's parameters from ``$first`` on; ``where`` filters the rows (SQL)."""
+    p = [f"${first + i}" for i in range(7)]
+    return f"""INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload, trace_context)
                SELECT event_id, topic, message_key, event_type, correlation_id, payload, trace_context
-               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::jsonb[])
+               FROM unnest({p[0]}::uuid[], {p[1]}::text[], {p[2]}::text[], {p[3]}::text[], {p[4]}::text[],
+                           {p[5]}::bytea[], {p[6]}::jsonb[])
                     WITH ORDINALITY AS e(event_id, topic, message_key, event_type, correlation_id, payload,
                                          trace_context, n)
-               ORDER BY n
-           )
-           SELECT pg_notify('outbox_' || current_schema(), '')""",
+               {where}
+               ORDER BY n"""
+
+
+def _singles_args(items: Sequence[tuple[Envelope, str | None]]) -> list[list[Any]]:
+    events = [e for e, _ in items]
+    return [
         [e.event_id for e in events],
         [e.topic() for e in events],
         [e.key() for e in events],
@@ -166,7 +169,50 @@ async def _insert_singles(conn: asyncpg.Connection, items: Sequence[tuple[Envelo
         [e.correlation_id for e in events],
         [e.to_bytes() for e in events],
         [trace_context for _, trace_context in items],
+    ]
+
+
+_INSERT_SINGLES = f"""WITH added AS ({_singles_insert(1)})
+    SELECT pg_notify('outbox_' || current_schema(), '')"""
+
+
+async def _insert_singles(conn: asyncpg.Connection, items: Sequence[tuple[Envelope, str | None]]) -> None:
+    """One row per event, in one statement (one round trip) however many there are."""
+    if not items:
+        return
+    await conn.execute(_INSERT_SINGLES, *_singles_args(items))
+
+
+@functools.lru_cache(maxsize=64)
+def _write_then_enqueue_sql(write: str, arguments: int) -> str:
+    return f"""WITH written AS ({write}),
+            added AS ({_singles_insert(arguments + 1, "WHERE EXISTS (SELECT FROM written)")} RETURNING 1)
+        SELECT w.done, CASE WHEN EXISTS (SELECT FROM added) THEN pg_notify('outbox_' || current_schema(), '') END
+        FROM (SELECT EXISTS (SELECT FROM written) AS done) AS w"""
+
+
+async def write_then_enqueue(
+    conn: asyncpg.Connection, write: str, arguments: Sequence[object], events: Sequence[Envelope]
+) -> bool:
+    """``write`` and, only if it returned a row, ``events`` into the outbox (one row each, in order) with the
+    relay's wake-up: one statement, so both or neither, with or without a transaction around it. True if
+    ``write`` returned a row.
+
+    ``write`` is an INSERT, UPDATE or DELETE with a RETURNING clause whose parameters are ``arguments`` ($1 on).
+    Outside a transaction this is a state change and its events in one round trip: no ``BEGIN``, no ``COMMIT``,
+    no statement of the outbox's own (a compare-and-set on a row, say, whose events depend on it alone).
+    Not within ``batched``: the batch writes its events at its end, and these would come before them.
+    """
+    if _BATCH.get() is not None:
+        raise RuntimeError("write_then_enqueue within outbox.batched: enqueue the events instead")
+    trace_context = telemetry.current_carrier() if telemetry.active else None
+    row = await conn.fetchrow(
+        _write_then_enqueue_sql(write, len(arguments)),
+        *arguments,
+        *_singles_args([(event, trace_context) for event in events]),
     )
+    assert row is not None
+    return bool(row["done"])
 
 
 async def prune_published(conn: asyncpg.Connection, older_than_s: float, *, window: int = 10_000) -> int:

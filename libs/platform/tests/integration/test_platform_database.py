@@ -97,6 +97,56 @@ async def test_a_batch_claims_each_event_once_and_its_outbox_rows_keep_their_ord
         await pool.close()
 
 
+async def test_a_write_and_its_events_are_one_statement_both_or_neither(database: Any) -> None:
+    from tweetshop_devstack.testing import order_placed
+    from tweetshop_platform import outbox
+
+    dsn = await database.provision("casvc")
+    pool = await db.create_pool(dsn, "casvc", min_size=1, max_size=2)
+    try:
+        await db.apply_migrations(
+            pool, "casvc", migrations("CREATE TABLE widgets (id INT PRIMARY KEY, colour TEXT NOT NULL);")
+        )
+        async with pool.acquire() as conn:
+            await conn.execute("INSERT INTO widgets VALUES (1, 'red')")
+            version = await conn.fetchval("SELECT xmin FROM widgets WHERE id = 1")
+            notified: list[str] = []
+
+            def on_notify(*args: Any) -> None:
+                notified.append(args[2])
+
+            await conn.add_listener("outbox_casvc", on_notify)
+            cas = "UPDATE widgets SET colour = $2 WHERE id = $1 AND xmin = $3::xid RETURNING id"
+            first, second = order_placed(), order_placed()
+            async with pool.acquire() as writer:
+                assert await outbox.write_then_enqueue(writer, cas, [1, "blue", version], [first, second])
+                assert not writer.is_in_transaction()
+                # The row is no longer that version: nothing is written, no event, no wake-up.
+                assert not await outbox.write_then_enqueue(writer, cas, [1, "green", version], [order_placed()])
+                assert not await outbox.write_then_enqueue(writer, cas, [2, "green", version], [order_placed()])
+                # A write that fails writes no event either.
+                with pytest.raises(asyncpg.NotNullViolationError):
+                    await outbox.write_then_enqueue(
+                        writer, "UPDATE widgets SET colour = NULL WHERE id = $1 RETURNING id", [1], [order_placed()]
+                    )
+            assert await conn.fetchval("SELECT colour FROM widgets WHERE id = 1") == "blue"
+            rows = await conn.fetch("SELECT event_id, event_type, message_key FROM outbox ORDER BY id")
+            assert [r["event_id"] for r in rows] == [first.event_id, second.event_id]
+            assert rows[0]["message_key"] == first.key() and rows[0]["event_type"] == "OrderPlaced"
+            for _ in range(50):
+                if notified:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            assert notified == ["outbox_casvc"], "one wake-up, for the write that happened"
+            await conn.remove_listener("outbox_casvc", on_notify)
+            async with conn.transaction(), outbox.batched(conn):
+                with pytest.raises(RuntimeError, match="batched"):
+                    await outbox.write_then_enqueue(conn, cas, [1, "grey", version], [order_placed()])
+    finally:
+        await pool.close()
+
+
 async def test_a_connection_that_took_a_session_lock_is_reset_when_it_goes_back_to_the_pool(database: Any) -> None:
     dsn = await database.provision("resetsvc")
     pool = await db.create_pool(dsn, "resetsvc", min_size=1, max_size=1)

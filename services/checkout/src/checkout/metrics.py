@@ -26,6 +26,11 @@ STRIPE_ERRORS = Counter(
 PAYMENT_RETRIES = Counter(
     "checkout_payment_retries_total", "Payments put back for a later try because Stripe was unavailable"
 )
+PAYMENT_APPLY_CONFLICTS = Counter(
+    "checkout_payment_apply_conflicts_total",
+    "Stripe answers the payment worker could not apply to its order as claimed, because the order changed "
+    "meanwhile (a webhook, a cancellation): applied under the order's row lock instead",
+)
 WEBHOOKS = Counter("checkout_stripe_webhooks_total", "Stripe webhook deliveries by outcome", ["event_type", "outcome"])
 UNEXPECTED_PAYMENTS = Counter(
     "checkout_unexpected_payments_total",

@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
-from tweetshop_platform import read_models
+from tweetshop_contracts import Envelope
+from tweetshop_platform import outbox, read_models
 
 from .domain import Buyer, Order, ProductView, ShippingAddress, TweetView
 
@@ -510,21 +511,21 @@ async def get_access_token_hash(conn: asyncpg.Connection, order_id: uuid.UUID) -
 _KEEP_SCHEDULE = object()
 
 
-async def save_order(conn: asyncpg.Connection, o: Order, *, next_payment_step_in: object = _KEEP_SCHEDULE) -> None:
-    """Write what a transition may change; with ``next_payment_step_in`` (seconds, or None for never), also
-    ``schedule_payment`` in the same statement."""
+_SAVE_ORDER = """UPDATE orders SET status = $2, stock_reserved = $3, payment_intent_id = $4, client_secret = $5,
+        failure_reason = $6, cancel_reason = $7, refunded_minor = $8, shipment_id = $9, shipment_status = $10,
+        updated_at = $11, payment_retries = $12,
+        payment_due_at = CASE WHEN NOT $13::bool THEN payment_due_at
+                              WHEN $14::float8 IS NULL THEN NULL
+                              ELSE now() + make_interval(secs => $14::float8) END
+    WHERE id = $1"""
+
+
+def _save_arguments(o: Order, next_payment_step_in: object) -> list[object]:
     schedule = next_payment_step_in is not _KEEP_SCHEDULE
     delay = next_payment_step_in if schedule else None
     if delay is not None and not isinstance(delay, int | float):
         raise TypeError(f"next_payment_step_in: seconds or None, not {delay!r}")
-    await conn.execute(
-        """UPDATE orders SET status = $2, stock_reserved = $3, payment_intent_id = $4, client_secret = $5,
-               failure_reason = $6, cancel_reason = $7, refunded_minor = $8, shipment_id = $9, shipment_status = $10,
-               updated_at = $11, payment_retries = $12,
-               payment_due_at = CASE WHEN NOT $13::bool THEN payment_due_at
-                                     WHEN $14::float8 IS NULL THEN NULL
-                                     ELSE now() + make_interval(secs => $14::float8) END
-           WHERE id = $1""",
+    return [
         o.id,
         o.status,
         o.stock_reserved,
@@ -539,6 +540,32 @@ async def save_order(conn: asyncpg.Connection, o: Order, *, next_payment_step_in
         o.payment_retries,
         schedule,
         None if delay is None else float(delay),
+    ]
+
+
+async def save_order(conn: asyncpg.Connection, o: Order, *, next_payment_step_in: object = _KEEP_SCHEDULE) -> None:
+    """Write what a transition may change; with ``next_payment_step_in`` (seconds, or None for never), also
+    ``schedule_payment`` in the same statement."""
+    await conn.execute(_SAVE_ORDER, *_save_arguments(o, next_payment_step_in))
+
+
+async def save_order_if_unchanged(
+    conn: asyncpg.Connection,
+    o: Order,
+    version: int,
+    events: Sequence[Envelope],
+    *,
+    next_payment_step_in: object = _KEEP_SCHEDULE,
+) -> bool:
+    """``save_order`` and ``events`` into the outbox, in one statement, only if the order's row is still the
+    version ``version`` (its ``xmin``, as ``claim_due_payments`` returned it): a compare-and-set, with no lock
+    held before it and no transaction needed around it. False, and nothing written, if anyone changed the row
+    since (or it is gone)."""
+    return await outbox.write_then_enqueue(
+        conn,
+        _SAVE_ORDER + " AND xmin = $15::xid RETURNING id",
+        [*_save_arguments(o, next_payment_step_in), version],
+        events,
     )
 
 
@@ -562,9 +589,20 @@ async def schedule_payment(conn: asyncpg.Connection, order_id: uuid.UUID, delay_
 _RETURNING_ORDER = ", ".join("o." + c.strip() for c in _ORDER_COLUMNS.split(","))
 
 
+@dataclass(frozen=True)
+class ClaimedOrder:
+    """An order leased by ``claim_due_payments``: as the claim left it, whether it is past its deadline, the
+    version of its row the claim wrote (``xmin``: ``save_order_if_unchanged``) and its access token's hash."""
+
+    order: Order
+    overdue: bool
+    version: int
+    access_hash: str | None
+
+
 async def claim_due_payments(
     conn: asyncpg.Connection, limit: int, lease_s: float, deadline_s: float, action_deadline_s: float
-) -> list[tuple[Order, bool]]:
+) -> list[ClaimedOrder]:
     """Take up to ``limit`` due orders for this worker for ``lease_s`` seconds; other workers skip them.
 
     Each comes with whether it is past its deadline (by the database's clock, the only one
@@ -585,13 +623,14 @@ async def claim_due_payments(
                            AND o.created_at > now() - make_interval(secs => $3) THEN 1 ELSE 0 END
             FROM due WHERE o.id = due.id
             RETURNING {_RETURNING_ORDER}, o.created_at <= now() - make_interval(
-                secs => CASE WHEN o.status = 'requires_action' THEN $4::float8 ELSE $3::float8 END) AS overdue""",
+                secs => CASE WHEN o.status = 'requires_action' THEN $4::float8 ELSE $3::float8 END) AS overdue,
+                o.xmin AS row_version, o.access_token_hash""",
         limit,
         lease_s,
         deadline_s,
         action_deadline_s,
     )
-    return [(_order(r), bool(r["overdue"])) for r in rows]
+    return [ClaimedOrder(_order(r), bool(r["overdue"]), r["row_version"], r["access_token_hash"]) for r in rows]
 
 
 _OVERDUE = """((status = 'pending' AND created_at <= now() - make_interval(secs => $DEADLINE))

@@ -731,3 +731,137 @@ async def test_the_reconciler_applies_the_same_rule(checkout: Checkout) -> None:
     assert ran.json()["ended"].get("mismatch", 0) >= 1
     assert (wrong["id"], "amount", "reconciler") in await mismatches_of(checkout, order["id"])
     assert (await checkout.get_order(order["id"], order["access_token"]))["status"] == "requires_action"
+
+
+async def _applied_after_the_claim(
+    database_url: str,
+    order_id: uuid.UUID,
+    apply: Any,
+    *,
+    meanwhile: str | None = None,
+) -> tuple[Any, ...]:
+    """Stage ``order_id`` as an order waiting for its payment, claim it as the payment worker does, run
+    ``meanwhile`` (SQL on ``$1``, the order: someone else's write after the claim), then ``apply(conn, step)``;
+    what it returned, the order's row and the outbox rows it wrote, read in the same transaction, which is then
+    rolled back (the module's checkout process never sees any of it)."""
+    from checkout import repository
+    from checkout.usecases.payments import PaymentStep
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute(
+                """UPDATE orders SET status = 'pending', payment_intent_id = NULL, client_secret = NULL,
+                          failure_reason = NULL, payment_attempts = 0, payment_retries = 2,
+                          payment_due_at = '-infinity'
+                   WHERE id = $1""",
+                order_id,
+            )
+            # First by its due time: the claim takes this order and no other. The claim and the write meanwhile
+            # are each a transaction of their own, as in the service: savepoints here, so each has its own xid.
+            async with conn.transaction():
+                (claimed,) = await repository.claim_due_payments(conn, 1, 30, 900, 900)
+            assert claimed.order.id == order_id
+            if meanwhile is not None:
+                async with conn.transaction():
+                    await conn.execute(meanwhile, order_id)
+            last_outbox = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+            step = PaymentStep(claimed.order, claimed.overdue, claimed.version, claimed.access_hash)
+            returned = await apply(conn, step)
+            row = await conn.fetchrow(
+                """SELECT status, payment_intent_id, client_secret, failure_reason, payment_retries,
+                          payment_attempts, extract(epoch FROM payment_due_at - now()) AS due_in
+                   FROM orders WHERE id = $1""",
+                order_id,
+            )
+            published = [
+                (r["event_type"], r["message_key"], _without_ids(r["payload"]))
+                for r in await conn.fetch(
+                    "SELECT event_type, message_key, payload FROM outbox WHERE id > $1 ORDER BY id", last_outbox
+                )
+            ]
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+    return returned, tuple(row), published
+
+
+def _without_ids(payload: bytes) -> dict[str, Any]:
+    """An event's payload without what differs between two runs of the same decision (its id and time)."""
+    event = json.loads(payload)
+    for fresh in ("event_id", "occurred_at", "paid_at", "failed_at", "cancelled_at"):
+        event.pop(fresh, None)
+    return dict(event)
+
+
+async def test_the_workers_answer_applied_as_claimed_leaves_what_the_row_lock_path_leaves(checkout: Checkout) -> None:
+    """The payment worker applies Stripe's answer in one statement (``apply_as_claimed``): the order as its claim
+    returned it decides, written with its events only if no one changed the row since. For a success, a decline
+    and 3-D Secure it leaves the order and the outbox exactly as ``apply_payment_outcome`` under the row lock does;
+    a success at the wrong price (a mismatch to record) it leaves to that path; after someone else's write it
+    writes nothing, and the locked path then decides on the order as it is."""
+    from checkout.config import CheckoutSettings
+    from checkout.domain import IntentFacts, PaymentOutcome
+    from checkout.usecases.payments import apply_as_claimed, apply_payment_outcome
+    from tweetshop_platform.uow import joining
+
+    product = await checkout.list_product(stock=5)
+    response = await checkout.place(checkout.order_body(product.product_id))
+    assert response.status_code == 202, response.text
+    order = response.json()  # waiting for catalog's answer, which never comes: the worker leaves it alone
+    order_id = uuid.UUID(order["id"])
+    assert checkout.service.database_url is not None
+    url = checkout.service.database_url
+    settings = CheckoutSettings()
+    amount, currency = order["amount_minor"], order["currency"]
+    facts = IntentFacts(order_id=str(order_id), amount_minor=amount, currency=currency, livemode=False)
+    paid = PaymentOutcome("paid", "pi_as_claimed", facts=facts)
+    outcomes = {
+        "paid": paid,
+        "declined": PaymentOutcome("failed", "pi_as_claimed", reason="Your card was declined.", facts=facts),
+        "3-D Secure": PaymentOutcome("requires_action", "pi_as_claimed", client_secret="pi_as_claimed_secret_x"),
+        "wrong price": PaymentOutcome(
+            "paid", "pi_as_claimed", facts=IntentFacts(str(order_id), amount - 1, currency, False)
+        ),
+    }
+
+    def as_claimed(outcome: PaymentOutcome) -> Any:
+        async def apply(conn: asyncpg.Connection, step: Any) -> Any:
+            return await apply_as_claimed(conn, step, outcome, settings)
+
+        return apply
+
+    def under_the_lock(outcome: PaymentOutcome) -> Any:
+        async def apply(conn: asyncpg.Connection, step: Any) -> Any:
+            async with joining(conn) as uow:
+                return await apply_payment_outcome(uow, step.order.id, outcome, settings)
+
+        return apply
+
+    for name, outcome in outcomes.items():
+        fast_change, fast_row, fast_published = await _applied_after_the_claim(url, order_id, as_claimed(outcome))
+        change, row, published = await _applied_after_the_claim(url, order_id, under_the_lock(outcome))
+        if name == "wrong price":
+            assert fast_change is None and fast_published == [], "a mismatch is more than the order's row"
+            assert change.mismatch == "amount" and row[0] == "pending"
+            continue
+        assert (fast_change, fast_row, fast_published) == (change, row, published), name
+        assert change.before == "pending" and change.after != "pending", name
+        assert row[4] == 0, "Stripe answered: the outage backoff starts over"
+        if name == "paid":
+            assert [(t, k, e["payment_intent_id"]) for t, k, e in published] == [
+                ("OrderPaid", str(order_id), "pi_as_claimed")
+            ]
+
+    # Someone else wrote the order after the claim: nothing is written, no event.
+    cancelled = "UPDATE orders SET status = 'cancelled', payment_due_at = NULL, cancel_reason = 'buyer' WHERE id = $1"
+    touched = "UPDATE orders SET updated_at = updated_at WHERE id = $1"
+    for meanwhile, status in ((cancelled, "cancelled"), (touched, "pending")):
+        fast = await _applied_after_the_claim(url, order_id, as_claimed(paid), meanwhile=meanwhile)
+        assert fast[0] is None and fast[2] == [] and fast[1][:2] == (status, None), meanwhile
+    # ... and the locked path then decides on the order as it is: the cancelled one stays cancelled, unpaid.
+    locked = await _applied_after_the_claim(url, order_id, under_the_lock(paid), meanwhile=cancelled)
+    assert locked[1][:2] == ("cancelled", "pi_as_claimed") and locked[2] == []

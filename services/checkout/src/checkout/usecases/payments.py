@@ -81,10 +81,57 @@ async def apply_payment_outcome(
 
 @dataclass(frozen=True)
 class PaymentStep:
-    """An order leased for one step with Stripe; ``overdue``: past its deadline, so it is only ended."""
+    """An order leased for one step with Stripe; ``overdue``: past its deadline, so it is only ended.
+
+    From the worker's claim, also the version of the order's row the claim wrote and its access token's hash:
+    Stripe's answer is then applied to the order as claimed, if no one changed it since (``apply_as_claimed``).
+    """
 
     order: Order
     overdue: bool
+    version: int | None = None
+    access_hash: str | None = None
+
+
+async def apply_as_claimed(
+    conn: asyncpg.Connection,
+    step: PaymentStep,
+    outcome: PaymentOutcome,
+    settings: CheckoutSettings,
+    *,
+    source: PaymentSource = "worker",
+) -> PaymentChange | None:
+    """``apply_payment_outcome`` in one statement, without the row lock, the read or a transaction: the order as
+    the claim returned it decides (``domain.decide_payment``, the same rule), and the decision is written with its
+    events only if the order's row is still the version the claim wrote (``repository.save_order_if_unchanged``).
+
+    None, and nothing written, when that cannot be: the order changed since the claim (a webhook, the buyer's
+    cancellation), the step has no claimed version (the reconciler's), or the decision asks for more than the
+    order's row and its events (a mismatch to record, a payment to refund by hand, nothing to write). The caller
+    then applies the outcome under the row lock, as ever; whoever comes second finds the order moved.
+    """
+    if step.version is None:
+        return None
+    order = step.order
+    decision = domain.decide_payment(
+        order,
+        outcome,
+        livemode=settings.stripe_livemode,
+        may_adopt=source != "webhook",
+        recheck_s=settings.payment_recheck_interval_s,
+        now=utc_now(),
+        buyer_access_sha256=step.access_hash,
+    )
+    if decision.record_mismatch or decision.unexpected_payment:
+        return None
+    if decision.order == order and not decision.reschedule:
+        return None
+    schedule: dict[str, object] = {"next_payment_step_in": decision.next_step_in} if decision.reschedule else {}
+    written = await repository.save_order_if_unchanged(conn, decision.order, step.version, decision.events, **schedule)
+    if not written:
+        metrics.PAYMENT_APPLY_CONFLICTS.inc()
+        return None
+    return PaymentChange(order.status, decision.order.status, decision.mismatch)
 
 
 async def claim_due_payments(
@@ -101,7 +148,7 @@ async def claim_due_payments(
             settings.payment_deadline_s,
             settings.action_deadline_s,
         )
-    return [PaymentStep(order, overdue) for order, overdue in claimed]
+    return [PaymentStep(c.order, c.overdue, c.version, c.access_hash) for c in claimed]
 
 
 async def ask_stripe(gateway: PaymentGateway, order: Order, *, overdue: bool) -> PaymentOutcome:
@@ -226,10 +273,12 @@ async def settle_payment(
             return None
         # Chaos tests only (off by default): die after Stripe acted and before the database knows.
         faults.maybe_crash("checkout_after_stripe")
-        async with unit_of_work(pool) as uow:
-            change = await apply_payment_outcome(
-                uow, order.id, outcome, settings, source="reconciler" if step.overdue else "worker"
-            )
+        source: PaymentSource = "reconciler" if step.overdue else "worker"
+        async with pool.acquire() as conn:
+            change = await apply_as_claimed(conn, step, outcome, settings, source=source)
+        if change is None:
+            async with unit_of_work(pool) as uow:
+                change = await apply_payment_outcome(uow, order.id, outcome, settings, source=source)
         if change is not None:
             metrics.count_transition(change.before, change.after)
             if change.before != change.after:
