@@ -552,18 +552,18 @@ async def save_order(conn: asyncpg.Connection, o: Order, *, next_payment_step_in
 async def save_order_if_unchanged(
     conn: asyncpg.Connection,
     o: Order,
-    version: int,
+    version: str,
     events: Sequence[Envelope],
     *,
     next_payment_step_in: object = _KEEP_SCHEDULE,
 ) -> bool:
-    """``save_order`` and ``events`` into the outbox, in one statement, only if the order's row is still the
-    version ``version`` (its ``xmin``, as ``claim_due_payments`` returned it): a compare-and-set, with no lock
-    held before it and no transaction needed around it. False, and nothing written, if anyone changed the row
-    since (or it is gone)."""
+    """``save_order`` and ``events`` into the outbox, in one statement, only if the order is still as the version
+    ``version`` says (``claim_due_payments`` returns it): a compare-and-set, with no lock held before it and no
+    transaction needed around it. False, and nothing written, if anything it covers changed since (or the order is
+    gone): see ``_PAYMENT_STATE``."""
     return await outbox.write_then_enqueue(
         conn,
-        _SAVE_ORDER + " AND xmin = $15::xid RETURNING id",
+        f"{_SAVE_ORDER} AND {_PAYMENT_STATE.format(p='')} = $15 RETURNING id",
         [*_save_arguments(o, next_payment_step_in), version],
         events,
     )
@@ -588,15 +588,28 @@ async def schedule_payment(conn: asyncpg.Connection, order_id: uuid.UUID, delay_
 
 _RETURNING_ORDER = ", ".join("o." + c.strip() for c in _ORDER_COLUMNS.split(","))
 
+# The version of an order as a payment decision sees it: a digest of every column of ``Order`` (what
+# ``domain.decide_payment`` and the events it makes read, and all ``save_order`` writes), its access token's hash
+# (in OrderPaid) and its payment lease. Not the row's ``xmin``: writes that touch none of these (the reservations
+# consumer marking an allocation order's StockReserved heard, which lands during its Stripe call more often than
+# not) leave the decision as it was, and ``save_order`` writes none of their columns. ``{p}``: a table alias and
+# a dot, or nothing.
+_PAYMENT_STATE = (
+    "md5(ROW("
+    + ", ".join("{p}" + c.strip() for c in _ORDER_COLUMNS.split(","))
+    + ", {p}access_token_hash, {p}payment_due_at)::text)"
+)
+
 
 @dataclass(frozen=True)
 class ClaimedOrder:
-    """An order leased by ``claim_due_payments``: as the claim left it, whether it is past its deadline, the
-    version of its row the claim wrote (``xmin``: ``save_order_if_unchanged``) and its access token's hash."""
+    """An order leased by ``claim_due_payments``: as the claim left it, whether it is past its deadline, its
+    version as a payment decision sees it (``_PAYMENT_STATE``, for ``save_order_if_unchanged``) and its access
+    token's hash."""
 
     order: Order
     overdue: bool
-    version: int
+    version: str
     access_hash: str | None
 
 
@@ -624,13 +637,13 @@ async def claim_due_payments(
             FROM due WHERE o.id = due.id
             RETURNING {_RETURNING_ORDER}, o.created_at <= now() - make_interval(
                 secs => CASE WHEN o.status = 'requires_action' THEN $4::float8 ELSE $3::float8 END) AS overdue,
-                o.xmin AS row_version, o.access_token_hash""",
+                {_PAYMENT_STATE.format(p="o.")} AS payment_state, o.access_token_hash""",
         limit,
         lease_s,
         deadline_s,
         action_deadline_s,
     )
-    return [ClaimedOrder(_order(r), bool(r["overdue"]), r["row_version"], r["access_token_hash"]) for r in rows]
+    return [ClaimedOrder(_order(r), bool(r["overdue"]), r["payment_state"], r["access_token_hash"]) for r in rows]
 
 
 _OVERDUE = """((status = 'pending' AND created_at <= now() - make_interval(secs => $DEADLINE))

@@ -772,7 +772,7 @@ async def _applied_after_the_claim(
             returned = await apply(conn, step)
             row = await conn.fetchrow(
                 """SELECT status, payment_intent_id, client_secret, failure_reason, payment_retries,
-                          payment_attempts, extract(epoch FROM payment_due_at - now()) AS due_in
+                          payment_attempts, extract(epoch FROM payment_due_at - now()) AS due_in, reservation_heard
                    FROM orders WHERE id = $1""",
                 order_id,
             )
@@ -801,8 +801,8 @@ async def test_the_workers_answer_applied_as_claimed_leaves_what_the_row_lock_pa
     """The payment worker applies Stripe's answer in one statement (``apply_as_claimed``): the order as its claim
     returned it decides, written with its events only if no one changed the row since. For a success, a decline
     and 3-D Secure it leaves the order and the outbox exactly as ``apply_payment_outcome`` under the row lock does;
-    a success at the wrong price (a mismatch to record) it leaves to that path; after someone else's write it
-    writes nothing, and the locked path then decides on the order as it is."""
+    a success at the wrong price (a mismatch to record) it leaves to that path; after someone else's change to
+    the order it writes nothing, and the locked path then decides on the order as it is."""
     from checkout.config import CheckoutSettings
     from checkout.domain import IntentFacts, PaymentOutcome
     from checkout.usecases.payments import apply_as_claimed, apply_payment_outcome
@@ -856,12 +856,19 @@ async def test_the_workers_answer_applied_as_claimed_leaves_what_the_row_lock_pa
                 ("OrderPaid", str(order_id), "pi_as_claimed")
             ]
 
-    # Someone else wrote the order after the claim: nothing is written, no event.
+    # Someone else changed the order after the claim, or leased it again: nothing is written, no event.
     cancelled = "UPDATE orders SET status = 'cancelled', payment_due_at = NULL, cancel_reason = 'buyer' WHERE id = $1"
-    touched = "UPDATE orders SET updated_at = updated_at WHERE id = $1"
-    for meanwhile, status in ((cancelled, "cancelled"), (touched, "pending")):
+    leased = "UPDATE orders SET payment_due_at = payment_due_at + interval '1 second' WHERE id = $1"
+    scrubbed = "UPDATE orders SET ship_line1 = 'deleted' WHERE id = $1"
+    for meanwhile, status in ((cancelled, "cancelled"), (leased, "pending"), (scrubbed, "pending")):
         fast = await _applied_after_the_claim(url, order_id, as_claimed(paid), meanwhile=meanwhile)
         assert fast[0] is None and fast[2] == [] and fast[1][:2] == (status, None), meanwhile
     # ... and the locked path then decides on the order as it is: the cancelled one stays cancelled, unpaid.
     locked = await _applied_after_the_claim(url, order_id, under_the_lock(paid), meanwhile=cancelled)
     assert locked[1][:2] == ("cancelled", "pi_as_claimed") and locked[2] == []
+    # A write the decision does not read and the save does not touch (StockReserved heard for an order from the
+    # allocation, which usually lands during the Stripe call) changes nothing for it, and is kept.
+    heard = "UPDATE orders SET reservation_heard = true WHERE id = $1"
+    change, row, published = await _applied_after_the_claim(url, order_id, as_claimed(paid), meanwhile=heard)
+    assert change is not None and row[:2] == ("paid", "pi_as_claimed") and row[-1] is True
+    assert [e[0] for e in published] == ["OrderPaid"]

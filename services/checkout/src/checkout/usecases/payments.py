@@ -83,13 +83,13 @@ async def apply_payment_outcome(
 class PaymentStep:
     """An order leased for one step with Stripe; ``overdue``: past its deadline, so it is only ended.
 
-    From the worker's claim, also the version of the order's row the claim wrote and its access token's hash:
-    Stripe's answer is then applied to the order as claimed, if no one changed it since (``apply_as_claimed``).
+    From the worker's claim, also the order's version as a payment decision sees it and its access token's hash:
+    Stripe's answer is then applied to the order as claimed, if that did not change since (``apply_as_claimed``).
     """
 
     order: Order
     overdue: bool
-    version: int | None = None
+    version: str | None = None
     access_hash: str | None = None
 
 
@@ -103,10 +103,11 @@ async def apply_as_claimed(
 ) -> PaymentChange | None:
     """``apply_payment_outcome`` in one statement, without the row lock, the read or a transaction: the order as
     the claim returned it decides (``domain.decide_payment``, the same rule), and the decision is written with its
-    events only if the order's row is still the version the claim wrote (``repository.save_order_if_unchanged``).
+    events only if the order is still as claimed (``repository.save_order_if_unchanged``: every column the decision
+    reads or the write writes, its access token's hash and its payment lease).
 
     None, and nothing written, when that cannot be: the order changed since the claim (a webhook, the buyer's
-    cancellation), the step has no claimed version (the reconciler's), or the decision asks for more than the
+    cancellation, another lease), the step has no claimed version (the reconciler's), or the decision asks for more than the
     order's row and its events (a mismatch to record, a payment to refund by hand, nothing to write). The caller
     then applies the outcome under the row lock, as ever; whoever comes second finds the order moved.
     """
