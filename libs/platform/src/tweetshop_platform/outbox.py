@@ -145,16 +145,18 @@ def _runs(items: Sequence[tuple[Envelope, str | None]]) -> list[list[tuple[Envel
     return runs
 
 
-def _singles_insert(first: int, where: str = "") -> str:
+def _singles_insert(first: int, where: str = "", *, variants: bool = False) -> str:
     """An INSERT of one outbox row per event, in their order, from the seven arrays ``_singles_args`` makes, which
-    are the statement's parameters from ``$first`` on; ``where`` filters the rows (SQL)."""
-    p = [f"${first + i}" for i in range(7)]
+    are the statement's parameters from ``$first`` on; ``where`` filters the rows (SQL). ``variants``: an eighth
+    array follows, an integer per event, which ``where`` may use as ``e.variant``."""
+    p = [f"${first + i}" for i in range(8)]
+    variant_array, variant_column = (f", {p[7]}::int[]", " variant,") if variants else ("", "")
     return f"""INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, payload, trace_context)
                SELECT event_id, topic, message_key, event_type, correlation_id, payload, trace_context
                FROM unnest({p[0]}::uuid[], {p[1]}::text[], {p[2]}::text[], {p[3]}::text[], {p[4]}::text[],
-                           {p[5]}::bytea[], {p[6]}::jsonb[])
+                           {p[5]}::bytea[], {p[6]}::jsonb[]{variant_array})
                     WITH ORDINALITY AS e(event_id, topic, message_key, event_type, correlation_id, payload,
-                                         trace_context, n)
+                                         trace_context,{variant_column} n)
                {where}
                ORDER BY n"""
 
@@ -184,35 +186,52 @@ async def _insert_singles(conn: asyncpg.Connection, items: Sequence[tuple[Envelo
 
 
 @functools.lru_cache(maxsize=64)
-def _write_then_enqueue_sql(write: str, arguments: int) -> str:
+def _write_then_enqueue_sql(write: str, arguments: int, variants: bool) -> str:
+    if variants:
+        where = "WHERE e.variant = (SELECT w.variant FROM written AS w LIMIT 1)"
+    else:
+        where = "WHERE EXISTS (SELECT FROM written)"
     return f"""WITH written AS ({write}),
-            added AS ({_singles_insert(arguments + 1, "WHERE EXISTS (SELECT FROM written)")} RETURNING 1)
-        SELECT w.done, CASE WHEN EXISTS (SELECT FROM added) THEN pg_notify('outbox_' || current_schema(), '') END
-        FROM (SELECT EXISTS (SELECT FROM written) AS done) AS w"""
+            added AS ({_singles_insert(arguments + 1, where, variants=variants)} RETURNING 1)
+        SELECT w.*, CASE WHEN EXISTS (SELECT FROM added) THEN pg_notify('outbox_' || current_schema(), '') END
+               AS outbox_woken
+        FROM written AS w LIMIT 1"""
 
 
 async def write_then_enqueue(
-    conn: asyncpg.Connection, write: str, arguments: Sequence[object], events: Sequence[Envelope]
-) -> bool:
+    conn: asyncpg.Connection,
+    write: str,
+    arguments: Sequence[object],
+    events: Sequence[Envelope],
+    *,
+    variants: Sequence[int] | None = None,
+) -> asyncpg.Record | None:
     """``write`` and, only if it returned a row, ``events`` into the outbox (one row each, in order) with the
-    relay's wake-up: one statement, so both or neither, with or without a transaction around it. True if
-    ``write`` returned a row.
+    relay's wake-up: one statement, so both or neither, with or without a transaction around it. Returns the
+    (first) row ``write`` returned, or None.
 
     ``write`` is an INSERT, UPDATE or DELETE with a RETURNING clause whose parameters are ``arguments`` ($1 on).
     Outside a transaction this is a state change and its events in one round trip: no ``BEGIN``, no ``COMMIT``,
     no statement of the outbox's own (a compare-and-set on a row, say, whose events depend on it alone).
+
+    ``variants``: the events are alternatives, one integer each, and the ``variant`` column of the row ``write``
+    returns picks those that go in: for events that depend on what the write did (an order placed with units
+    from an allocation, or without).
+
     Not within ``batched``: the batch writes its events at its end, and these would come before them.
     """
     if _BATCH.get() is not None:
         raise RuntimeError("write_then_enqueue within outbox.batched: enqueue the events instead")
+    if variants is not None and len(variants) != len(events):
+        raise ValueError("one variant per event")
     trace_context = telemetry.current_carrier() if telemetry.active else None
-    row = await conn.fetchrow(
-        _write_then_enqueue_sql(write, len(arguments)),
+    columns = _singles_args([(event, trace_context) for event in events])
+    return await conn.fetchrow(
+        _write_then_enqueue_sql(write, len(arguments), variants is not None),
         *arguments,
-        *_singles_args([(event, trace_context) for event in events]),
+        *columns,
+        *([] if variants is None else [list(variants)]),
     )
-    assert row is not None
-    return bool(row["done"])
 
 
 async def prune_published(conn: asyncpg.Connection, older_than_s: float, *, window: int = 10_000) -> int:

@@ -119,11 +119,12 @@ async def test_a_write_and_its_events_are_one_statement_both_or_neither(database
             cas = "UPDATE widgets SET colour = $2 WHERE id = $1 AND xmin = $3::xid RETURNING id"
             first, second = order_placed(), order_placed()
             async with pool.acquire() as writer:
-                assert await outbox.write_then_enqueue(writer, cas, [1, "blue", version], [first, second])
+                written = await outbox.write_then_enqueue(writer, cas, [1, "blue", version], [first, second])
+                assert written is not None and written["id"] == 1
                 assert not writer.is_in_transaction()
                 # The row is no longer that version: nothing is written, no event, no wake-up.
-                assert not await outbox.write_then_enqueue(writer, cas, [1, "green", version], [order_placed()])
-                assert not await outbox.write_then_enqueue(writer, cas, [2, "green", version], [order_placed()])
+                assert await outbox.write_then_enqueue(writer, cas, [1, "green", version], [order_placed()]) is None
+                assert await outbox.write_then_enqueue(writer, cas, [2, "green", version], [order_placed()]) is None
                 # A write that fails writes no event either.
                 with pytest.raises(asyncpg.NotNullViolationError):
                     await outbox.write_then_enqueue(
@@ -143,6 +144,34 @@ async def test_a_write_and_its_events_are_one_statement_both_or_neither(database
             async with conn.transaction(), outbox.batched(conn):
                 with pytest.raises(RuntimeError, match="batched"):
                     await outbox.write_then_enqueue(conn, cas, [1, "grey", version], [order_placed()])
+    finally:
+        await pool.close()
+
+
+async def test_the_row_a_write_returns_picks_which_of_its_alternative_events_go_in(database: Any) -> None:
+    from tweetshop_devstack.testing import order_placed
+    from tweetshop_platform import outbox
+
+    dsn = await database.provision("variantsvc")
+    pool = await db.create_pool(dsn, "variantsvc", min_size=1, max_size=1)
+    try:
+        await db.apply_migrations(pool, "variantsvc", migrations("CREATE TABLE widgets (id INT PRIMARY KEY);"))
+        insert = "INSERT INTO widgets VALUES ($1) RETURNING id, CASE WHEN id > 10 THEN 1 ELSE 0 END AS variant"
+        small, big, both = order_placed(), order_placed(), order_placed()
+        async with pool.acquire() as conn:
+            for widget in (3, 30):
+                written = await outbox.write_then_enqueue(
+                    conn, insert, [widget], [small, both, big], variants=[0, 0, 1] if widget == 3 else [0, 1, 1]
+                )
+                assert written is not None and written["variant"] == (widget > 10)
+            rows = await conn.fetch("SELECT event_id FROM outbox ORDER BY id")
+            assert [r["event_id"] for r in rows] == [small.event_id, both.event_id, both.event_id, big.event_id]
+            # A write that fails (the key is taken) writes no event, whichever variant it would have been.
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await outbox.write_then_enqueue(conn, insert, [3], [order_placed()], variants=[0])
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 4
+            with pytest.raises(ValueError, match="one variant per event"):
+                await outbox.write_then_enqueue(conn, insert, [4], [order_placed()], variants=[0, 1])
     finally:
         await pool.close()
 

@@ -98,6 +98,7 @@ class PurchaseView:
     key_used: bool
     saved_card: bool = False
     unpaid_full: str | None = None
+    allocation_generation: int | None = None  # of checkout's allocation of the product, if it has one
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,8 @@ async def get_purchase_views(
                           (SELECT coalesce(sum(o.quantity), 0) FROM orders o
                            WHERE o.product_id = $1 AND o.stock_reserved AND o.stock_version_seen >= p.version)
                      END AS reserved_unseen,
-                     (SELECT h.units FROM product_reservations_heard h WHERE h.product_id = $1) AS heard
+                     (SELECT h.units FROM product_reservations_heard h WHERE h.product_id = $1) AS heard,
+                     (SELECT s.generation FROM stock_allocations s WHERE s.product_id = $1) AS allocation_generation
               FROM (SELECT 1) AS one
               LEFT JOIN products p ON p.id = $1
               LEFT JOIN buyable_tweets t ON t.tweet_id = $2)
@@ -252,6 +254,7 @@ async def get_purchase_views(
             key_used=row["key_used"],
             saved_card=row["saved_card"],
             unpaid_full=next((kind for kind in _UNPAID_KINDS if cap > 0 and row[f"unpaid_{kind}"] >= cap), None),
+            allocation_generation=row["allocation_generation"],
         )
         for row in rows
     ]
@@ -328,6 +331,10 @@ async def get_order_by_key(conn: asyncpg.Connection, key_hash: str) -> Idempoten
     return IdempotentOrder(_order(row), row["request_hash"], row["access_token_sealed"])
 
 
+class KeyTaken(Exception):
+    """An order with this Idempotency-Key exists (a concurrent twin won; its row is visible now)."""
+
+
 async def insert_order(
     conn: asyncpg.Connection,
     o: Order,
@@ -336,67 +343,89 @@ async def insert_order(
     request_hash: str,
     token_hash: str,
     token_sealed: str,
+    placed: Envelope,
     stock_version_seen: int | None = None,
-) -> Inserted | None:
-    """None when an order with this Idempotency-Key exists (a concurrent twin won; its row is now visible): the
-    caller must then roll the transaction back, since the allocation may have been drawn on.
+    allocation_generation: int | None = None,
+    placed_from_allocation: Envelope | None = None,
+    account: tuple[str, str] | None = None,
+) -> Inserted:
+    """The new order's row and its OrderPlaced, in one statement (no transaction around it: both or neither).
+    Raises KeyTaken, and writes nothing, when an order with this Idempotency-Key exists.
 
-    The order's units are taken from checkout's allocation of the product in the same statement when it has
-    enough (``stock_allocation_units``, one row per unit): the order is then reserved and due for payment at once.
-    Units another order's transaction holds are skipped (``FOR UPDATE SKIP LOCKED``), so orders never queue on one
-    another; units are taken all from one generation or not at all (a generation's replacement deletes the old
-    units in one statement, so an order sees one generation's units, or the other's). ``stock_version_seen``:
-    the version of checkout's copy of the product when the order was placed; the order counts against that copy
-    until a newer version arrives (``get_product_and_tweet``)."""
-    row = await conn.fetchrow(
-        """WITH picked AS MATERIALIZED (
-               SELECT id, generation FROM stock_allocation_units WHERE product_id = $7
-               LIMIT $9 FOR UPDATE SKIP LOCKED),
-           taken AS (
-               DELETE FROM stock_allocation_units
-               WHERE id IN (SELECT id FROM picked)
-                 AND (SELECT count(*) = $9 AND count(DISTINCT generation) = 1 FROM picked)
-               RETURNING generation)
-           INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
-               tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1, ship_city,
-               ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor, currency, status,
-               correlation_id, created_at, updated_at, payment_customer, save_card, stock_version_seen,
-               allocation_generation, stock_reserved, payment_due_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-               $22, $23, $24, $25, $26, $27, $28, (SELECT max(generation) FROM taken), EXISTS (SELECT 1 FROM taken),
-               CASE WHEN EXISTS (SELECT 1 FROM taken) THEN now() END)
-           ON CONFLICT (idempotency_key_hash) DO NOTHING
-           RETURNING allocation_generation""",
-        o.id,
-        key_hash,
-        request_hash,
-        token_hash,
-        token_sealed,
-        o.tweet_id,
-        o.product_id,
-        o.merchant_id,
-        o.quantity,
-        o.buyer.id,
-        o.buyer.email,
-        o.shipping.name,
-        o.shipping.line1,
-        o.shipping.city,
-        o.shipping.country,
-        o.shipping.lat,
-        o.shipping.lon,
-        o.payment_method,
-        o.unit_price_minor,
-        o.amount_minor,
-        o.currency,
-        o.status,
-        o.correlation_id,
-        o.created_at,
-        o.updated_at,
-        o.payment_customer,
-        o.save_card,
-        stock_version_seen,
-    )
-    return None if row is None else Inserted(row["allocation_generation"])
+    The order's units are taken from checkout's allocation of the product in the same statement when generation
+    ``allocation_generation`` of it has enough (``stock_allocation_units``, one row per unit): the order is then
+    reserved and due for payment at once, and its OrderPlaced is ``placed_from_allocation`` instead of ``placed``.
+    Units another order's statement holds are skipped (``FOR UPDATE SKIP LOCKED``), so orders never queue on one
+    another; units are taken all from that generation or not at all (a generation's replacement deletes the old
+    units in one statement: an order placed against a generation just replaced goes to catalog, as one beyond the
+    allocation does). ``stock_version_seen``: the version of checkout's copy of the product when the order was
+    placed; the order counts against that copy until a newer version arrives (``get_product_and_tweet``).
+    ``account``: the buyer account the order belongs to and its access token sealed with the buyer's vault key.
+    """
+    events: list[Envelope] = [placed]
+    if placed_from_allocation is not None:
+        events.append(placed_from_allocation)
+    try:
+        row = await outbox.write_then_enqueue(
+            conn,
+            """WITH picked AS MATERIALIZED (
+                   SELECT id FROM stock_allocation_units WHERE product_id = $7 AND generation = $29
+                   LIMIT $9 FOR UPDATE SKIP LOCKED),
+               taken AS (
+                   DELETE FROM stock_allocation_units
+                   WHERE id IN (SELECT id FROM picked) AND (SELECT count(*) = $9 FROM picked)
+                   RETURNING generation)
+               INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
+                   tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1,
+                   ship_city, ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor,
+                   currency, status, correlation_id, created_at, updated_at, payment_customer, save_card,
+                   stock_version_seen, buyer_account, access_token_vaulted, allocation_generation, stock_reserved,
+                   payment_due_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                   $21, $22, $23, $24, $25, $26, $27, $28, $30, $31, (SELECT max(generation) FROM taken),
+                   EXISTS (SELECT 1 FROM taken), CASE WHEN EXISTS (SELECT 1 FROM taken) THEN now() END)
+               RETURNING allocation_generation, (allocation_generation IS NOT NULL)::int AS variant""",
+            [
+                o.id,
+                key_hash,
+                request_hash,
+                token_hash,
+                token_sealed,
+                o.tweet_id,
+                o.product_id,
+                o.merchant_id,
+                o.quantity,
+                o.buyer.id,
+                o.buyer.email,
+                o.shipping.name,
+                o.shipping.line1,
+                o.shipping.city,
+                o.shipping.country,
+                o.shipping.lat,
+                o.shipping.lon,
+                o.payment_method,
+                o.unit_price_minor,
+                o.amount_minor,
+                o.currency,
+                o.status,
+                o.correlation_id,
+                o.created_at,
+                o.updated_at,
+                o.payment_customer,
+                o.save_card,
+                stock_version_seen,
+                allocation_generation if placed_from_allocation is not None else None,
+                *(account or (None, None)),
+            ],
+            events,
+            variants=list(range(len(events))),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "orders_idempotency_key_hash_key":
+            raise KeyTaken from exc
+        raise
+    assert row is not None  # an INSERT ... VALUES returns its row or raises
+    return Inserted(row["allocation_generation"])
 
 
 @dataclass(frozen=True)
@@ -561,12 +590,13 @@ async def save_order_if_unchanged(
     ``version`` says (``claim_due_payments`` returns it): a compare-and-set, with no lock held before it and no
     transaction needed around it. False, and nothing written, if anything it covers changed since (or the order is
     gone): see ``_PAYMENT_STATE``."""
-    return await outbox.write_then_enqueue(
+    written = await outbox.write_then_enqueue(
         conn,
         f"{_SAVE_ORDER} AND {_PAYMENT_STATE.format(p='')} = $15 RETURNING id",
         [*_save_arguments(o, next_payment_step_in), version],
         events,
     )
+    return written is not None
 
 
 async def undo_payment_attempt(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
@@ -981,18 +1011,6 @@ async def count_link_code_failure(conn: asyncpg.Connection, handle: str) -> int:
         handle,
     )
     return failures
-
-
-async def set_order_account(
-    conn: asyncpg.Connection, order_id: uuid.UUID, buyer_id: str, access_token_vaulted: str
-) -> None:
-    """The order belongs to this buyer's account; its access token sealed with the buyer's vault key."""
-    await conn.execute(
-        "UPDATE orders SET buyer_account = $2, access_token_vaulted = $3 WHERE id = $1",
-        order_id,
-        buyer_id,
-        access_token_vaulted,
-    )
 
 
 async def get_order_account(conn: asyncpg.Connection, order_id: uuid.UUID) -> tuple[str | None, str | None] | None:

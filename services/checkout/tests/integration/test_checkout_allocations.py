@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import pytest
 from checkout import handlers
 from checkout.usecases import reservations
 from tweetshop_contracts import (
@@ -321,3 +322,71 @@ async def test_catalogs_answers_applied_together_leave_what_they_leave_one_by_on
     at_once = await _applied_in_a_rolled_back_transaction(url, ids, nothing, shipments_together)
     assert at_once == alone
     assert {row[0]: row[6:] for row in alone[0]}[waiting_a] == (shipment, "picked_up")
+
+
+async def test_an_order_placed_against_a_generation_just_replaced_goes_to_catalog_as_placed(checkout: Checkout) -> None:
+    """The POST's one statement (``repository.insert_order``) takes units only from the allocation's generation the
+    purchase was checked against, with the OrderPlaced that says so; if that generation was replaced meanwhile, it
+    takes none (the new generation's units stay) and the OrderPlaced asks catalog, as beyond the allocation. An
+    Idempotency-Key taken already writes nothing: no order, no event, no unit taken."""
+    from checkout import domain, repository
+    from checkout.api import OrderIn
+    from tweetshop_contracts import utc_now
+
+    product = await checkout.list_product(stock=5)
+    await checkout.allocate(product, units=2, generation=4)
+    assert checkout.service.database_url is not None
+    conn = await asyncpg.connect(checkout.service.database_url)
+
+    def new_order() -> tuple[domain.Order, OrderPlaced]:
+        request = OrderIn(**checkout.order_body(product.product_id)).to_request()
+        price = domain.Price(product.merchant_id, product.price_minor, product.price_minor, product.currency)
+        return domain.place(uuid.uuid4(), request, price, "c", utc_now())
+
+    async def insert(generation: int, key: str) -> tuple[Any, list[Any], int]:
+        order, placed = new_order()
+        last = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+        inserted = await repository.insert_order(
+            conn,
+            order,
+            key_hash=key,
+            request_hash="r",
+            token_hash=f"t-{key}",
+            token_sealed="s",
+            placed=placed,
+            allocation_generation=generation,
+            placed_from_allocation=domain.reserved_from_allocation(order, placed, generation)[1],
+        )
+        published = [
+            OrderPlaced.model_validate_json(r["payload"])
+            for r in await conn.fetch("SELECT payload FROM outbox WHERE id > $1 ORDER BY id", last)
+        ]
+        assert [p.order_id for p in published] == [order.id]
+        return inserted, published, await units_left_in(conn)
+
+    async def units_left_in(conn: asyncpg.Connection) -> int:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM stock_allocation_units WHERE product_id = $1", product.product_id
+        )
+        return count
+
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            stale, stale_events, units = await insert(3, "key-stale")
+            assert stale.allocation_generation is None and units == 2
+            assert stale_events[0].allocation_generation is None
+            current, current_events, units = await insert(4, "key-current")
+            assert current.allocation_generation == 4 and units == 1
+            assert current_events[0].allocation_generation == 4
+            outbox_rows = await conn.fetchval("SELECT count(*) FROM outbox")
+            with pytest.raises(repository.KeyTaken):
+                async with conn.transaction():  # a savepoint: the failed statement leaves the test's transaction
+                    await insert(4, "key-current")
+            assert await units_left_in(conn) == 1
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == outbox_rows
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()

@@ -11,7 +11,7 @@ import asyncpg
 import structlog
 from tweetshop_contracts import utc_now
 from tweetshop_platform.errors import Conflict, DomainError, NotFound, TooManyRequests, Unprocessable
-from tweetshop_platform.uow import joining, unit_of_work
+from tweetshop_platform.uow import unit_of_work
 
 from .. import access, accounts, cards, domain, metrics, repository
 from ..config import CheckoutSettings
@@ -71,6 +71,7 @@ class Checked:
     key_used: bool
     product: domain.ProductView | None = None
     price: domain.Price | None = None
+    allocation_generation: int | None = None  # of checkout's allocation of the product, if it has one
 
 
 async def check_purchases(
@@ -138,7 +139,7 @@ def _decide(
         price = domain.price_purchase(seen.product, seen.tweet, request)
     except domain.PurchaseRefused as refused:
         return _PURCHASE_ERRORS.get(refused.code, Conflict)(refused.message, code=refused.code)
-    return Checked(key_used=False, product=seen.product, price=price)
+    return Checked(key_used=False, product=seen.product, price=price, allocation_generation=seen.allocation_generation)
 
 
 async def check_purchase(
@@ -187,31 +188,31 @@ async def place_order(
         assert price is not None
         order, placed = domain.place(uuid.uuid4(), request, price, correlation_id, utc_now())
         token, token_hash = access.new_access_token()
+        generation = checked.allocation_generation
+        from_allocation = None if generation is None else domain.reserved_from_allocation(order, placed, generation)
         try:
-            async with conn.transaction(), joining(conn) as uow:
-                inserted = await repository.insert_order(
-                    conn,
-                    order,
-                    key_hash=key_hash,
-                    request_hash=request_hash,
-                    token_hash=token_hash,
-                    token_sealed=access.seal_token(token, idempotency_key, order.id),
-                    stock_version_seen=product.version if product is not None else None,
-                )
-                if inserted is None:
-                    raise _TwinCommitted  # rolls back what the statement took from the allocation
-                if inserted.allocation_generation is not None:
-                    order, placed = domain.reserved_from_allocation(order, placed, inserted.allocation_generation)
-                if account is not None:
-                    await repository.set_order_account(
-                        conn, order.id, account.id, buyers.vault_order_token(account, order.id, token)
-                    )
-                uow.publish(placed)
-        except _TwinCommitted:
+            # One statement, no transaction: the order, the units it takes from the allocation, and its OrderPlaced.
+            inserted = await repository.insert_order(
+                conn,
+                order,
+                key_hash=key_hash,
+                request_hash=request_hash,
+                token_hash=token_hash,
+                token_sealed=access.seal_token(token, idempotency_key, order.id),
+                placed=placed,
+                stock_version_seen=product.version if product is not None else None,
+                allocation_generation=generation,
+                placed_from_allocation=None if from_allocation is None else from_allocation[1],
+                account=(None if account is None else (account.id, buyers.vault_order_token(account, order.id, token))),
+            )
+        except repository.KeyTaken:
             # A concurrent request with the same key committed first: its row is visible now.
             twin = await repository.get_order_by_key(conn, key_hash)
             assert twin is not None
             return _replay(twin, request_hash, idempotency_key)
+        if inserted.allocation_generation is not None:
+            assert from_allocation is not None
+            order = from_allocation[0]
     metrics.count_transition(None, "pending")
     log.info(
         "order placed",
@@ -221,10 +222,6 @@ async def place_order(
         reserved_from_allocation=order.stock_reserved,
     )
     return PlacedOrder(order, token, replayed=False)
-
-
-class _TwinCommitted(Exception):
-    """The order's Idempotency-Key was taken by a concurrent request that committed first."""
 
 
 def for_account(request: PurchaseRequest, account: buyers.Account | None) -> PurchaseRequest:

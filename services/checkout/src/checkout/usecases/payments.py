@@ -107,9 +107,10 @@ async def apply_as_claimed(
     reads or the write writes, its access token's hash and its payment lease).
 
     None, and nothing written, when that cannot be: the order changed since the claim (a webhook, the buyer's
-    cancellation, another lease), the step has no claimed version (the reconciler's), or the decision asks for more than the
-    order's row and its events (a mismatch to record, a payment to refund by hand, nothing to write). The caller
-    then applies the outcome under the row lock, as ever; whoever comes second finds the order moved.
+    cancellation, another lease), the step has no claimed version (the reconciler's), or the decision asks for
+    more than the order's row and its events (a mismatch to record, a payment to refund by hand, nothing to
+    write). The caller then applies the outcome under the row lock, as ever; whoever comes second finds the order
+    moved.
     """
     if step.version is None:
         return None
