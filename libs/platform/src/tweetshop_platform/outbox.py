@@ -186,12 +186,12 @@ async def _insert_singles(conn: asyncpg.Connection, items: Sequence[tuple[Envelo
 
 
 @functools.lru_cache(maxsize=64)
-def _write_then_enqueue_sql(write: str, arguments: int, variants: bool) -> str:
+def _write_then_enqueue_sql(write: str, arguments: int, variants: bool, before: str) -> str:
     if variants:
         where = "WHERE e.variant = (SELECT w.variant FROM written AS w LIMIT 1)"
     else:
         where = "WHERE EXISTS (SELECT FROM written)"
-    return f"""WITH written AS ({write}),
+    return f"""WITH {before + "," if before else ""} written AS ({write}),
             added AS ({_singles_insert(arguments + 1, where, variants=variants)} RETURNING 1)
         SELECT w.*, CASE WHEN EXISTS (SELECT FROM added) THEN pg_notify('outbox_' || current_schema(), '') END
                AS outbox_woken
@@ -205,6 +205,7 @@ async def write_then_enqueue(
     events: Sequence[Envelope],
     *,
     variants: Sequence[int] | None = None,
+    before: str = "",
 ) -> asyncpg.Record | None:
     """``write`` and, only if it returned a row, ``events`` into the outbox (one row each, in order) with the
     relay's wake-up: one statement, so both or neither, with or without a transaction around it. Returns the
@@ -218,6 +219,9 @@ async def write_then_enqueue(
     returns picks those that go in: for events that depend on what the write did (an order placed with units
     from an allocation, or without).
 
+    ``before``: common table expressions ``write`` uses (``name AS (...), ...``, without ``WITH``): Postgres allows
+    data-modifying ones only at the statement's top level, so they go there, ahead of it.
+
     Not within ``batched``: the batch writes its events at its end, and these would come before them.
     """
     if _BATCH.get() is not None:
@@ -227,7 +231,7 @@ async def write_then_enqueue(
     trace_context = telemetry.current_carrier() if telemetry.active else None
     columns = _singles_args([(event, trace_context) for event in events])
     return await conn.fetchrow(
-        _write_then_enqueue_sql(write, len(arguments), variants is not None),
+        _write_then_enqueue_sql(write, len(arguments), variants is not None, before),
         *arguments,
         *columns,
         *([] if variants is None else [list(variants)]),

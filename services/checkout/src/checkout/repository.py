@@ -368,14 +368,7 @@ async def insert_order(
     try:
         row = await outbox.write_then_enqueue(
             conn,
-            """WITH picked AS MATERIALIZED (
-                   SELECT id FROM stock_allocation_units WHERE product_id = $7 AND generation = $29
-                   LIMIT $9 FOR UPDATE SKIP LOCKED),
-               taken AS (
-                   DELETE FROM stock_allocation_units
-                   WHERE id IN (SELECT id FROM picked) AND (SELECT count(*) = $9 FROM picked)
-                   RETURNING generation)
-               INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
+            """INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
                    tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1,
                    ship_city, ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor,
                    currency, status, correlation_id, created_at, updated_at, payment_customer, save_card,
@@ -419,6 +412,13 @@ async def insert_order(
             ],
             events,
             variants=list(range(len(events))),
+            before="""picked AS MATERIALIZED (
+                   SELECT id FROM stock_allocation_units WHERE product_id = $7 AND generation = $29
+                   LIMIT $9 FOR UPDATE SKIP LOCKED),
+               taken AS (
+                   DELETE FROM stock_allocation_units
+                   WHERE id IN (SELECT id FROM picked) AND (SELECT count(*) = $9 FROM picked)
+                   RETURNING generation)""",
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "orders_idempotency_key_hash_key":
