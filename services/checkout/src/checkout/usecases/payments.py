@@ -35,6 +35,22 @@ class PaymentChange:
     mismatch: domain.MismatchReason | None = None
 
 
+def _decide(
+    order: Order, outcome: PaymentOutcome, settings: CheckoutSettings, source: PaymentSource, access_hash: str | None
+) -> domain.PaymentDecision:
+    """The payment rule as both ways of applying an outcome take it: ``domain.decide_payment`` with the settings,
+    adoption for our own payment steps only, and the buyer's access token's hash for OrderPaid."""
+    return domain.decide_payment(
+        order,
+        outcome,
+        livemode=settings.stripe_livemode,
+        may_adopt=source != "webhook",
+        recheck_s=settings.payment_recheck_interval_s,
+        now=utc_now(),
+        buyer_access_sha256=access_hash,
+    )
+
+
 async def apply_payment_outcome(
     uow: UnitOfWork,
     order_id: uuid.UUID,
@@ -49,15 +65,7 @@ async def apply_payment_outcome(
     if found is None:
         return None
     order, access_hash = found
-    decision = domain.decide_payment(
-        order,
-        outcome,
-        livemode=settings.stripe_livemode,
-        may_adopt=source != "webhook",
-        recheck_s=settings.payment_recheck_interval_s,
-        now=utc_now(),
-        buyer_access_sha256=access_hash,
-    )
+    decision = _decide(order, outcome, settings, source, access_hash)
     if decision.mismatch is not None and decision.record_mismatch:
         await record_mismatch(uow.conn, order, outcome, decision.mismatch, source)
     if decision.unexpected_payment:
@@ -115,15 +123,7 @@ async def apply_as_claimed(
     if step.version is None:
         return None
     order = step.order
-    decision = domain.decide_payment(
-        order,
-        outcome,
-        livemode=settings.stripe_livemode,
-        may_adopt=source != "webhook",
-        recheck_s=settings.payment_recheck_interval_s,
-        now=utc_now(),
-        buyer_access_sha256=step.access_hash,
-    )
+    decision = _decide(order, outcome, settings, source, step.access_hash)
     if decision.record_mismatch or decision.unexpected_payment:
         return None
     if decision.order == order and not decision.reschedule:
