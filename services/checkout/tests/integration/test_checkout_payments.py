@@ -760,7 +760,8 @@ async def _applied_after_the_claim(
                 order_id,
             )
             # First by its due time: the claim takes this order and no other. The claim and the write meanwhile
-            # are each a transaction of their own, as in the service: savepoints here, so each has its own xid.
+            # each run in a savepoint, as close to the service's own transactions as one rolled-back test gets
+            # (the compare-and-set looks at what the row holds, so it sees the write either way).
             async with conn.transaction():
                 (claimed,) = await repository.claim_due_payments(conn, 1, 30, 900, 900)
             assert claimed.order.id == order_id
