@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -12,6 +13,24 @@ from tweetshop_platform import consumer, db
 
 def migrations(sql: str) -> list[db.Migration]:
     return [*db.platform_migrations(), db.Migration("svc", 1, "0001_init.sql", sql)]
+
+
+async def _listening(conn: asyncpg.Connection, channel: str) -> tuple[list[str], Callable[[], Awaitable[None]]]:
+    """The channel names of the NOTIFYs ``conn`` hears on ``channel`` from now on, and how to stop listening."""
+    notified: list[str] = []
+
+    def on_notify(*args: Any) -> None:
+        notified.append(args[2])
+
+    await conn.add_listener(channel, on_notify)
+    return notified, lambda: conn.remove_listener(channel, on_notify)
+
+
+async def _until_any(notified: list[str], timeout: float = 2.5) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if notified:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def test_migrations_apply_once_even_when_replicas_start_together(database: Any) -> None:
@@ -74,12 +93,7 @@ async def test_a_batch_claims_each_event_once_and_its_outbox_rows_keep_their_ord
         seen, first, second = event(), event(), event()
         async with pool.acquire() as conn:
             assert await inbox.claim(conn, "g", seen)
-            notified: list[str] = []
-
-            def on_notify(*args: Any) -> None:
-                notified.append(args[2])
-
-            await conn.add_listener("outbox_batchsvc", on_notify)
+            notified, stop_listening = await _listening(conn, "outbox_batchsvc")
             async with pool.acquire() as writer, writer.transaction():
                 claimed = await inbox.claim_many(writer, "g", [first, seen, second, first])
                 await outbox.enqueue(writer, first, second, seen)
@@ -87,12 +101,9 @@ async def test_a_batch_claims_each_event_once_and_its_outbox_rows_keep_their_ord
             assert await inbox.claim_many(conn, "other", [seen]) == [True], "the inbox is per consumer"
             rows = await conn.fetch("SELECT event_id FROM outbox ORDER BY id")
             assert [r["event_id"] for r in rows] == [first.event_id, second.event_id, seen.event_id]
-            for _ in range(50):
-                if notified:
-                    break
-                await asyncio.sleep(0.05)
+            await _until_any(notified)
             assert notified == ["outbox_batchsvc"], "one wake-up of the relay per transaction"
-            await conn.remove_listener("outbox_batchsvc", on_notify)
+            await stop_listening()
     finally:
         await pool.close()
 
@@ -110,12 +121,7 @@ async def test_a_write_and_its_events_are_one_statement_both_or_neither(database
         async with pool.acquire() as conn:
             await conn.execute("INSERT INTO widgets VALUES (1, 'red')")
             version = await conn.fetchval("SELECT xmin FROM widgets WHERE id = 1")
-            notified: list[str] = []
-
-            def on_notify(*args: Any) -> None:
-                notified.append(args[2])
-
-            await conn.add_listener("outbox_casvc", on_notify)
+            notified, stop_listening = await _listening(conn, "outbox_casvc")
             cas = "UPDATE widgets SET colour = $2 WHERE id = $1 AND xmin = $3::xid RETURNING id"
             first, second = order_placed(), order_placed()
             async with pool.acquire() as writer:
@@ -134,13 +140,10 @@ async def test_a_write_and_its_events_are_one_statement_both_or_neither(database
             rows = await conn.fetch("SELECT event_id, event_type, message_key FROM outbox ORDER BY id")
             assert [r["event_id"] for r in rows] == [first.event_id, second.event_id]
             assert rows[0]["message_key"] == first.key() and rows[0]["event_type"] == "OrderPlaced"
-            for _ in range(50):
-                if notified:
-                    break
-                await asyncio.sleep(0.05)
+            await _until_any(notified)
             await asyncio.sleep(0.2)
             assert notified == ["outbox_casvc"], "one wake-up, for the write that happened"
-            await conn.remove_listener("outbox_casvc", on_notify)
+            await stop_listening()
             async with conn.transaction(), outbox.batched(conn):
                 with pytest.raises(RuntimeError, match="batched"):
                     await outbox.write_then_enqueue(conn, cas, [1, "grey", version], [order_placed()])

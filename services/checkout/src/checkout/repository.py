@@ -592,7 +592,7 @@ async def save_order_if_unchanged(
     gone): see ``_PAYMENT_STATE``."""
     written = await outbox.write_then_enqueue(
         conn,
-        f"{_SAVE_ORDER} AND {_PAYMENT_STATE.format(p='')} = $15 RETURNING id",
+        _SAVE_ORDER_IF_UNCHANGED,
         [*_save_arguments(o, next_payment_step_in), version],
         events,
     )
@@ -629,6 +629,7 @@ _PAYMENT_STATE = (
     + ", ".join("{p}" + c.strip() for c in _ORDER_COLUMNS.split(","))
     + ", {p}access_token_hash, {p}payment_due_at)::text)"
 )
+_SAVE_ORDER_IF_UNCHANGED = f"{_SAVE_ORDER} AND {_PAYMENT_STATE.format(p='')} = $15 RETURNING id"
 
 
 @dataclass(frozen=True)
