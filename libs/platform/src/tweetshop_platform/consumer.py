@@ -323,13 +323,15 @@ class ReliableSubscriber:
         max_retries: int = 5,
         retry_backoff: float = 0.2,
         fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
         quiet_fetch: tuple[int, float] | None = None,
         batch_max_records: int = 100,
         batch_timeout_ms: int = 1000,
         tracer: Tracer | None = None,
     ) -> None:
         """``quiet_fetch``: (the fetch wait in ms, after how many seconds without a record) of a consumer off the
-        purchase's path (``FetchPacer``); None: always ``fetch_max_wait_ms``."""
+        purchase's path (``FetchPacer``); None: always ``fetch_max_wait_ms``. ``fetch_min_bytes``: what a fetch
+        waits for before the broker answers it ahead of its wait (``ServiceSettings.kafka_fetch_min_bytes``)."""
         self.topic = topic
         self._tracer = tracer  # None: tracing off
         self.group_id = group_id
@@ -357,6 +359,7 @@ class ReliableSubscriber:
             group_id=group_id,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_min_bytes=fetch_min_bytes,
             # What the fetcher has buffered, up to batch_max_records (see _next_batch, which replaces FastStream's).
             batch=True,
             max_records=batch_max_records,

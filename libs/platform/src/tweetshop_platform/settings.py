@@ -237,6 +237,17 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         le=5000,
         description="Longest a consumer's fetch waits for data; Tansu answers a waiting fetch only when it ends",
     )
+    kafka_fetch_min_bytes: int = Field(
+        default=65536,
+        ge=1,
+        le=50 * 1024 * 1024,
+        description=(
+            "Bytes of new records a reliable consumer's fetch asks for before the broker answers it early; fewer "
+            "arrive within the fetch's max wait, it is answered when the wait ends. Under load a group then handles "
+            "one batch per wait (one inbox statement, commit and offset commit) instead of a few records per "
+            "fetch; an event reaches it up to its max wait later. 1: answered as soon as any record is there"
+        ),
+    )
     kafka_read_model_fetch_max_wait_ms: int = Field(
         default=500,
         ge=1,
