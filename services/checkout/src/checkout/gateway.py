@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,9 +28,6 @@ from tweetshop_platform import telemetry
 from . import cards, metrics
 from .config import CheckoutSettings
 from .domain import IntentFacts, Order, PaymentOutcome, outcome_of_intent, payment_mismatch
-
-if TYPE_CHECKING:
-    from stripe.params import PaymentIntentCreateParams
 
 log = structlog.get_logger(__name__)
 
@@ -258,14 +255,18 @@ class StripeGateway:
                     await self.attach_payment_method(order.payment_method, order.payment_customer)
                 else:
                     params["setup_future_usage"] = cards.SETUP_FUTURE_USAGE
-        intent = await self._call(
+        # Every order's call: Stripe's answer as JSON (raw_request), not a tree of StripeObjects turned back into
+        # dicts (~3 % of this service's CPU per order, py-spy). The same request, options and errors.
+        answer = await self._call(
             "payment_intents.create",
-            lambda: self._client.v1.payment_intents.create_async(
-                cast("PaymentIntentCreateParams", params),
-                {"idempotency_key": f"order-{order.id}-attempt-{attempt}"},
+            lambda: self._client.raw_request_async(
+                "post",
+                "/v1/payment_intents",
+                idempotency_key=f"order-{order.id}-attempt-{attempt}",
+                **params,
             ),
         )
-        return Intent.from_data(intent.to_dict())
+        return Intent.from_data(answer.data)
 
     async def find_intent_for_order(self, order: Order) -> Intent | None:
         """The PaymentIntent made for this order by an attempt whose answer was lost, if any.

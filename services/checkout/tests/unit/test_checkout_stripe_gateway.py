@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from checkout import domain
@@ -27,6 +28,7 @@ class Script:
 
     answers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Idempotency-Key)
+    bodies: list[dict[str, list[str]]] = field(default_factory=list)  # each request's form fields
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def stripe_script() -> Iterator[tuple[Script, str]]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(length)
+            script.bodies.append(parse_qs(self.rfile.read(length).decode()))
             script.seen.append((self.command, self.path, self.headers.get("Idempotency-Key")))
             status, body = script.answers[min(len(script.seen), len(script.answers)) - 1]
             payload = json.dumps(body).encode()
@@ -117,6 +119,30 @@ async def test_a_5xx_then_a_success_gives_the_intent(stripe_script: tuple[Script
     script.answers = [(500, error("api_error", "oops")), (200, INTENT)]
     intent = await a_gateway(url).create_intent(an_order(), 1)
     assert (intent.id, intent.status) == ("pi_123", "succeeded")
+
+
+async def test_the_intent_is_created_for_the_order_and_confirmed_in_one_call(stripe_script: tuple[Script, str]) -> None:
+    script, url = stripe_script
+    script.answers = [(200, {**INTENT, "amount": 1200, "currency": "eur", "livemode": False})]
+    order = an_order()
+    intent = await a_gateway(url).create_intent(order, 1)
+    assert script.seen == [("POST", "/v1/payment_intents", f"order-{order.id}-attempt-1")]
+    sent = {key: values[0] for key, values in script.bodies[0].items()}
+    assert sent == {
+        "amount": "1200",
+        "currency": "eur",
+        "payment_method": "pm_card_visa",
+        "confirm": "true",
+        "metadata[order_id]": str(order.id),
+        "payment_method_types[0]": "card",  # a base URL of its own: localstripe's parameter
+    }
+    assert (intent.id, intent.status, intent.amount_minor, intent.currency, intent.livemode) == (
+        "pi_123",
+        "succeeded",
+        1200,
+        "eur",
+        False,
+    )
 
 
 async def test_a_card_error_is_a_decline_with_stripes_message(stripe_script: tuple[Script, str]) -> None:
