@@ -331,7 +331,8 @@ class ServiceRuntime:
                     fetch_max_wait_ms=(
                         s.kafka_read_model_fetch_max_wait_ms if sub.read_model else s.kafka_fetch_max_wait_ms
                     ),
-                    fetch_min_bytes=s.kafka_fetch_min_bytes,
+                    # Read models keep 1 byte: a new price or tweet shows without waiting out their long wait.
+                    fetch_min_bytes=1 if sub.read_model else s.kafka_fetch_min_bytes,
                     quiet_fetch=None if sub.purchase_path else s.quiet_fetch,
                     batch_max_records=s.consumer_batch_max_records,
                     batch_timeout_ms=s.consumer_batch_timeout_ms,

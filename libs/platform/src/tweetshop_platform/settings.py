@@ -242,7 +242,8 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         ge=1,
         le=50 * 1024 * 1024,
         description=(
-            "Bytes of new records a reliable consumer's fetch asks for before the broker answers it early; fewer "
+            "Bytes of new records a reliable consumer's fetch (read models excepted: 1) asks for before the broker "
+            "answers it early; fewer "
             "arrive within the fetch's max wait, it is answered when the wait ends. Under load a group then handles "
             "one batch per wait (one inbox statement, commit and offset commit) instead of a few records per "
             "fetch; an event reaches it up to its max wait later. 1: answered as soon as any record is there"
