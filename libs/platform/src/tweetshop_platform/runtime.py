@@ -70,6 +70,33 @@ class PlannedSubscription:
     purchase_path: bool = False
 
 
+@dataclass(frozen=True)
+class Fetch:
+    """How a reliable group's consumer fetches: its wait, the bytes that end the wait early, its quiet pacing."""
+
+    max_wait_ms: int
+    min_bytes: int
+    quiet: tuple[int, float] | None  # (wait, after seconds) once quiet; None: never slows (consumer.FetchPacer)
+
+
+def fetch_of(settings: ServiceSettings, *, read_model: bool, purchase_path: bool) -> Fetch:
+    """The fetch a group's consumer runs with, from the service's settings and what the declaration says of it.
+
+    - A read model waits longest (``kafka_read_model_fetch_max_wait_ms``) and is answered as soon as any record
+      is there (1 byte): a new price or tweet must not sit out that wait. Waiting for
+      ``kafka_fetch_min_bytes`` there kept the timeline on an old price for seconds (the browser test that
+      reprices and then opens it).
+    - Every other group waits ``kafka_fetch_max_wait_ms`` and for ``kafka_fetch_min_bytes``: under load it takes
+      a wait's records as one batch.
+    - A group on the purchase's path never slows down when quiet; every other one does (``quiet_fetch``).
+    """
+    return Fetch(
+        max_wait_ms=settings.kafka_read_model_fetch_max_wait_ms if read_model else settings.kafka_fetch_max_wait_ms,
+        min_bytes=1 if read_model else settings.kafka_fetch_min_bytes,
+        quiet=None if purchase_path else settings.quiet_fetch,
+    )
+
+
 def _handler_name(handler: Handler) -> str:
     return f"{getattr(handler, '__module__', '?')}:{getattr(handler, '__name__', repr(handler))}"
 
@@ -317,6 +344,7 @@ class ServiceRuntime:
                     replication_factor={name: factor for name, (_, factor) in settings_of.items()},
                 )
         for sub in self._subscriptions:
+            fetch = fetch_of(s, read_model=sub.read_model, purchase_path=sub.purchase_path)
             self.subscribers.append(
                 ReliableSubscriber(
                     broker=self.broker,
@@ -328,12 +356,9 @@ class ServiceRuntime:
                     after_commit=sub.after_commit,
                     max_retries=s.consumer_max_retries,
                     retry_backoff=s.consumer_retry_backoff_s,
-                    fetch_max_wait_ms=(
-                        s.kafka_read_model_fetch_max_wait_ms if sub.read_model else s.kafka_fetch_max_wait_ms
-                    ),
-                    # Read models keep 1 byte: a new price or tweet shows without waiting out their long wait.
-                    fetch_min_bytes=1 if sub.read_model else s.kafka_fetch_min_bytes,
-                    quiet_fetch=None if sub.purchase_path else s.quiet_fetch,
+                    fetch_max_wait_ms=fetch.max_wait_ms,
+                    fetch_min_bytes=fetch.min_bytes,
+                    quiet_fetch=fetch.quiet,
                     batch_max_records=s.consumer_batch_max_records,
                     batch_timeout_ms=s.consumer_batch_timeout_ms,
                     tracer=self.tracer,

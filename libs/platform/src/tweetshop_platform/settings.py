@@ -242,11 +242,10 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         ge=1,
         le=50 * 1024 * 1024,
         description=(
-            "Bytes of new records a reliable consumer's fetch (read models excepted: 1) asks for before the broker "
-            "answers it early; fewer "
-            "arrive within the fetch's max wait, it is answered when the wait ends. Under load a group then handles "
-            "one batch per wait (one inbox statement, commit and offset commit) instead of a few records per "
-            "fetch; an event reaches it up to its max wait later. 1: answered as soon as any record is there"
+            "Bytes of new records a reliable consumer's fetch waits for before the broker answers it ahead of "
+            "its max wait (read models always use 1: runtime.fetch_of). Under load a group then handles one batch "
+            "per wait (one inbox statement, commit and offset commit) instead of a few records per fetch, and an "
+            "event reaches it up to its max wait later. 1: answered as soon as any record is there"
         ),
     )
     kafka_read_model_fetch_max_wait_ms: int = Field(

@@ -18,7 +18,7 @@ from tweetshop_devstack.testing import order_paid, order_placed
 from tweetshop_platform import metrics
 from tweetshop_platform.consumer import PermanentError, ReliableSubscriber, handled_types, handles, together
 from tweetshop_platform.kafka import TopicNames, create_broker
-from tweetshop_platform.runtime import DeclarationMismatch, plan_subscriptions
+from tweetshop_platform.runtime import DeclarationMismatch, Fetch, fetch_of, plan_subscriptions
 from tweetshop_platform.settings import ServiceSettings
 
 
@@ -425,3 +425,24 @@ async def test_the_runtimes_broker_hands_each_batch_to_the_subscriber_without_a_
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(event.to_bytes(), topics.CHECKOUT_ORDERS)
     assert [e.event_id for e in applied] == [event.event_id]
+
+
+def test_a_groups_fetch_follows_what_the_declaration_says_of_it() -> None:
+    """Read models are answered as soon as a record is there (a new price must not sit out their long wait); the
+    other groups wait for ``kafka_fetch_min_bytes``; only the purchase's path never slows down when quiet."""
+    settings = ServiceSettings(
+        service_name="checkout",
+        kafka_fetch_max_wait_ms=100,
+        kafka_read_model_fetch_max_wait_ms=500,
+        kafka_fetch_min_bytes=65536,
+        kafka_quiet_fetch_max_wait_ms=1000,
+        kafka_quiet_after_s=5.0,
+    )
+    assert fetch_of(settings, read_model=True, purchase_path=False) == Fetch(500, 1, (1000, 5.0))
+    assert fetch_of(settings, read_model=False, purchase_path=False) == Fetch(100, 65536, (1000, 5.0))
+    assert fetch_of(settings, read_model=False, purchase_path=True) == Fetch(100, 65536, None)
+    # Every declared read model of the system gets the 1 byte, whatever the service's setting.
+    for service in SYSTEM.services:
+        for group in service.reliable_groups:
+            fetch = fetch_of(settings, read_model=group.read_model, purchase_path=group.purchase_path)
+            assert (fetch.min_bytes == 1) is group.read_model, f"{service.name}.{group.name}"
