@@ -3,10 +3,12 @@
 Every service runs as its own OS process on the session's broker, database and
 Stripe server. While orders flow (paid, declined, 3-D Secure answered or given up,
 buyer cancellations, several buyers racing for the last units), a chaos thread
-SIGKILLs a random service every few seconds and starts it again, and two crash
+SIGKILLs a random service every few seconds and starts it again, and three crash
 points make the processes die exactly where it hurts (``tweetshop_platform.faults``):
-between Stripe's answer and checkout's commit, and between an outbox batch
-reaching the broker and being marked. Then everything must add up
+between Stripe's answer and checkout's commit, between an outbox batch
+reaching the broker and being marked, and between an order placed leased to
+checkout's payment worker and its handing over (its buyer gets no answer and
+retries; the lease runs out and the order is claimed). Then everything must add up
 (``tweetshop_devstack.reconciliation``): one terminal status per order, one
 charge per paid order and none for the others, stock conserved, every event
 delivered and applied once.
@@ -51,7 +53,7 @@ SEED = int(os.environ.get("TWEETSHOP_CHAOS_SEED", "20240611"))
 SERVICES = ("catalog", "feed", "checkout", "tracking")
 # Per payment step and per outbox batch. Each crash costs a restart (10-20 s here), and a service coming back
 # publishes its backlog in many small batches: much higher rates keep a service crash-looping for the whole run.
-FAULT_POINTS = "checkout_after_stripe:0.06,outbox_after_publish:0.015"
+FAULT_POINTS = "checkout_after_stripe:0.06,outbox_after_publish:0.015,checkout_after_order_leased:0.02"
 # A safety net only: every order of the run is decided by the card or the buyer, well before it. An order
 # still open at its deadline would end "cancelled", and the test would say which order that was.
 PAYMENT_DEADLINE_S = 120

@@ -10,7 +10,7 @@ import structlog
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response, status
 from starlette.middleware import Middleware
 from tweetshop_contracts import topics
-from tweetshop_platform import ratelimit, telemetry
+from tweetshop_platform import faults, ratelimit, telemetry
 from tweetshop_platform.errors import DomainError, Unprocessable
 from tweetshop_platform.openapi import MERCHANT_API_KEY, OPERATOR_KEY, ORDER_ACCESS_TOKEN, operator_dependency
 from tweetshop_platform.runtime import ServiceRuntime, create_service_app
@@ -160,22 +160,37 @@ def create_app(settings: CheckoutSettings | None = None, *, gateway: PaymentGate
         # Admitted in turn (refusals.Admission): an anonymous purchase was, ahead of FastAPI; a signed-in one is
         # here, after its Stripe round trip.
         async with admission.enter(request.scope):
-            placed = await orders.place_order(
-                runtime.pool,
-                settings,
-                purchase,
-                domain.request_fingerprint(canonical),
-                idempotency_key,
-                str(request.state.correlation_id),
-                account,
-            )
+            # With room in this process's payment worker, an order reserved from the allocation is inserted leased
+            # to it and handed over below: no claim (worker.PaymentWorker.promise).
+            promised = worker.promise()
+            try:
+                placed = await orders.place_order(
+                    runtime.pool,
+                    settings,
+                    purchase,
+                    domain.request_fingerprint(canonical),
+                    idempotency_key,
+                    str(request.state.correlation_id),
+                    account,
+                    lease_s=settings.payment_lease_s if promised else None,
+                )
+            except BaseException:
+                if promised:
+                    worker.release()  # an order inserted leased before this keeps its lease, then is claimed
+                raise
+        if placed.order.stock_reserved and not placed.replayed and telemetry.active:
+            # Reserved from the allocation: due for payment now; the payment continues this request's trace.
+            telemetry.remember(topics.CHECKOUT_ORDERS, str(placed.order.id))
+        if placed.claimed is not None:
+            # Chaos tests only (off by default): die with the order placed leased and not handed over.
+            faults.maybe_crash("checkout_after_order_leased")
+            worker.start(placed.claimed)
+        elif promised:
+            worker.release()
         if placed.replayed:
             response.status_code = status.HTTP_200_OK
             response.headers["Idempotent-Replayed"] = "true"
-        elif placed.order.stock_reserved:
-            # Reserved from the allocation: due for payment now; the payment continues this request's trace.
-            if telemetry.active:
-                telemetry.remember(topics.CHECKOUT_ORDERS, str(placed.order.id))
+        elif placed.order.stock_reserved and placed.claimed is None:
             worker.wake()
         order = placed.order
         return OrderCreated(

@@ -26,6 +26,11 @@ STRIPE_ERRORS = Counter(
 PAYMENT_RETRIES = Counter(
     "checkout_payment_retries_total", "Payments put back for a later try because Stripe was unavailable"
 )
+PAYMENTS_HANDED_OVER = Counter(
+    "checkout_payments_handed_over_total",
+    "Orders placed from the allocation already leased to this process's payment worker and handed to it, with no "
+    "claim (the others are claimed: checkout_payments_in_flight counts both)",
+)
 PAYMENT_APPLY_CONFLICTS = Counter(
     "checkout_payment_apply_conflicts_total",
     "Stripe answers the payment worker could not apply to its order as claimed, because the order changed "

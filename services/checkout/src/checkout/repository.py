@@ -348,6 +348,7 @@ async def insert_order(
     allocation_generation: int | None = None,
     placed_from_allocation: Envelope | None = None,
     account: tuple[str, str] | None = None,
+    lease_s: float | None = None,
 ) -> Inserted:
     """The new order's row and its OrderPlaced, in one statement (no transaction around it: both or neither).
     Raises KeyTaken, and writes nothing, when an order with this Idempotency-Key exists.
@@ -361,6 +362,13 @@ async def insert_order(
     allocation does). ``stock_version_seen``: the version of checkout's copy of the product when the order was
     placed; the order counts against that copy until a newer version arrives (``get_product_and_tweet``).
     ``account``: the buyer account the order belongs to and its access token sealed with the buyer's vault key.
+
+    ``lease_s``: an order that takes its units from the allocation is inserted as ``claim_due_payments`` would
+    leave it, leased to this process for ``lease_s`` seconds with its first creation attempt counted, and is
+    returned as claimed (``Inserted.claimed``): the caller hands it to its payment worker, which then needs no
+    claim. If the process dies first, the lease runs out and any worker claims it as usual (the second attempt
+    then looks for an intent at Stripe before creating one). Without ``lease_s`` the order is due at once and
+    waits for a claim.
     """
     events: list[Envelope] = [placed]
     if placed_from_allocation is not None:
@@ -368,16 +376,21 @@ async def insert_order(
     try:
         row = await outbox.write_then_enqueue(
             conn,
-            """INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
+            f"""INSERT INTO orders (id, idempotency_key_hash, request_hash, access_token_hash, access_token_sealed,
                    tweet_id, product_id, merchant_id, quantity, buyer_id, buyer_email, ship_name, ship_line1,
                    ship_city, ship_country, ship_lat, ship_lon, payment_method, unit_price_minor, amount_minor,
                    currency, status, correlation_id, created_at, updated_at, payment_customer, save_card,
                    stock_version_seen, buyer_account, access_token_vaulted, allocation_generation, stock_reserved,
-                   payment_due_at)
+                   payment_due_at, payment_attempts)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
                    $21, $22, $23, $24, $25, $26, $27, $28, $30, $31, (SELECT max(generation) FROM taken),
-                   EXISTS (SELECT 1 FROM taken), CASE WHEN EXISTS (SELECT 1 FROM taken) THEN now() END)
-               RETURNING allocation_generation, (allocation_generation IS NOT NULL)::int AS variant""",
+                   EXISTS (SELECT 1 FROM taken),
+                   CASE WHEN EXISTS (SELECT 1 FROM taken)
+                       THEN now() + make_interval(secs => coalesce($32::float8, 0)) END,
+                   CASE WHEN $32::float8 IS NOT NULL AND EXISTS (SELECT 1 FROM taken) THEN 1 ELSE 0 END)
+               RETURNING allocation_generation, (allocation_generation IS NOT NULL)::int AS variant,
+                   ($32::float8 IS NOT NULL AND allocation_generation IS NOT NULL) AS leased, {_ORDER_COLUMNS},
+                   {_PAYMENT_STATE.format(p="")} AS payment_state""",
             [
                 o.id,
                 key_hash,
@@ -409,6 +422,7 @@ async def insert_order(
                 stock_version_seen,
                 allocation_generation if placed_from_allocation is not None else None,
                 *(account or (None, None)),
+                lease_s,
             ],
             events,
             variants=list(range(len(events))),
@@ -425,14 +439,17 @@ async def insert_order(
             raise KeyTaken from exc
         raise
     assert row is not None  # an INSERT ... VALUES returns its row or raises
-    return Inserted(row["allocation_generation"])
+    claimed = ClaimedOrder(_order(row), False, row["payment_state"], token_hash) if row["leased"] else None
+    return Inserted(row["allocation_generation"], claimed)
 
 
 @dataclass(frozen=True)
 class Inserted:
-    """A new order's row: ``allocation_generation`` set when its units came from checkout's allocation."""
+    """A new order's row: ``allocation_generation`` set when its units came from checkout's allocation;
+    ``claimed``: the order as leased to this process (``insert_order``'s ``lease_s``), else None."""
 
     allocation_generation: int | None
+    claimed: ClaimedOrder | None = None
 
 
 async def apply_allocation(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from tweetshop_contracts import (
     topics,
 )
 from tweetshop_devstack.kafka_probe import events_of, read_topic
+from tweetshop_devstack.testing import metric_value
 from tweetshop_platform import outbox
 
 if TYPE_CHECKING:
@@ -44,20 +46,33 @@ async def units_left(checkout: Checkout, product_id: uuid.UUID) -> int | None:
     return rows[0]["units_left"] if rows else None
 
 
+async def handed_over(checkout: Checkout) -> float:
+    async with checkout.http() as http:
+        return metric_value((await http.get("/metrics")).text, "checkout_payments_handed_over_total")
+
+
 async def test_an_order_from_the_allocation_is_paid_without_asking_catalog(checkout: Checkout) -> None:
     product = await checkout.list_product(stock=5)
     await checkout.allocate(product, units=2, generation=3)
+    handed_before = await handed_over(checkout)
     placed = [await checkout.place(checkout.order_body(product.product_id)) for _ in range(3)]
     assert [p.status_code for p in placed] == [202, 202, 202], [p.text for p in placed]
     first, second, beyond = (p.json() for p in placed)
+    placed_json = [first, second]
 
-    # The two the allocation covered are paid with nothing from catalog; their OrderPlaced tell catalog so.
+    # The two the allocation covered are paid with nothing from catalog; their OrderPlaced tell catalog so. Each
+    # POST placed its order leased to its process's payment worker and handed it over: no claim, one attempt.
     for order in (first, second):
         await checkout.until_status(order, "paid")
         events = await checkout.order_events(order["id"], until=lambda es: len(es) >= 2)
         (placed_event,) = [e for e in events if isinstance(e, OrderPlaced)]
         assert placed_event.allocation_generation == 3
     assert await units_left(checkout, product.product_id) == 0
+    assert await handed_over(checkout) == handed_before + 2
+    attempts = await checkout.sql(
+        "SELECT payment_attempts FROM orders WHERE id = ANY($1::uuid[])", [uuid.UUID(o["id"]) for o in placed_json]
+    )
+    assert [r["payment_attempts"] for r in attempts] == [1, 1]
 
     # The third waits for catalog, as every order did before allocations, and is charged once it reserves.
     (third_placed,) = [
@@ -386,6 +401,85 @@ async def test_an_order_placed_against_a_generation_just_replaced_goes_to_catalo
                     await insert(4, "key-current")
             assert await units_left_in(conn) == 1
             assert await conn.fetchval("SELECT count(*) FROM outbox") == outbox_rows
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+
+
+async def test_an_order_placed_leased_is_inserted_as_a_claim_leaves_it(checkout: Checkout) -> None:
+    """With ``lease_s`` (its process's payment worker has room), the POST's one statement inserts an order from the
+    allocation as ``claim_due_payments`` would leave it: leased (no claim takes it), its first creation attempt
+    counted before Stripe is called, and returned with the version the one-statement apply checks, so Stripe's
+    answer is applied to it as inserted. An order beyond the allocation is not leased (it waits for catalog), and
+    without ``lease_s`` an order from the allocation is due at once, for a claim, as before."""
+    from checkout import domain, repository
+    from checkout.api import OrderIn
+    from checkout.config import CheckoutSettings
+    from checkout.domain import IntentFacts, PaymentOutcome
+    from checkout.usecases.payments import PaymentStep, apply_as_claimed
+    from tweetshop_contracts import utc_now
+
+    product = await checkout.list_product(stock=5)
+    await checkout.allocate(product, units=2, generation=2)
+    assert checkout.service.database_url is not None
+    conn = await asyncpg.connect(checkout.service.database_url)
+
+    async def insert(generation: int, key: str, lease_s: float | None) -> tuple[domain.Order, Any]:
+        request = OrderIn(**checkout.order_body(product.product_id)).to_request()
+        price = domain.Price(product.merchant_id, product.price_minor, product.price_minor, product.currency)
+        order, placed = domain.place(uuid.uuid4(), request, price, "c", utc_now())
+        inserted = await repository.insert_order(
+            conn,
+            order,
+            key_hash=key,
+            request_hash="r",
+            token_hash=hashlib.sha256(key.encode()).hexdigest(),
+            token_sealed="s",
+            placed=placed,
+            allocation_generation=generation,
+            placed_from_allocation=domain.reserved_from_allocation(order, placed, generation)[1],
+            lease_s=lease_s,
+        )
+        return order, inserted
+
+    async def schedule(order: domain.Order) -> tuple[int, float | None]:
+        row = await conn.fetchrow(
+            "SELECT payment_attempts, extract(epoch FROM payment_due_at - now())::float8 AS due_in FROM orders "
+            "WHERE id = $1",
+            order.id,
+        )
+        assert row is not None
+        return row["payment_attempts"], row["due_in"]
+
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            leased, inserted = await insert(2, "key-leased", 30.0)
+            claimed = inserted.claimed
+            assert claimed is not None and claimed.order.id == leased.id
+            assert claimed.order.stock_reserved and claimed.order.payment_attempts == 1 and not claimed.overdue
+            assert claimed.access_hash == hashlib.sha256(b"key-leased").hexdigest()
+            attempts, due_in = await schedule(leased)
+            assert attempts == 1 and due_in is not None and 25 < due_in <= 30
+            async with conn.transaction():
+                assert await repository.claim_due_payments(conn, 100, 30, 900, 900) == []
+
+            due, not_leased = await insert(2, "key-due", None)
+            assert not_leased.claimed is None and not_leased.allocation_generation == 2
+            attempts, due_in = await schedule(due)
+            assert attempts == 0 and due_in is not None and due_in <= 0
+
+            beyond, stale = await insert(1, "key-beyond", 30.0)
+            assert stale.claimed is None and stale.allocation_generation is None
+            assert await schedule(beyond) == (0, None)
+
+            facts = IntentFacts(str(leased.id), leased.amount_minor, leased.currency, False)
+            paid = PaymentOutcome("paid", "pi_leased", facts=facts)
+            step = PaymentStep(claimed.order, claimed.overdue, claimed.version, claimed.access_hash)
+            change = await apply_as_claimed(conn, step, paid, CheckoutSettings())
+            assert change is not None and (change.before, change.after) == ("pending", "paid")
         finally:
             await tx.rollback()
     finally:

@@ -35,6 +35,8 @@ class PlacedOrder:
     order: Order
     access_token: str
     replayed: bool
+    # The new order as leased to this process for its payment (place_order's ``lease_s``): hand it to the worker.
+    claimed: repository.ClaimedOrder | None = None
 
 
 def _replay(found: repository.IdempotentOrder, request_hash: str, idempotency_key: str) -> PlacedOrder:
@@ -169,11 +171,15 @@ async def place_order(
     idempotency_key: str,
     correlation_id: str,
     account: buyers.Account | None = None,
+    *,
+    lease_s: float | None = None,
 ) -> PlacedOrder:
     """One order per Idempotency-Key: a new pending order plus OrderPlaced, or the order this exact request made.
 
     With ``account`` (the buyer presented a credential) the order belongs to that buyer: ``request.buyer.id``
     must already be the account's id (``for_account``), and its access token is kept in the buyer's vault.
+    With ``lease_s`` (the caller's payment worker has room), a new order reserved from the allocation comes back
+    leased to this process (``PlacedOrder.claimed``, ``repository.insert_order``).
     """
     key_hash = access.idempotency_key_hash(idempotency_key)
     async with pool.acquire() as conn:
@@ -204,6 +210,7 @@ async def place_order(
                 allocation_generation=generation,
                 placed_from_allocation=None if from_allocation is None else from_allocation[1],
                 account=(None if account is None else (account.id, buyers.vault_order_token(account, order.id, token))),
+                lease_s=lease_s,
             )
         except repository.KeyTaken:
             # A concurrent request with the same key committed first: its row is visible now.
@@ -221,7 +228,7 @@ async def place_order(
         currency=order.currency,
         reserved_from_allocation=order.stock_reserved,
     )
-    return PlacedOrder(order, token, replayed=False)
+    return PlacedOrder(order, token, replayed=False, claimed=inserted.claimed)
 
 
 def for_account(request: PurchaseRequest, account: buyers.Account | None) -> PurchaseRequest:
