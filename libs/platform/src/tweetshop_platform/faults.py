@@ -11,7 +11,7 @@ database records it. The points in use:
 | --- | --- |
 | ``outbox_after_publish`` | ``OutboxRelay.publish_pending``: the broker acked the batch, the rows are not marked yet |
 | ``checkout_after_stripe`` | checkout's payment step: Stripe answered, the outcome is not committed yet |
-| ``checkout_after_order_leased`` | checkout's POST: the order is placed leased to the process's payment worker, not handed to it yet |
+| ``checkout_after_order_leased`` | checkout's POST: the order is placed leased to its payment worker, not handed over |
 
 With ``TWEETSHOP_FAULT_ARM_FILE=<path>`` as well, the points fire only while that
 file exists, so a test can start its services calmly, set up its data, and arm
