@@ -269,8 +269,12 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         retention_s: float = 0,
         prune_interval_s: float = 60,
+        round_interval: float = 0,
         tracer: Tracer | None = None,
     ) -> None:
+        """``round_interval``: the least seconds between the starts of two rounds while each finds events to publish
+        (``ServiceSettings.outbox_round_interval_ms``); a round after one that found none, or after a full batch
+        (a backlog), starts at once."""
         self._pool = pool
         self._tracer = tracer  # None: tracing off
         self._producer = producer
@@ -278,6 +282,7 @@ class OutboxRelay:
         self._schema = schema
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._round_interval = round_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -332,14 +337,25 @@ class OutboxRelay:
                 # published must wake the next round, not be wiped out (it was, and its rows then waited for
                 # the next commit or the poll, up to poll_interval).
                 self._wake.clear()
+                started = time.monotonic()
                 published = await self.publish_pending(conn)
                 await self._maybe_prune(conn)
                 if published < self._batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                    if published:
+                        await self._pace(started)
         finally:
             await conn.remove_listener(_channel(self._schema), self._on_notify)
             await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _RELAY_LOCK, self._schema)
+
+    async def _pace(self, started: float) -> None:
+        """After a round that published a partial batch: under load a NOTIFY comes with nearly every commit, and a
+        round per NOTIFY stores a few events per batch on the broker. Let what comes until ``round_interval`` after
+        this round's start gather for the next. Idle, the wake-up comes later than that and nothing waits."""
+        rest = started + self._round_interval - time.monotonic()
+        if rest > 0:
+            await asyncio.sleep(rest)
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         """Publish one batch (about ``batch_size`` events) and mark it; returns how many events were published."""

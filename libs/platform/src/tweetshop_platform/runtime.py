@@ -375,6 +375,7 @@ class ServiceRuntime:
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_s,
             retention_s=s.outbox_retention_s,
+            round_interval=s.outbox_round_interval_ms / 1000,
             tracer=self.tracer,
         )
         self._relay.start()

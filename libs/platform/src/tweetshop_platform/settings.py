@@ -328,6 +328,18 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         ),
     )
     outbox_poll_interval_s: float = 0.5
+    outbox_round_interval_ms: int = Field(
+        default=30,
+        ge=0,
+        le=1000,
+        description=(
+            "Under load, the least time between the starts of two outbox relay rounds: a round's events go to the "
+            "broker as one produce request with one batch per partition, so the broker stores and lists fewer, "
+            "larger batches (Tansu lists every batch a partition ever stored on each fetch). An event waits up to "
+            "this long for its round while events keep coming; the first after a quiet spell goes at once. 0: a "
+            "round as soon as the last one ends"
+        ),
+    )
     gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
         default=(50_000, 20, 10),
         description=(

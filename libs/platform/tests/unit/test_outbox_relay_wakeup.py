@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -118,3 +119,43 @@ async def test_a_retention_of_zero_keeps_every_row(monkeypatch: Any) -> None:
     relay.publish_pending = count_rounds  # type: ignore[method-assign]
     await run_until(relay, five_rounds)
     assert pruned == [], "retention 0 keeps every published row"
+
+
+async def test_the_relay_paces_only_after_a_round_that_found_a_partial_batch() -> None:
+    """Each commit notifies; under load a round per NOTIFY would store a few events per broker batch. After a round
+    that found events, the next waits out the round interval (``_pace``); after one that found none, or a full batch
+    (a backlog), it starts as soon as it is woken."""
+    relay = OutboxRelay(FakePool(), None, TopicNames(""), "svc", poll_interval=60, batch_size=10, round_interval=0.2)  # type: ignore[arg-type]
+    found = [1, 0, 10, 3]  # what each round finds: partial, none, full, partial
+    rounds: list[int] = []
+    paced_after: list[int] = []
+    done = asyncio.Event()
+
+    async def publish_pending(_conn: Any) -> int:
+        rounds.append(found[min(len(rounds), len(found) - 1)])
+        if len(rounds) > len(found):
+            done.set()
+        relay._on_notify()  # a commit notifies while each round is out
+        return rounds[-1]
+
+    async def pace(_started: float) -> None:
+        paced_after.append(rounds[-1])
+
+    relay.publish_pending = publish_pending  # type: ignore[method-assign]
+    relay._pace = pace  # type: ignore[method-assign]
+    await run_until(relay, done.wait)
+    assert rounds[: len(found)] == found
+    assert paced_after[:2] == [1, 3], paced_after
+
+
+async def test_a_paced_round_waits_for_what_is_left_of_the_interval(monkeypatch: Any) -> None:
+    relay = OutboxRelay(FakePool(), None, TopicNames(""), "svc", round_interval=0.2)  # type: ignore[arg-type]
+    asked: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        asked.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    await relay._pace(time.monotonic() - 0.05)  # the round started 50 ms ago: ~150 ms to wait
+    await relay._pace(time.monotonic() - 1)  # idle: the wake-up came after the interval, nothing to wait
+    assert len(asked) == 1 and 0.1 < asked[0] <= 0.15, asked
