@@ -83,9 +83,8 @@ def fetch_of(settings: ServiceSettings, *, read_model: bool, purchase_path: bool
     """The fetch a group's consumer runs with, from the service's settings and what the declaration says of it.
 
     - A read model waits longest (``kafka_read_model_fetch_max_wait_ms``) and is answered as soon as any record
-      is there (1 byte): a new price or tweet must not sit out that wait. Waiting for
-      ``kafka_fetch_min_bytes`` there kept the timeline on an old price for seconds (the browser test that
-      reprices and then opens it).
+      is there (1 byte): a new price or tweet must not sit out that wait. With ``kafka_fetch_min_bytes`` there,
+      the browser test that reprices a product and then opens the timeline saw the old price once under CI's load.
     - Every other group waits ``kafka_fetch_max_wait_ms`` and for ``kafka_fetch_min_bytes``: under load it takes
       a wait's records as one batch.
     - A group on the purchase's path never slows down when quiet; every other one does (``quiet_fetch``).
