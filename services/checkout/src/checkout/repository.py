@@ -389,8 +389,7 @@ async def insert_order(
                        THEN now() + make_interval(secs => coalesce($32::float8, 0)) END,
                    CASE WHEN $32::float8 IS NOT NULL AND EXISTS (SELECT 1 FROM taken) THEN 1 ELSE 0 END)
                RETURNING allocation_generation, (allocation_generation IS NOT NULL)::int AS variant,
-                   ($32::float8 IS NOT NULL AND allocation_generation IS NOT NULL) AS leased, {_ORDER_COLUMNS},
-                   {_PAYMENT_STATE.format(p="")} AS payment_state""",
+                   {_ORDER_COLUMNS}, {_PAYMENT_STATE.format(p="")} AS payment_state""",
             [
                 o.id,
                 key_hash,
@@ -439,7 +438,9 @@ async def insert_order(
             raise KeyTaken from exc
         raise
     assert row is not None  # an INSERT ... VALUES returns its row or raises
-    claimed = ClaimedOrder(_order(row), False, row["payment_state"], token_hash) if row["leased"] else None
+    # Leased when asked to and its units came from the allocation (the statement leases only those).
+    leased = lease_s is not None and row["allocation_generation"] is not None
+    claimed = ClaimedOrder(_order(row), False, row["payment_state"], token_hash) if leased else None
     return Inserted(row["allocation_generation"], claimed)
 
 
