@@ -304,7 +304,7 @@ class ServiceStack:
                 f"{self.label}-{name}",
                 [sys.executable, "-m", definition.module],
                 log_path=self.logs_dir / f"{name}.log",
-                # `make run`'s own defaults first (three partitions per topic), as it starts the services.
+                # `make run`'s own defaults first (one partition per topic), as it starts the services.
                 env={**MAKE_RUN_DEFAULTS, **os.environ, **variables, **self.extra_env},
             )
         self._register_webhook()

@@ -1,6 +1,6 @@
 """The stack at rest: CPU cores the broker and the four services burn while no one buys anything.
 
-    python -m bench.idle                       # 60 s window after 20 s of quiet, topics with 3 partitions
+    python -m bench.idle                       # 60 s window after 20 s of quiet, topics as `make run` makes them
     python -m bench.idle --partitions 6        # as a production deployment creates them
     python -m bench.idle --seconds 20 --tiny   # the smoke size
 
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tweetshop_devstack.run import MAKE_RUN_DEFAULTS
 from tweetshop_devstack.seed import order_body
 
 from bench.common import loop
@@ -188,7 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="the measured window")
     parser.add_argument("--quiet", type=float, default=20.0, help="rest before measuring (seeding settles)")
-    parser.add_argument("--partitions", type=int, default=3, help="partitions per topic (make run: 3)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=int(MAKE_RUN_DEFAULTS["TWEETSHOP_KAFKA_TOPIC_PARTITIONS"]),
+        help="partitions per topic (default: make run's)",
+    )
     parser.add_argument("--purchases", type=int, default=5, help="single purchases after the window (0: none)")
     parser.add_argument("--gap", type=float, default=8.0, help="seconds of rest before each purchase")
     parser.add_argument(

@@ -51,13 +51,14 @@ from .services import (
 from .supervisor import ChildSpec, Supervisor
 
 DATABASE = "tweetshop"
-# Settings `make run` gives every service unless the environment says otherwise. Three partitions per topic, not
-# production's 6: the broker spends CPU per partition on every fetch, data or not, and each service runs once here.
-# Not 1 either: Tansu's fetch of a partition with new data reads the list of every batch that partition ever stored,
-# so the fewer partitions, the faster a long run's cost per order grows (bench/README.md, stop 27: with 1, the
-# broker's CPU per order went 8.5 -> 30 ms over ~2,000 orders; with 3, 7.5 -> 16.5 ms; at rest the whole stack
-# 0.049 -> 0.061 cores).
-MAKE_RUN_DEFAULTS = {"TWEETSHOP_KAFKA_TOPIC_PARTITIONS": "3"}
+# Settings `make run` gives every service unless the environment says otherwise. One partition per topic, not
+# production's 6: each service runs once here, and Tansu's memory store (the embedded broker) spends CPU per
+# partition on every fetch and, for a partition with new data, reads the list of every batch it ever stored. Since
+# the outbox relay sends a round's events together (stop 32), each round stores one batch per partition it touches:
+# with 3 partitions a fetch under load reads three lists as long as one partition's list would be (bench/README.md,
+# stop 33: the broker's CPU per order 3.96 / 3.71 -> 2.02 / 2.31 ms at 84/s after a 120/s step, 11.6 -> 7.4 ms
+# after three 30/s steps). Stop 27 had chosen 3 when every round was about one event.
+MAKE_RUN_DEFAULTS = {"TWEETSHOP_KAFKA_TOPIC_PARTITIONS": "1"}
 READY_TIMEOUT_S = 120.0
 
 
