@@ -146,6 +146,17 @@ def _replace_service(name: str, **changes: object) -> tuple[Service, ...]:
             "<owner>.<name>.v<N>",
             id="a topic named after another owner",
         ),
+        pytest.param(
+            _replace_service(
+                "catalog",
+                groups=tuple(
+                    dataclasses.replace(g, patient=True) if g.purchase_path else g
+                    for g in SYSTEM.service("catalog").groups
+                ),
+            ),
+            "is patient",
+            id="a patient group on a purchase's path",
+        ),
     ],
 )
 def test_a_contradiction_in_the_declaration_is_refused(services: tuple[Service, ...], complaint: str) -> None:

@@ -112,6 +112,11 @@ class Group:
     # always fetches with the short wait. Every other consumer waits longer per fetch once it has found nothing
     # for a while (TWEETSHOP_KAFKA_QUIET_FETCH_MAX_WAIT_MS), so a stack at rest asks the broker less often.
     purchase_path: bool = False
+    # What the handler does, no buyer waits on within the purchase (tracking creating a paid order's shipment): its
+    # consumer fetches as a read model's does, with the longer wait, answered at the first record. On Tansu every
+    # fetch of a partition with new data lists each batch the partition ever stored, so a busy topic's readers
+    # cost the broker by how often they fetch (bench/README.md, stop 33).
+    patient: bool = False
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -392,6 +397,8 @@ class System:
                     yield f"{where}: a live view keeps no read model"
                 if group.purchase_path and (group.fan_out or group.read_model):
                     yield f"{where}: a live view or a read model is not on a purchase's path"
+                if group.patient and (group.fan_out or group.read_model or group.purchase_path):
+                    yield f"{where}: only a reliable group off a purchase's path that is no read model is patient"
                 module = group.rebuild.handler.partition(":")[0] if group.rebuild is not None else service.package
                 if not (module == service.package or module.startswith(f"{service.package}.")):
                     yield f"{where}: its rebuild handler must be the service's own ({service.package}.…:function)"
@@ -653,6 +660,7 @@ TRACKING = Service(
                     handles=("OrderPaid", "OrderRefunded", "OrderCancelled", "OrderBuyerErased"),
                 ),
             ),
+            patient=True,
         ),
         # tracking.live.<uuid>: one group per process (TrackingSettings.live_group_prefix), run by tracking's live.py.
         Group(

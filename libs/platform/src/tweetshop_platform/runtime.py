@@ -56,6 +56,7 @@ class _Subscription:
     read_model: bool
     group: str = ""  # the group's name, without the namespace and the service
     purchase_path: bool = False
+    patient: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class PlannedSubscription:
     after_commit: AfterCommit | None
     read_model: bool
     purchase_path: bool = False
+    patient: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,19 +81,24 @@ class Fetch:
     quiet: tuple[int, float] | None  # (wait, after seconds) once quiet; None: never slows (consumer.FetchPacer)
 
 
-def fetch_of(settings: ServiceSettings, *, read_model: bool, purchase_path: bool) -> Fetch:
+def fetch_of(settings: ServiceSettings, *, read_model: bool, purchase_path: bool, patient: bool = False) -> Fetch:
     """The fetch a group's consumer runs with, from the service's settings and what the declaration says of it.
 
     - A read model waits longest (``kafka_read_model_fetch_max_wait_ms``) and is answered as soon as any record
       is there (1 byte): a new price or tweet must not sit out that wait. With ``kafka_fetch_min_bytes`` there,
       the browser test that reprices a product and then opens the timeline saw the old price once under CI's load.
+    - A patient group (``Group.patient``: no buyer waits on it within a purchase) fetches as a read model does.
+      Tansu (0.6) goes through the partitions again a quarter and an eighth of a wait later while a fetch of 250
+      ms or more has fewer than its minimum bytes, and each pass lists a partition's batches: with 1 byte a fetch
+      that found records ends after the first pause.
     - Every other group waits ``kafka_fetch_max_wait_ms`` and for ``kafka_fetch_min_bytes``: under load it takes
       a wait's records as one batch.
     - A group on the purchase's path never slows down when quiet; every other one does (``quiet_fetch``).
     """
+    long_wait = read_model or patient
     return Fetch(
-        max_wait_ms=settings.kafka_read_model_fetch_max_wait_ms if read_model else settings.kafka_fetch_max_wait_ms,
-        min_bytes=1 if read_model else settings.kafka_fetch_min_bytes,
+        max_wait_ms=settings.kafka_read_model_fetch_max_wait_ms if long_wait else settings.kafka_fetch_max_wait_ms,
+        min_bytes=1 if long_wait else settings.kafka_fetch_min_bytes,
         quiet=None if purchase_path else settings.quiet_fetch,
     )
 
@@ -155,6 +162,7 @@ def plan_subscriptions(
             after_commit.get(group.name),
             group.read_model,
             group.purchase_path,
+            group.patient,
         )
         for group in service.reliable_groups
         for topic in group.topics
@@ -229,6 +237,7 @@ class ServiceRuntime:
         after_commit: AfterCommit | None = None,
         read_model: bool = False,
         purchase_path: bool = False,
+        patient: bool = False,
     ) -> None:
         """Handle ``topic`` in consumer group ``<service>.<group>`` (default: the handler's name).
 
@@ -236,12 +245,13 @@ class ServiceRuntime:
         consumer waits longer per fetch (``kafka_read_model_fetch_max_wait_ms``), which costs the broker less.
         ``purchase_path``: the consumer stands between a buyer's POST and the payment, so it never fetches less
         often when quiet; every other one does (``kafka_quiet_fetch_max_wait_ms``, ``consumer.FetchPacer``).
+        ``patient``: no buyer waits on the handler within a purchase: its consumer fetches as a read model's does.
         """
         # The topic namespace (empty in production) also isolates consumer groups between test runs.
         name = group or str(getattr(handler, "__name__", "handler"))
         group_id = f"{self.topics.namespace}{self.name}.{name}"
         self._subscriptions.append(
-            _Subscription(topic, group_id, handler, after_commit, read_model, name, purchase_path)
+            _Subscription(topic, group_id, handler, after_commit, read_model, name, purchase_path, patient)
         )
 
     def subscribe_declared(
@@ -264,6 +274,7 @@ class ServiceRuntime:
                 after_commit=planned.after_commit,
                 read_model=planned.read_model,
                 purchase_path=planned.purchase_path,
+                patient=planned.patient,
             )
 
     def live_view(self, name: str) -> Group:
@@ -343,7 +354,7 @@ class ServiceRuntime:
                     replication_factor={name: factor for name, (_, factor) in settings_of.items()},
                 )
         for sub in self._subscriptions:
-            fetch = fetch_of(s, read_model=sub.read_model, purchase_path=sub.purchase_path)
+            fetch = fetch_of(s, read_model=sub.read_model, purchase_path=sub.purchase_path, patient=sub.patient)
             self.subscribers.append(
                 ReliableSubscriber(
                     broker=self.broker,
