@@ -88,9 +88,9 @@ def fetch_of(settings: ServiceSettings, *, read_model: bool, purchase_path: bool
       is there (1 byte): a new price or tweet must not sit out that wait. With ``kafka_fetch_min_bytes`` there,
       the browser test that reprices a product and then opens the timeline saw the old price once under CI's load.
     - A patient group (``Group.patient``: no buyer waits on it within a purchase) fetches as a read model does.
-      Tansu (0.6) goes through the partitions again a quarter and an eighth of a wait later while a fetch of 250
-      ms or more has fewer than its minimum bytes, and each pass lists a partition's batches: with 1 byte a fetch
-      that found records ends after the first pause.
+      Tansu (0.6) goes through the partitions again after half and after three quarters of a wait of 250 ms or
+      more while the fetch has fewer than its minimum bytes, and each pass lists the batches of each partition
+      with new data: with 1 byte a fetch that found records ends after the first pause.
     - Every other group waits ``kafka_fetch_max_wait_ms`` and for ``kafka_fetch_min_bytes``: under load it takes
       a wait's records as one batch.
     - A group on the purchase's path never slows down when quiet; every other one does (``quiet_fetch``).

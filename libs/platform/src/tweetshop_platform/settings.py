@@ -253,8 +253,9 @@ class ServiceSettings(SecretFileSettings, KafkaClientSecurity):
         ge=1,
         le=5000,
         description=(
-            "The same for consumers that only keep read models (off a purchase's path): on Tansu every fetch costs "
-            "the broker CPU whether data came or not, so these ask less often"
+            "The same for consumers that only keep read models, and for patient groups no buyer waits on within a "
+            "purchase (tracking's orders): on Tansu every fetch costs the broker CPU whether data came or not, so "
+            "these ask less often"
         ),
     )
     kafka_quiet_fetch_max_wait_ms: int = Field(
