@@ -47,29 +47,29 @@ class DeclarationMismatch(ValueError):
     """What a service wires differs from what the system declares for it: it does not start."""
 
 
-@dataclass
-class _Subscription:
-    topic: str
-    group_id: str
-    handler: Handler
-    after_commit: AfterCommit | None
-    read_model: bool
-    group: str = ""  # the group's name, without the namespace and the service
-    purchase_path: bool = False
-    patient: bool = False
-
-
 @dataclass(frozen=True)
 class PlannedSubscription:
     """One reliable subscription the declaration asks of a service: its group, topic, handler and fetch."""
 
-    group: str
     topic: str
     handler: Handler
     after_commit: AfterCommit | None
-    read_model: bool
-    purchase_path: bool = False
-    patient: bool = False
+    declared: Group
+
+    @property
+    def group(self) -> str:
+        return self.declared.name
+
+    @property
+    def read_model(self) -> bool:
+        return self.declared.read_model
+
+
+@dataclass(frozen=True)
+class _Subscription(PlannedSubscription):
+    """A planned subscription as the runtime runs it, under its group id (``<namespace><service>.<group>``)."""
+
+    group_id: str
 
 
 @dataclass(frozen=True)
@@ -155,15 +155,7 @@ def plan_subscriptions(
             f"{service.name}'s subscriptions differ from tweetshop_contracts.system:\n  - " + "\n  - ".join(problems)
         )
     return [
-        PlannedSubscription(
-            group.name,
-            topic,
-            handlers[group.name],
-            after_commit.get(group.name),
-            group.read_model,
-            group.purchase_path,
-            group.patient,
-        )
+        PlannedSubscription(topic, handlers[group.name], after_commit.get(group.name), group)
         for group in service.reliable_groups
         for topic in group.topics
     ]
@@ -229,30 +221,13 @@ class ServiceRuntime:
         return self._background_pool
 
     def subscribe(
-        self,
-        topic: str,
-        handler: Handler,
-        *,
-        group: str | None = None,
-        after_commit: AfterCommit | None = None,
-        read_model: bool = False,
-        purchase_path: bool = False,
-        patient: bool = False,
+        self, topic: str, handler: Handler, declared: Group, *, after_commit: AfterCommit | None = None
     ) -> None:
-        """Handle ``topic`` in consumer group ``<service>.<group>`` (default: the handler's name).
-
-        ``read_model``: the handler only keeps a copy of another service's data, off a purchase's path: its
-        consumer waits longer per fetch (``kafka_read_model_fetch_max_wait_ms``), which costs the broker less.
-        ``purchase_path``: the consumer stands between a buyer's POST and the payment, so it never fetches less
-        often when quiet; every other one does (``kafka_quiet_fetch_max_wait_ms``, ``consumer.FetchPacer``).
-        ``patient``: no buyer waits on the handler within a purchase: its consumer fetches as a read model's does.
-        """
+        """Handle ``topic`` in consumer group ``<service>.<group>`` of the ``declared`` group, which also says how
+        its consumer fetches (``fetch_of``: read model, purchase's path, patient)."""
         # The topic namespace (empty in production) also isolates consumer groups between test runs.
-        name = group or str(getattr(handler, "__name__", "handler"))
-        group_id = f"{self.topics.namespace}{self.name}.{name}"
-        self._subscriptions.append(
-            _Subscription(topic, group_id, handler, after_commit, read_model, name, purchase_path, patient)
-        )
+        group_id = f"{self.topics.namespace}{self.name}.{declared.name}"
+        self._subscriptions.append(_Subscription(topic, handler, after_commit, declared, group_id))
 
     def subscribe_declared(
         self, handlers: Mapping[str, Handler], *, after_commit: Mapping[str, AfterCommit] | None = None
@@ -267,15 +242,7 @@ class ServiceRuntime:
         if self.declared is None:
             raise DeclarationMismatch(f"{self.name} is not a service of tweetshop_contracts.system")
         for planned in plan_subscriptions(self.declared, handlers, after_commit):
-            self.subscribe(
-                planned.topic,
-                planned.handler,
-                group=planned.group,
-                after_commit=planned.after_commit,
-                read_model=planned.read_model,
-                purchase_path=planned.purchase_path,
-                patient=planned.patient,
-            )
+            self.subscribe(planned.topic, planned.handler, planned.declared, after_commit=planned.after_commit)
 
     def live_view(self, name: str) -> Group:
         """The declared live view (fan-out group) ``name`` the service runs itself: its topics, and
@@ -354,7 +321,8 @@ class ServiceRuntime:
                     replication_factor={name: factor for name, (_, factor) in settings_of.items()},
                 )
         for sub in self._subscriptions:
-            fetch = fetch_of(s, read_model=sub.read_model, purchase_path=sub.purchase_path, patient=sub.patient)
+            of = sub.declared
+            fetch = fetch_of(s, read_model=of.read_model, purchase_path=of.purchase_path, patient=of.patient)
             self.subscribers.append(
                 ReliableSubscriber(
                     broker=self.broker,
