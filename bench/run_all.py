@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common.results import RESULTS_DIR, machine_info, markdown_table
-from bench.common.stack import REPO_ROOT
+from bench.common.stack import REPO_ROOT, stop_on_sigterm
 from bench.orders.run import Options, parse_args, run
 
 
@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--orders-args", default="", help="extra arguments for bench.orders, e.g. '--modes b'")
     parser.add_argument("--summary-only", action="store_true", help="rebuild summary.md from the JSON files there")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     if args.summary_only:
         return rebuild_summary(args.results_dir, args.tiny)
