@@ -24,13 +24,30 @@ from pathlib import Path
 from typing import Any
 
 from bench.common.results import RESULTS_DIR, machine_info, markdown_table
-from bench.common.stack import REPO_ROOT, stop_on_sigterm
+from bench.common.stack import REPO_ROOT, stop_on_signals
 from bench.orders.run import Options, parse_args, run
 
 
 def say(message: str) -> None:
     """Progress on stdout."""
     print(f"bench | {message}", flush=True)
+
+
+def _run_child(argv: list[str]) -> int:
+    """Run a benchmark in its own process; its exit code. Interrupted (Ctrl-C, or SIGTERM through
+    ``stop_on_signals``), it passes a SIGTERM on and waits for the child to stop its own stack:
+    ``subprocess.run`` would SIGKILL it, and its broker, Postgres and services would live on."""
+    child = subprocess.Popen(argv, cwd=REPO_ROOT)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
 
 
 def run_locations(tiny: bool, results_dir: Path) -> tuple[dict[str, Any] | None, str]:
@@ -40,7 +57,7 @@ def run_locations(tiny: bool, results_dir: Path) -> tuple[dict[str, Any] | None,
     output = results_dir / ("locations-tiny.json" if tiny else "locations.json")
     argv = [sys.executable, "-m", "bench.locations", "--output", str(output), *(["--tiny"] if tiny else [])]
     say("locations: " + " ".join(argv[1:]))
-    code = subprocess.run(argv, cwd=REPO_ROOT, check=False).returncode
+    code = _run_child(argv)
     if code != 0 or not output.exists():
         return None, f"_bench.locations exited with code {code}; see its output above._"
     data: dict[str, Any] = json.loads(output.read_text())
@@ -70,7 +87,7 @@ def _run_own_process(name: str, tiny: bool, results_dir: Path) -> str:
     output.unlink(missing_ok=True)  # never a stale table
     argv = [sys.executable, "-m", f"bench.{name}", "--results-dir", str(results_dir), *(["--tiny"] if tiny else [])]
     say(f"{name}: " + " ".join(argv[1:]))
-    code = subprocess.run(argv, cwd=REPO_ROOT, check=False).returncode
+    code = _run_child(argv)
     if not output.exists():
         return f"_bench.{name} exited with code {code} and wrote nothing; see its output above._"
     table = markdown_table(json.loads(output.read_text()).get("summary_rows", []))
@@ -181,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--orders-args", default="", help="extra arguments for bench.orders, e.g. '--modes b'")
     parser.add_argument("--summary-only", action="store_true", help="rebuild summary.md from the JSON files there")
     args = parser.parse_args(argv)
-    stop_on_sigterm()
+    stop_on_signals()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     if args.summary_only:
         return rebuild_summary(args.results_dir, args.tiny)

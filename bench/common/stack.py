@@ -66,15 +66,22 @@ PRODUCT_STOCK = 1_000_000
 PRODUCT_PRICE_MINOR = 1500
 
 
-def stop_on_sigterm() -> None:
+def stop_on_signals() -> None:
     """End the benchmark on SIGTERM (``kill PID``, a job's timeout) as on Ctrl-C: its ``finally`` blocks stop the
-    broker, Postgres, the stand-ins and the services, each by its pid. Without this the interpreter died at once
-    and left all of them running, a whole stack burning the cores the next run measures."""
+    broker, Postgres, the stand-ins and the services, each by its pid. Without this a SIGTERM killed the
+    interpreter at once and left all of them running, a whole stack burning the cores the next run measures.
+
+    Once: the signals that come after the first are ignored while the stack stops (Ctrl-C reaches ``run_all``
+    and its child benchmark both, and ``run_all`` then passes a SIGTERM on), so nothing cuts the stopping short.
+    A stuck stop is ended with SIGKILL."""
 
     def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 class BenchInfra:

@@ -43,7 +43,7 @@ from bench.common import loop
 from bench.common.cpu import CpuMeter, machine_ticks, steal_share
 from bench.common.gc_settings import collect_like_the_services
 from bench.common.results import RESULTS_DIR, SummaryRow, machine_info, markdown_table, write_json
-from bench.common.stack import PRODUCT_PRICE_MINOR, BenchInfra, ServiceStack, stop_on_sigterm
+from bench.common.stack import PRODUCT_PRICE_MINOR, BenchInfra, ServiceStack, stop_on_signals
 from bench.common.stats import Latency
 from bench.common.watch import TopicWatcher
 from bench.drop.buyers import (
@@ -771,7 +771,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.drop`."""
     opts = parse_args(argv)
-    stop_on_sigterm()
+    stop_on_signals()
     with contextlib.suppress(KeyboardInterrupt):
         result = run(opts)
         drop = result.get("drop") or {}

@@ -34,7 +34,7 @@ from tweetshop_devstack.seed import order_body
 from bench.common import loop
 from bench.common.cpu import CpuMeter, machine_ticks, steal_share
 from bench.common.results import RESULTS_DIR, SummaryRow, machine_info, write_json
-from bench.common.stack import BenchInfra, ServiceStack, stop_on_sigterm
+from bench.common.stack import BenchInfra, ServiceStack, stop_on_signals
 from bench.common.stats import Latency
 from bench.common.watch import OrderTimes, TopicWatcher
 
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    stop_on_sigterm()
+    stop_on_signals()
     seconds, quiet = (10.0, 10.0) if args.tiny else (args.seconds, args.quiet)
     purchases, gap = (2, 6.0) if args.tiny else (args.purchases, args.gap)
     run(

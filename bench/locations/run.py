@@ -43,7 +43,7 @@ from tweetshop_platform.db import provision_service
 
 from bench.common.gc_settings import collect_like_the_services
 from bench.common.results import SummaryRow, machine_info, write_json_file
-from bench.common.stack import BenchInfra, stop_on_sigterm
+from bench.common.stack import BenchInfra, stop_on_signals
 from bench.locations.load import (
     Clock,
     CpuMeter,
@@ -665,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kafka", help="a Kafka bootstrap to use instead of an embedded Tansu")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON results go")
     args = parser.parse_args(argv)
-    stop_on_sigterm()
+    stop_on_signals()
     plan = plan_from(args)
     collect_like_the_services()  # the generator and its 1,000 watchers share the cores with what they measure
 

@@ -32,7 +32,7 @@ from bench.common import loop
 from bench.common.cpu import machine_ticks, steal_share
 from bench.common.gc_settings import collect_like_the_services
 from bench.common.results import RESULTS_DIR, machine_info, markdown_table, write_json
-from bench.common.stack import BenchInfra, stop_on_sigterm
+from bench.common.stack import BenchInfra, stop_on_signals
 from bench.orders.driver import say
 from bench.orders.load import DRAIN_S, P99_BOUND_S
 from bench.orders.options import DEFAULT_LADDER, Options
@@ -140,7 +140,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m bench.orders`."""
     opts = parse_args(argv)
-    stop_on_sigterm()
+    stop_on_signals()
     with contextlib.suppress(KeyboardInterrupt):
         run(opts)
         return 0
