@@ -31,7 +31,12 @@ def describe(step: StepResult) -> str:
         f"{step.to_paid.p99_ms:.0f} ms  p99→shipped {step.to_shipped.p99_ms:.0f} ms  "
         f"drained {step.drained_within_s} s  "
         + (f"steal {step.steal_share:.0%}  " if step.steal_share is not None else "")
-        + (f"SQL/order {step.statements_per_order['statements']:g}  " if step.statements_per_order else "")
+        + (
+            f"SQL/order {step.statements_per_order['statements']:g}  "
+            f"WAL/order {step.statements_per_order.get('wal_bytes', 0) / 1024:.1f} KiB  "
+            if step.statements_per_order
+            else ""
+        )
         + ("OK" if ok else "NOT sustained: " + why)
     )
 
