@@ -81,7 +81,7 @@ class Fetch:
     quiet: tuple[int, float] | None  # (wait, after seconds) once quiet; None: never slows (consumer.FetchPacer)
 
 
-def fetch_of(settings: ServiceSettings, *, read_model: bool, purchase_path: bool, patient: bool = False) -> Fetch:
+def fetch_of(settings: ServiceSettings, group: Group) -> Fetch:
     """The fetch a group's consumer runs with, from the service's settings and what the declaration says of it.
 
     - A read model waits longest (``kafka_read_model_fetch_max_wait_ms``) and is answered as soon as any record
@@ -95,11 +95,11 @@ def fetch_of(settings: ServiceSettings, *, read_model: bool, purchase_path: bool
       a wait's records as one batch.
     - A group on the purchase's path never slows down when quiet; every other one does (``quiet_fetch``).
     """
-    long_wait = read_model or patient
+    long_wait = group.read_model or group.patient
     return Fetch(
         max_wait_ms=settings.kafka_read_model_fetch_max_wait_ms if long_wait else settings.kafka_fetch_max_wait_ms,
         min_bytes=1 if long_wait else settings.kafka_fetch_min_bytes,
-        quiet=None if purchase_path else settings.quiet_fetch,
+        quiet=None if group.purchase_path else settings.quiet_fetch,
     )
 
 
@@ -321,8 +321,7 @@ class ServiceRuntime:
                     replication_factor={name: factor for name, (_, factor) in settings_of.items()},
                 )
         for sub in self._subscriptions:
-            of = sub.declared
-            fetch = fetch_of(s, read_model=of.read_model, purchase_path=of.purchase_path, patient=of.patient)
+            fetch = fetch_of(s, sub.declared)
             self.subscribers.append(
                 ReliableSubscriber(
                     broker=self.broker,

@@ -438,17 +438,15 @@ def test_a_groups_fetch_follows_what_the_declaration_says_of_it() -> None:
         kafka_quiet_fetch_max_wait_ms=1000,
         kafka_quiet_after_s=5.0,
     )
-    assert fetch_of(settings, read_model=True, purchase_path=False) == Fetch(500, 1, (1000, 5.0))
-    assert fetch_of(settings, read_model=False, purchase_path=False) == Fetch(100, 65536, (1000, 5.0))
-    assert fetch_of(settings, read_model=False, purchase_path=True) == Fetch(100, 65536, None)
-    assert fetch_of(settings, read_model=False, purchase_path=False, patient=True) == Fetch(500, 1, (1000, 5.0))
+    assert fetch_of(settings, Group("g", (), read_model=True)) == Fetch(500, 1, (1000, 5.0))
+    assert fetch_of(settings, Group("g", ())) == Fetch(100, 65536, (1000, 5.0))
+    assert fetch_of(settings, Group("g", (), purchase_path=True)) == Fetch(100, 65536, None)
+    assert fetch_of(settings, Group("g", (), patient=True)) == Fetch(500, 1, (1000, 5.0))
     # Every declared read model and patient group of the system gets the long wait and the 1 byte, whatever the
     # service's setting; tracking's orders (shipments of paid orders, no buyer waits on them) is patient.
     for service in SYSTEM.services:
         for group in service.reliable_groups:
-            fetch = fetch_of(
-                settings, read_model=group.read_model, purchase_path=group.purchase_path, patient=group.patient
-            )
+            fetch = fetch_of(settings, group)
             long_wait = group.read_model or group.patient
             assert (fetch.min_bytes == 1) is long_wait, f"{service.name}.{group.name}"
             assert (fetch.max_wait_ms == 500) is long_wait, f"{service.name}.{group.name}"
